@@ -1,0 +1,3 @@
+"""Threadline: a self-hosted customer-messaging conversation engine."""
+
+__version__ = "0.1.0"

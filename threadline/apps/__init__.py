@@ -1,0 +1,1 @@
+"""Apps (tenants) and what belongs to them directly: tokens, admins, channels, senders, users."""

@@ -1,0 +1,139 @@
+"""All SQL about apps, tokens, admins, channels, senders, users and starter messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from threadline.db.schema import admins, api_tokens, apps, channels, messages, senders, users
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    id: int
+    app_id: int
+    scopes: frozenset[str]
+
+
+class AppRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def _insert(self, table: Table, **values: Any) -> int:
+        result = await self.conn.execute(table.insert().values(**values).returning(table.c.id))
+        return int(result.scalar_one())
+
+    async def create_app(self, name: str, now: datetime) -> int:
+        return await self._insert(apps, name=name, created=now)
+
+    async def set_defaults(self, app_id: int, channel_id: int, sender_id: int) -> None:
+        await self.conn.execute(
+            update(apps)
+            .where(apps.c.id == app_id)
+            .values(default_channel_id=channel_id, default_sender_id=sender_id)
+        )
+
+    async def app(self, app_id: int) -> dict[str, Any] | None:
+        row = (await self.conn.execute(select(apps).where(apps.c.id == app_id))).first()
+        return dict(row._mapping) if row else None
+
+    async def create_token(
+        self, app_id: int, name: str, token_hash: str, prefix: str, scopes: list[str], now: datetime
+    ) -> int:
+        return await self._insert(
+            api_tokens,
+            app_id=app_id,
+            name=name,
+            token_hash=token_hash,
+            prefix=prefix,
+            scopes=scopes,
+            created=now,
+        )
+
+    async def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        query = select(api_tokens.c.id, api_tokens.c.app_id, api_tokens.c.scopes).where(
+            api_tokens.c.token_hash == token_hash, api_tokens.c.revoked.is_(None)
+        )
+        row = (await self.conn.execute(query)).first()
+        return TokenRecord(row.id, row.app_id, frozenset(row.scopes)) if row else None
+
+    async def create_admin(
+        self,
+        app_id: int,
+        name: str,
+        email: str | None,
+        password_hash: str | None,
+        avatar: str | None,
+        now: datetime,
+    ) -> int:
+        return await self._insert(
+            admins,
+            app_id=app_id,
+            name=name,
+            email=email,
+            password_hash=password_hash,
+            avatar=avatar,
+            created=now,
+        )
+
+    async def create_channel(self, app_id: int, name: str, type_: str, now: datetime) -> int:
+        return await self._insert(channels, app_id=app_id, name=name, type=type_, created=now)
+
+    async def create_sender(self, app_id: int, name: str) -> int:
+        return await self._insert(senders, app_id=app_id, name=name)
+
+    async def create_user(
+        self, app_id: int, site_user_id: str | None, props: dict[str, Any], now: datetime
+    ) -> int:
+        return await self._insert(
+            users, app_id=app_id, user_id=site_user_id, props=props, created=now
+        )
+
+    async def user_by_site_id(self, app_id: int, site_user_id: str) -> int | None:
+        query = select(users.c.id).where(users.c.app_id == app_id, users.c.user_id == site_user_id)
+        ident = (await self.conn.execute(query)).scalar_one_or_none()
+        return int(ident) if ident is not None else None
+
+    async def create_message(
+        self,
+        app_id: int,
+        *,
+        type_: str,
+        reply_type: str,
+        recipient_type: str,
+        sender_id: int | None,
+        admin_id: int | None,
+        body: str,
+        now: datetime,
+    ) -> int:
+        return await self._insert(
+            messages,
+            app_id=app_id,
+            type=type_,
+            reply_type=reply_type,
+            recipient_type=recipient_type,
+            sender_id=sender_id,
+            admin_id=admin_id,
+            body=body,
+            created=now,
+        )
+
+    async def owned(self, table: Table, app_id: int, ident: int) -> bool:
+        """Does object `ident` of `table` exist in app `app_id` (and is it not removed)?"""
+        conditions = [table.c.id == ident, table.c.app_id == app_id]
+        if "removed" in table.c:
+            conditions.append(table.c.removed.is_(None))
+        query = select(func.count()).select_from(table).where(*conditions)
+        return bool((await self.conn.execute(query)).scalar_one())
+
+    async def admin_ids(self, app_id: int) -> list[int]:
+        query = select(admins.c.id).where(admins.c.app_id == app_id).order_by(admins.c.id)
+        return [int(i) for i in (await self.conn.execute(query)).scalars()]
+
+    async def channel_ids(self, app_id: int) -> list[int]:
+        query = select(channels.c.id).where(channels.c.app_id == app_id).order_by(channels.c.id)
+        return [int(i) for i in (await self.conn.execute(query)).scalars()]

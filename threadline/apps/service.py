@@ -1,0 +1,115 @@
+"""Creating apps and the things that belong to them; tokens are stored hashed."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from argon2 import PasswordHasher
+
+from threadline.apps.repository import AppRepository, TokenRecord
+from threadline.core.errors import InvalidParameter
+from threadline.db.engine import Database
+
+ALL_SCOPES = (
+    "conversations-read",
+    "conversations-write",
+    "user-read",
+    "as-user",
+    "messages-manual-send-one",
+    "admin",
+)
+TOKEN_PREFIX = "tl_"  # noqa: S105  (a marker that makes leaked tokens greppable)
+
+_password_hasher = PasswordHasher()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def hash_token(token: str) -> str:
+    # Tokens are 256-bit random secrets, so a fast hash is enough (no brute force possible).
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def hash_password(password: str) -> str:
+    return _password_hasher.hash(password)
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedApp:
+    app_id: int
+    token: str
+    default_channel_id: int
+    default_sender_id: int
+
+
+async def issue_token(
+    repo: AppRepository, app_id: int, name: str, scopes: list[str], now: datetime
+) -> str:
+    unknown = set(scopes) - set(ALL_SCOPES)
+    if unknown:
+        raise InvalidParameter("scopes", f"unknown scopes: {', '.join(sorted(unknown))}")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    await repo.create_token(app_id, name, hash_token(token), token[:12], scopes, now)
+    return token
+
+
+async def create_app(db: Database, name: str) -> CreatedApp:
+    """An app with a default channel, a default sender and a token with every scope."""
+    if not name.strip():
+        raise InvalidParameter("name", "must not be empty")
+    now = utcnow()
+    async with db.write() as conn:
+        repo = AppRepository(conn)
+        app_id = await repo.create_app(name, now)
+        channel_id = await repo.create_channel(app_id, "Inbox", "default", now)
+        sender_id = await repo.create_sender(app_id, name)
+        await repo.set_defaults(app_id, channel_id, sender_id)
+        token = await issue_token(repo, app_id, "default", list(ALL_SCOPES), now)
+    return CreatedApp(app_id, token, channel_id, sender_id)
+
+
+async def authenticate(db: Database, token: str) -> TokenRecord | None:
+    async with db.read() as conn:
+        return await AppRepository(conn).token_by_hash(hash_token(token))
+
+
+async def create_admin(
+    db: Database,
+    app_id: int,
+    name: str,
+    *,
+    email: str | None = None,
+    password: str | None = None,
+    avatar: str | None = None,
+) -> int:
+    if not name.strip():
+        raise InvalidParameter("name", "must not be empty")
+    password_hash = hash_password(password) if password else None
+    async with db.write() as conn:
+        return await AppRepository(conn).create_admin(
+            app_id, name, email, password_hash, avatar, utcnow()
+        )
+
+
+async def create_channel(db: Database, app_id: int, name: str, type_: str = "default") -> int:
+    if not name.strip():
+        raise InvalidParameter("name", "must not be empty")
+    async with db.write() as conn:
+        return await AppRepository(conn).create_channel(app_id, name, type_, utcnow())
+
+
+async def create_user(
+    db: Database,
+    app_id: int,
+    *,
+    site_user_id: str | None = None,
+    props: dict[str, Any] | None = None,
+) -> int:
+    async with db.write() as conn:
+        return await AppRepository(conn).create_user(app_id, site_user_id, props or {}, utcnow())

@@ -1,0 +1,314 @@
+"""All SQL about conversations and their parts. Rows in, core dataclasses out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, Select, and_, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from threadline.core.enums import (
+    HIDDEN_FROM_USER,
+    AssistantType,
+    AuthorKind,
+    ConversationType,
+    MessageStatus,
+    PartType,
+    RecipientType,
+    ReplyType,
+    SentVia,
+)
+from threadline.core.model import Attachment, Author, ConversationState, Part
+from threadline.core.rules import MarkRead
+from threadline.db.schema import conversation_parts as parts_t
+from threadline.db.schema import conversations as conv_t
+
+_STATE_COLUMNS = [c for c in conv_t.c if c.name != "tags"]
+# Columns the engine rewrites on every change (identity and creation data never change).
+_MUTABLE = (
+    "last_update",
+    "sended_time",
+    "type",
+    "reply_type",
+    "recipient_type",
+    "message_id",
+    "status",
+    "channel_id",
+    "assignee_id",
+    "assistant_type",
+    "removed",
+    "replied",
+    "closed",
+    "delayed_until",
+    "tags",
+    "part_group",
+    "parts_count",
+    "replies_count",
+    "admin_unread_count",
+    "user_unread_count",
+    "not_answered_admin_replies",
+    "reply_last_id",
+    "reply_last_type",
+    "part_last_id",
+    "important_part_last_id",
+    "last_user_reply_time",
+    "last_admin_id",
+    "important",
+)
+
+
+def _opt(enum: Any, value: str | None) -> Any:
+    return enum(value) if value is not None else None
+
+
+def state_from_row(row: Row[Any] | Any) -> ConversationState:
+    m = row._mapping
+    return ConversationState(
+        id=m["id"],
+        app_id=m["app_id"],
+        user_id=m["user_id"],
+        created=m["created"],
+        sended_time=m["sended_time"],
+        last_update=m["last_update"],
+        type=_opt(ConversationType, m["type"]),
+        reply_type=_opt(ReplyType, m["reply_type"]),
+        recipient_type=RecipientType(m["recipient_type"]),
+        message_id=m["message_id"],
+        status=_opt(MessageStatus, m["status"]),
+        external_service=m["external_service"],
+        external_id=m["external_id"],
+        channel_id=m["channel_id"],
+        assignee_id=m["assignee_id"],
+        assistant_type=_opt(AssistantType, m["assistant_type"]),
+        removed=m["removed"],
+        replied=m["replied"],
+        closed=m["closed"],
+        delayed_until=m["delayed_until"],
+        tags=tuple(m["tags"]),
+        part_group=m["part_group"],
+        parts_count=m["parts_count"],
+        replies_count=m["replies_count"],
+        admin_unread_count=m["admin_unread_count"],
+        user_unread_count=m["user_unread_count"],
+        not_answered_admin_replies=m["not_answered_admin_replies"],
+        reply_last_id=m["reply_last_id"],
+        reply_last_type=_opt(PartType, m["reply_last_type"]),
+        part_last_id=m["part_last_id"],
+        important_part_last_id=m["important_part_last_id"],
+        last_user_reply_time=m["last_user_reply_time"],
+        last_admin_id=m["last_admin_id"],
+        important=m["important"],
+        read=m["read"],
+        clicked=m["clicked"],
+        unsubscribed=m["unsubscribed"],
+        start_random_id=m["start_random_id"],
+    )
+
+
+def _state_values(state: ConversationState, names: Sequence[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in names:
+        value = getattr(state, name)
+        values[name] = list(value) if name == "tags" else value
+    return values
+
+
+def part_from_row(row: Row[Any] | Any) -> Part:
+    m = row._mapping
+    attachments = tuple(Attachment(**a) for a in (m["attachments"] or ()))
+    return Part(
+        id=m["id"],
+        conversation_id=m["conversation_id"],
+        created=m["created"],
+        type=PartType(m["type"]),
+        part_group=m["part_group"] if m["part_group"] is not None else m["id"],
+        author=Author(AuthorKind(m["author_kind"]), m["author_id"]),
+        sent_via=SentVia(m["sent_via"]),
+        body=m["body"],
+        body_json=m["body_json"],
+        read=m["read"],
+        attachments=attachments,
+        random_id=m["random_id"],
+        random_kind=m["random_kind"],
+        external_id=m["external_id"],
+        tag=m["tag"],
+        assignee_id=m["assignee_id"],
+        edited=m["edited"],
+        removed=m["removed"],
+    )
+
+
+def _part_values(part: Part) -> dict[str, Any]:
+    return {
+        "conversation_id": part.conversation_id,
+        "created": part.created,
+        # A part that opens its group stores NULL: its group id is its own (not yet known) id.
+        "part_group": None if part.part_group == part.id else part.part_group,
+        "type": part.type.value,
+        "author_kind": part.author.kind.value,
+        "author_id": part.author.id,
+        "sent_via": part.sent_via.value,
+        "body": part.body,
+        "body_json": part.body_json,
+        "read": part.read,
+        "attachments": [
+            {"id": a.id, "size": a.size, "filename": a.filename, "mime_type": a.mime_type}
+            for a in part.attachments
+        ]
+        or None,
+        "random_id": part.random_id,
+        "random_kind": part.random_kind,
+        "external_id": part.external_id,
+        "tag": part.tag,
+        "assignee_id": part.assignee_id,
+    }
+
+
+class ConversationRepository:
+    """Conversation rows and part rows, scoped to the connection's transaction."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.is_postgres = conn.dialect.name == "postgresql"
+
+    def _select_state(self) -> Select[Any]:
+        return select(*_STATE_COLUMNS, conv_t.c.tags)
+
+    async def get(self, app_id: int, conversation_id: int) -> ConversationState | None:
+        query = self._select_state().where(
+            conv_t.c.id == conversation_id, conv_t.c.app_id == app_id
+        )
+        row = (await self.conn.execute(query)).first()
+        return state_from_row(row) if row else None
+
+    async def get_any(self, conversation_id: int) -> ConversationState | None:
+        """By id alone, whatever the app: for maintenance commands, never for requests."""
+        query = self._select_state().where(conv_t.c.id == conversation_id)
+        row = (await self.conn.execute(query)).first()
+        return state_from_row(row) if row else None
+
+    async def lock(self, app_id: int, conversation_id: int) -> ConversationState | None:
+        """The state, with the row locked until the transaction ends.
+
+        SQLite needs no row lock: its write transactions are already exclusive.
+        """
+        query = self._select_state().where(
+            conv_t.c.id == conversation_id, conv_t.c.app_id == app_id
+        )
+        if self.is_postgres:
+            query = query.with_for_update()
+        row = (await self.conn.execute(query)).first()
+        return state_from_row(row) if row else None
+
+    async def insert(self, state: ConversationState) -> int:
+        """Insert a new conversation (its `id` is ignored) and return the stored id."""
+        values = _state_values(state, [c.name for c in conv_t.c if c.name not in ("id",)])
+        result = await self.conn.execute(conv_t.insert().values(values).returning(conv_t.c.id))
+        return int(result.scalar_one())
+
+    async def insert_started(self, state: ConversationState) -> int | None:
+        """Insert a conversation carrying `start_random_id`; None when that key was used."""
+        values = _state_values(state, [c.name for c in conv_t.c if c.name != "id"])
+        stmt = self._insert(conv_t).values(values)
+        stmt = stmt.on_conflict_do_nothing(index_elements=["user_id", "start_random_id"])
+        result = await self.conn.execute(stmt.returning(conv_t.c.id))
+        ident = result.scalar_one_or_none()
+        return int(ident) if ident is not None else None
+
+    async def find_started(self, user_id: int, start_random_id: int) -> int | None:
+        query = select(conv_t.c.id).where(
+            conv_t.c.user_id == user_id, conv_t.c.start_random_id == start_random_id
+        )
+        ident = (await self.conn.execute(query)).scalar_one_or_none()
+        return int(ident) if ident is not None else None
+
+    def _insert(self, table: Any) -> Any:
+        return postgresql.insert(table) if self.is_postgres else sqlite.insert(table)
+
+    async def insert_part(self, part: Part) -> int | None:
+        """Insert one part; None when its (kind, random_id) was already used in the conversation."""
+        stmt = self._insert(parts_t).values(_part_values(part))
+        if part.random_id is not None:
+            stmt = stmt.on_conflict_do_nothing(
+                index_elements=["conversation_id", "random_kind", "random_id"]
+            )
+        ident = (await self.conn.execute(stmt.returning(parts_t.c.id))).scalar_one_or_none()
+        return int(ident) if ident is not None else None
+
+    async def save(self, state: ConversationState) -> None:
+        await self.conn.execute(
+            update(conv_t).where(conv_t.c.id == state.id).values(_state_values(state, _MUTABLE))
+        )
+
+    async def mark_read(self, conversation_id: int, mark: MarkRead) -> None:
+        if mark is MarkRead.USER_PARTS_BY_ADMIN:
+            which = parts_t.c.type == PartType.REPLY_USER.value
+        else:
+            visible = [t.value for t in PartType if t not in HIDDEN_FROM_USER]
+            which = and_(parts_t.c.type.in_(visible), parts_t.c.type != PartType.REPLY_USER.value)
+        await self.conn.execute(
+            update(parts_t)
+            .where(parts_t.c.conversation_id == conversation_id, which, parts_t.c.read.is_(False))
+            .values(read=True)
+        )
+
+    async def erase(self, conversation_id: int, now: datetime) -> None:
+        await self.conn.execute(
+            update(parts_t)
+            .where(parts_t.c.conversation_id == conversation_id)
+            .values(body="", body_json=None, attachments=None, removed=now)
+        )
+
+    async def parts(self, conversation_id: int) -> list[Part]:
+        query = (
+            select(parts_t)
+            .where(parts_t.c.conversation_id == conversation_id)
+            .order_by(parts_t.c.id)
+        )
+        return [part_from_row(r) for r in await self.conn.execute(query)]
+
+    async def parts_by_id(self, ids: Sequence[int]) -> dict[int, Part]:
+        if not ids:
+            return {}
+        rows = await self.conn.execute(select(parts_t).where(parts_t.c.id.in_(list(ids))))
+        return {p.id: p for p in map(part_from_row, rows)}
+
+    async def find_part(self, conversation_id: int, kind: str, random_id: int) -> Part | None:
+        query = select(parts_t).where(
+            parts_t.c.conversation_id == conversation_id,
+            parts_t.c.random_kind == kind,
+            parts_t.c.random_id == random_id,
+        )
+        row = (await self.conn.execute(query)).first()
+        return part_from_row(row) if row else None
+
+    async def iter_states(self, batch: int = 500) -> AsyncIterator[list[ConversationState]]:
+        """Every conversation of every app, in id order, a batch at a time."""
+        last_id = 0
+        while True:
+            query = (
+                self._select_state().where(conv_t.c.id > last_id).order_by(conv_t.c.id).limit(batch)
+            )
+            states = [state_from_row(r) for r in await self.conn.execute(query)]
+            if not states:
+                return
+            yield states
+            last_id = states[-1].id
+
+    async def parts_of_many(self, conversation_ids: Sequence[int]) -> dict[int, list[Part]]:
+        grouped: dict[int, list[Part]] = {cid: [] for cid in conversation_ids}
+        query = (
+            select(parts_t)
+            .where(parts_t.c.conversation_id.in_(list(conversation_ids)))
+            .order_by(parts_t.c.id)
+        )
+        for row in await self.conn.execute(query):
+            part = part_from_row(row)
+            grouped[part.conversation_id].append(part)
+        return grouped
+
+    async def count(self) -> int:
+        return int((await self.conn.execute(select(func.count()).select_from(conv_t))).scalar_one())

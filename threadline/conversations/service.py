@@ -1,0 +1,333 @@
+"""The conversation engine's entry points: each call is one atomic transaction.
+
+Every write locks the conversation, validates references against the app (an admin,
+channel or sender of another app is refused as unknown), applies the pure rules and
+stores the parts and the derived fields together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from threadline.apps.repository import AppRepository
+from threadline.apps.service import utcnow
+from threadline.conversations.repository import ConversationRepository
+from threadline.core import events as ev
+from threadline.core import rules
+from threadline.core.enums import (
+    AuthorKind,
+    ConversationType,
+    MessageStatus,
+    RecipientType,
+    ReplyType,
+    SentVia,
+)
+from threadline.core.errors import DomainError, InvalidParameter, NotFound
+from threadline.core.model import Author, ConversationState, JSONObject, Part
+from threadline.core.recompute import Drift, drifts, repaired
+from threadline.db.engine import Database
+from threadline.db.schema import admins, channels, senders, users
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The conversation after a write and the parts the write created.
+
+    On a retry (`duplicate`), `parts` holds the part the first request created.
+    """
+
+    state: ConversationState
+    parts: list[Part] = field(default_factory=list)
+    duplicate: bool = False
+
+
+# The "kind of write" half of the idempotency key, per event class.
+_RANDOM_KIND: dict[type[object], str] = {
+    ev.UserReply: "reply",
+    ev.AdminReply: "reply",
+    ev.ContentPart: "reply",
+    ev.Assign: "assign",
+    ev.Close: "close",
+    ev.Reopen: "reopen",
+    ev.Delay: "delay",
+    ev.AddTag: "tag",
+    ev.RemoveTag: "untag",
+    ev.ChangeChannel: "channel",
+}
+
+
+def idempotency_key(event: ev.Event) -> tuple[str, int] | None:
+    random_id = getattr(event, "random_id", None)
+    kind = _RANDOM_KIND.get(type(event))
+    if not random_id or kind is None:
+        return None
+    return kind, int(random_id)
+
+
+class _AlreadyDone(Exception):
+    """Raised inside the transaction to roll it back when a retry is detected."""
+
+
+async def _check_author(repo: AppRepository, app_id: int, author: Author | None) -> None:
+    if author is None:
+        return
+    if author.kind is AuthorKind.ADMIN:
+        if author.id is None or not await repo.owned(admins, app_id, author.id):
+            raise NotFound("admin", author.id)
+    elif author.kind is AuthorKind.SENDER and (
+        author.id is None or not await repo.owned(senders, app_id, author.id)
+    ):
+        raise NotFound("sender", author.id)
+
+
+async def _check_references(repo: AppRepository, app_id: int, event: ev.Event) -> None:
+    """Every id an event names must belong to the conversation's app."""
+    for attr in ("author", "by", "sender"):
+        await _check_author(repo, app_id, getattr(event, attr, None))
+    admin_id = getattr(event, "admin_id", None)
+    if admin_id is not None and not await repo.owned(admins, app_id, admin_id):
+        raise NotFound("admin", admin_id)
+    if (
+        isinstance(event, ev.ChangeChannel)
+        and event.channel_id is not None
+        and not await repo.owned(channels, app_id, event.channel_id)
+    ):
+        raise NotFound("channel", event.channel_id)
+
+
+async def _store(repo: ConversationRepository, change: rules.Change, now: datetime) -> None:
+    """Insert the change's parts and apply its side effects; the caller saves the state."""
+    ids: list[int] = []
+    for part in change.parts:
+        ident = await repo.insert_part(part)
+        if ident is None:
+            raise _AlreadyDone
+        ids.append(ident)
+    change.with_ids(ids)
+    if change.mark_read is not None:
+        await repo.mark_read(change.state.id, change.mark_read)
+    if change.erase:
+        await repo.erase(change.state.id, now)
+
+
+async def perform(
+    db: Database,
+    app_id: int,
+    conversation_id: int,
+    *events: ev.Event,
+    now: datetime | None = None,
+) -> Outcome:
+    """Apply `events` to one conversation, in order, in one transaction.
+
+    A retried write (same non-zero random_id and kind) creates nothing and answers the part
+    the first request created. The unique index on parts is what guarantees it.
+    """
+    now = now or utcnow()
+    keys = [k for k in map(idempotency_key, events) if k is not None]
+    key = keys[-1] if keys else None
+    try:
+        async with db.write() as conn:
+            repo = ConversationRepository(conn)
+            state = await repo.lock(app_id, conversation_id)
+            if state is None:
+                raise NotFound("conversation", conversation_id)
+            app_repo = AppRepository(conn)
+            for event in events:
+                await _check_references(app_repo, app_id, event)
+            created: list[Part] = []
+            changed = False
+            for event in events:
+                try:
+                    change = rules.apply(state, event, now)
+                except DomainError:
+                    if key and await repo.find_part(conversation_id, *key):
+                        raise _AlreadyDone from None
+                    raise
+                if not change.changed:
+                    continue
+                await _store(repo, change, now)
+                state = change.state
+                created.extend(change.parts)
+                changed = True
+            if changed:
+                await repo.save(state)
+            elif key and await repo.find_part(conversation_id, *key):
+                raise _AlreadyDone
+            return Outcome(state, created)
+    except _AlreadyDone:
+        return await _first_result(db, app_id, conversation_id, key)
+
+
+async def _first_result(
+    db: Database, app_id: int, conversation_id: int, key: tuple[str, int] | None
+) -> Outcome:
+    async with db.read() as conn:
+        repo = ConversationRepository(conn)
+        state = await repo.get(app_id, conversation_id)
+        part = await repo.find_part(conversation_id, *key) if key else None
+    if state is None:
+        raise NotFound("conversation", conversation_id)
+    if part is None:
+        raise InvalidParameter("random_id", "already used for another write to this conversation")
+    return Outcome(state, [part], duplicate=True)
+
+
+async def _new_state(
+    conn_repo: AppRepository, app_id: int, user_id: int, channel_id: int | None, now: datetime
+) -> ConversationState:
+    if not await conn_repo.owned(users, app_id, user_id):
+        raise NotFound("user", user_id)
+    if channel_id is None:
+        app = await conn_repo.app(app_id)
+        channel_id = app["default_channel_id"] if app else None
+    elif not await conn_repo.owned(channels, app_id, channel_id):
+        raise NotFound("channel", channel_id)
+    return rules.new_conversation(
+        conversation_id=0, app_id=app_id, user_id=user_id, now=now, channel_id=channel_id
+    )
+
+
+async def start_by_user(
+    db: Database,
+    app_id: int,
+    user_id: int,
+    reply: ev.UserReply,
+    *,
+    channel_id: int | None = None,
+    external_service: str | None = None,
+    external_id: str | None = None,
+    now: datetime | None = None,
+) -> Outcome:
+    """The user writes first: a new conversation whose first part is their reply.
+
+    `reply.random_id` makes the call safe to retry: per user, one key starts one conversation.
+    """
+    now = now or utcnow()
+    try:
+        async with db.write() as conn:
+            state = await _new_state(AppRepository(conn), app_id, user_id, channel_id, now)
+            state.external_service = external_service
+            state.external_id = external_id
+            state.start_random_id = reply.random_id or None
+            repo = ConversationRepository(conn)
+            if state.start_random_id is None:
+                state.id = await repo.insert(state)
+            else:
+                ident = await repo.insert_started(state)
+                if ident is None:
+                    raise _AlreadyDone
+                state.id = ident
+            change = rules.apply(state, reply, now)
+            await _store(repo, change, now)
+            await repo.save(change.state)
+            return Outcome(change.state, change.parts)
+    except _AlreadyDone:
+        assert reply.random_id
+        async with db.read() as conn:
+            ident = await ConversationRepository(conn).find_started(user_id, reply.random_id)
+        assert ident is not None
+        return await _first_result(db, app_id, ident, ("reply", reply.random_id))
+
+
+@dataclass(frozen=True, slots=True)
+class StartedByMessage:
+    outcome: Outcome
+    message_id: int
+
+
+async def start_by_message(
+    db: Database,
+    app_id: int,
+    user_id: int,
+    *,
+    body: str,
+    sender: Author,
+    type_: ConversationType = ConversationType.POPUP_CHAT,
+    reply_type: ReplyType = ReplyType.TEXT,
+    recipient_type: RecipientType = RecipientType.ALL,
+    status: MessageStatus = MessageStatus.CREATED,
+    sended_time: datetime | None = None,
+    body_json: JSONObject | None = None,
+    channel_id: int | None = None,
+    sent_via: SentVia = SentVia.MESSAGE_MANUAL,
+    now: datetime | None = None,
+) -> StartedByMessage:
+    """An outbound message opens a conversation; it enters the inbox once the user answers."""
+    now = now or utcnow()
+    async with db.write() as conn:
+        app_repo = AppRepository(conn)
+        await _check_author(app_repo, app_id, sender)
+        state = await _new_state(app_repo, app_id, user_id, channel_id, now)
+        message_id = await app_repo.create_message(
+            app_id,
+            type_=type_.value,
+            reply_type=reply_type.value,
+            recipient_type=recipient_type.value,
+            sender_id=sender.id if sender.kind is AuthorKind.SENDER else None,
+            admin_id=sender.id if sender.kind is AuthorKind.ADMIN else None,
+            body=body,
+            now=now,
+        )
+        event = ev.StartByMessage(
+            message_id=message_id,
+            type=type_,
+            reply_type=reply_type,
+            sender=sender,
+            body=body,
+            body_json=body_json,
+            recipient_type=recipient_type,
+            status=status,
+            sended_time=sended_time,
+            sent_via=sent_via,
+        )
+        change = rules.apply(state, event, now)  # validates before anything is inserted
+        repo = ConversationRepository(conn)
+        change.state.id = await repo.insert(state)
+        for part in change.parts:
+            part.conversation_id = change.state.id
+        await _store(repo, change, now)
+        await repo.save(change.state)
+        return StartedByMessage(Outcome(change.state, change.parts), message_id)
+
+
+async def get_conversation(db: Database, app_id: int, conversation_id: int) -> ConversationState:
+    async with db.read() as conn:
+        state = await ConversationRepository(conn).get(app_id, conversation_id)
+    if state is None:
+        raise NotFound("conversation", conversation_id)
+    return state
+
+
+async def get_parts(db: Database, app_id: int, conversation_id: int) -> list[Part]:
+    async with db.read() as conn:
+        repo = ConversationRepository(conn)
+        if await repo.get(app_id, conversation_id) is None:
+            raise NotFound("conversation", conversation_id)
+        return await repo.parts(conversation_id)
+
+
+async def check(db: Database, *, fix: bool = False) -> list[Drift]:
+    """Recompute every conversation's derived fields from its parts; with `fix`, repair drift."""
+    found: list[Drift] = []
+    async with db.read() as conn:
+        repo = ConversationRepository(conn)
+        async for batch in repo.iter_states():
+            parts = await repo.parts_of_many([s.id for s in batch])
+            for state in batch:
+                found.extend(drifts(state, parts[state.id]))
+    if fix:
+        for conversation_id in sorted({d.conversation_id for d in found}):
+            await _repair(db, conversation_id)
+    return found
+
+
+async def _repair(db: Database, conversation_id: int) -> None:
+    async with db.write() as conn:
+        repo = ConversationRepository(conn)
+        state = await repo.get_any(conversation_id)
+        if state is None:
+            return
+        locked = await repo.lock(state.app_id, conversation_id)
+        assert locked is not None
+        await repo.save(repaired(locked, await repo.parts(conversation_id)))

@@ -1,0 +1,123 @@
+"""Plain data: a conversation's stored state and its parts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from threadline.core.enums import (
+    AssistantType,
+    AuthorKind,
+    ConversationType,
+    MessageStatus,
+    PartType,
+    RecipientType,
+    ReplyType,
+    SentVia,
+)
+
+JSONObject = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """Who performs an event. `id` is the internal id of the user, admin or sender."""
+
+    kind: AuthorKind
+    id: int | None = None
+
+    @staticmethod
+    def system() -> Author:
+        return Author(AuthorKind.SYSTEM)
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    id: int
+    size: int
+    filename: str
+    mime_type: str
+
+
+@dataclass(slots=True)
+class Part:
+    """One conversation part. A negative `id` is provisional: the part is not stored yet."""
+
+    id: int
+    conversation_id: int
+    created: datetime
+    type: PartType
+    part_group: int
+    author: Author
+    sent_via: SentVia
+    body: str = ""
+    body_json: JSONObject | None = None
+    read: bool = False
+    attachments: tuple[Attachment, ...] = ()
+    random_id: int | None = None
+    random_kind: str | None = None
+    external_id: str | None = None
+    tag: str | None = None
+    assignee_id: int | None = None
+    edited: datetime | None = None
+    removed: datetime | None = None
+
+    @property
+    def direction(self) -> str:
+        """Legacy field: `u2a` for the user's parts, `a2u` for everything else."""
+        return "u2a" if self.type is PartType.REPLY_USER else "a2u"
+
+
+@dataclass(slots=True)
+class ConversationState:
+    """Everything stored on a conversation row. Derived fields are kept exact by `rules.apply`."""
+
+    id: int
+    app_id: int
+    user_id: int
+    created: datetime
+    sended_time: datetime
+    last_update: datetime
+    type: ConversationType | None = None
+    reply_type: ReplyType | None = None
+    recipient_type: RecipientType = RecipientType.ALL
+    message_id: int | None = None
+    status: MessageStatus | None = None
+    external_service: str | None = None
+    external_id: str | None = None
+    channel_id: int | None = None
+    assignee_id: int | None = None
+    assistant_type: AssistantType | None = None
+    removed: datetime | None = None
+    replied: bool = False
+    closed: bool = False
+    delayed_until: datetime | None = None
+    tags: tuple[str, ...] = ()
+    part_group: int | None = None
+    # Derived from the parts (see recompute.derive):
+    parts_count: int = 0
+    replies_count: int = 0
+    admin_unread_count: int = 0
+    user_unread_count: int = 0
+    not_answered_admin_replies: int = 0
+    reply_last_id: int | None = None
+    reply_last_type: PartType | None = None
+    part_last_id: int | None = None
+    important_part_last_id: int | None = None
+    last_user_reply_time: datetime | None = None
+    last_admin_id: int | None = None
+    important: bool = True
+    # Starter-message flags (legacy, set by the message's own tracking):
+    read: bool = False
+    clicked: bool = False
+    unsubscribed: bool = False
+    start_random_id: int | None = field(default=None)
+
+    @property
+    def unread_parts_count(self) -> int:
+        """Deprecated vendor field, by definition equal to `user_unread_count`."""
+        return self.user_unread_count
+
+    def is_delayed(self, now: datetime) -> bool:
+        return self.delayed_until is not None and now < self.delayed_until

@@ -1,0 +1,108 @@
+"""Engines and transactions for SQLite and PostgreSQL.
+
+SQLite: WAL, a busy timeout, and `BEGIN IMMEDIATE` for every write transaction, so a
+transaction that reads before it writes cannot fail on the lock upgrade; writes are also
+serialised in-process by a lock, reads use their own pool. PostgreSQL: one asyncpg pool,
+and conversation rows are locked with `SELECT ... FOR UPDATE` by the repository.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+# Long enough to ride out another process's write transaction, short enough to surface a hang.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def async_url(url: str) -> URL:
+    """Accept plain `sqlite:///` and `postgresql://` URLs and pick the async driver."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)}")
+
+
+def _install_sqlite_recipe(engine: AsyncEngine, begin_sql: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the driver; `on_begin` issues BEGIN itself.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=NORMAL",
+            "PRAGMA foreign_keys=ON",
+            f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+        ):
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin_sql)
+
+
+def create_engine(url: str, *, write: bool = True, pool_size: int = 10) -> AsyncEngine:
+    parsed = async_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(
+            parsed,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            pool_size=1 if write else pool_size,
+            max_overflow=0 if write else pool_size,
+        )
+        _install_sqlite_recipe(engine, "BEGIN IMMEDIATE" if write else "BEGIN")
+        return engine
+    return create_async_engine(parsed, pool_size=pool_size, max_overflow=pool_size)
+
+
+class Database:
+    """The process's handle on storage: `write()` and `read()` transactions."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.is_sqlite = async_url(url).get_backend_name() == "sqlite"
+        self.write_engine = create_engine(url, write=True, pool_size=pool_size)
+        self.read_engine = (
+            create_engine(url, write=False, pool_size=pool_size)
+            if self.is_sqlite
+            else self.write_engine
+        )
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+
+    @property
+    def dialect(self) -> str:
+        return "sqlite" if self.is_sqlite else "postgresql"
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction: committed when the block ends, rolled back on error."""
+        if self._write_lock is None:
+            async with self.write_engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, self.write_engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.read_engine.begin() as conn:
+            yield conn
+
+    async def dispose(self) -> None:
+        await self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            await self.read_engine.dispose()

@@ -1,0 +1,217 @@
+"""The tables, as SQLAlchemy Core. Alembic migrations create them; this file is their shape.
+
+Derived conversation fields are plain stored columns, written in the same transaction as
+the part that changes them, so reading a conversation never scans its parts.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from threadline.db.types import BigId, UTCDateTime
+
+# Named constraints are required by Alembic's batch mode on SQLite.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+def _id() -> Column[int]:
+    return Column("id", BigId, primary_key=True, autoincrement=True)
+
+
+def _app_id() -> Column[int]:
+    return Column("app_id", BigId, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False)
+
+
+apps = Table(
+    "apps",
+    metadata,
+    _id(),
+    Column("name", String(255), nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+    Column("default_channel_id", BigId, nullable=True),
+    Column("default_sender_id", BigId, nullable=True),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    _id(),
+    _app_id(),
+    Column("name", String(255), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("scopes", Json, nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+    Column("revoked", UTCDateTime, nullable=True),
+)
+
+admins = Table(
+    "admins",
+    metadata,
+    _id(),
+    _app_id(),
+    Column("name", String(255), nullable=False),
+    Column("email", String(320), nullable=True),
+    Column("avatar", String(1024), nullable=True),
+    Column("password_hash", String(255), nullable=True),
+    Column("created", UTCDateTime, nullable=False),
+    Column("removed", UTCDateTime, nullable=True),
+    Index("uq_admins_app_id_email", "app_id", "email", unique=True),
+)
+
+senders = Table(
+    "senders",
+    metadata,
+    _id(),
+    _app_id(),
+    Column("name", String(255), nullable=False),
+    Column("avatar", String(1024), nullable=True),
+)
+
+channels = Table(
+    "channels",
+    metadata,
+    _id(),
+    _app_id(),
+    Column("name", String(255), nullable=False),
+    Column("type", String(32), nullable=False, server_default="default"),
+    Column("avatar", String(1024), nullable=True),
+    Column("created", UTCDateTime, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    _id(),
+    _app_id(),
+    # The site's own id for its user; unique per app when given.
+    Column("user_id", String(255), nullable=True),
+    Column("props", Json, nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+    Column("removed", UTCDateTime, nullable=True),
+    Index("uq_users_app_id_user_id", "app_id", "user_id", unique=True),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    _id(),
+    _app_id(),
+    Column("type", String(32), nullable=False),
+    Column("reply_type", String(16), nullable=False),
+    Column("recipient_type", String(8), nullable=False),
+    Column("sender_id", BigId, nullable=True),
+    Column("admin_id", BigId, nullable=True),
+    Column("body", Text, nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    _id(),
+    _app_id(),
+    Column("user_id", BigId, ForeignKey("users.id"), nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+    Column("sended_time", UTCDateTime, nullable=False),
+    Column("last_update", UTCDateTime, nullable=False),
+    Column("type", String(32), nullable=True),
+    Column("reply_type", String(16), nullable=True),
+    Column("recipient_type", String(8), nullable=False),
+    Column("message_id", BigId, ForeignKey("messages.id"), nullable=True),
+    Column("status", String(16), nullable=True),
+    Column("external_service", String(64), nullable=True),
+    Column("external_id", String(255), nullable=True),
+    Column("channel_id", BigId, ForeignKey("channels.id"), nullable=True),
+    Column("assignee_id", BigId, ForeignKey("admins.id"), nullable=True),
+    Column("assistant_type", String(32), nullable=True),
+    Column("removed", UTCDateTime, nullable=True),
+    Column("replied", Boolean, nullable=False),
+    Column("closed", Boolean, nullable=False),
+    Column("delayed_until", UTCDateTime, nullable=True),
+    Column("tags", Json, nullable=False),
+    Column("part_group", BigInteger, nullable=True),
+    Column("parts_count", Integer, nullable=False),
+    Column("replies_count", Integer, nullable=False),
+    Column("admin_unread_count", Integer, nullable=False),
+    Column("user_unread_count", Integer, nullable=False),
+    Column("not_answered_admin_replies", Integer, nullable=False),
+    Column("reply_last_id", BigInteger, nullable=True),
+    Column("reply_last_type", String(16), nullable=True),
+    Column("part_last_id", BigInteger, nullable=True),
+    Column("important_part_last_id", BigInteger, nullable=True),
+    Column("last_user_reply_time", UTCDateTime, nullable=True),
+    Column("last_admin_id", BigId, nullable=True),
+    Column("important", Boolean, nullable=False),
+    Column("read", Boolean, nullable=False, server_default=text("false")),
+    Column("clicked", Boolean, nullable=False, server_default=text("false")),
+    Column("unsubscribed", Boolean, nullable=False, server_default=text("false")),
+    # Idempotency key of the request that created the conversation (startconversation).
+    Column("start_random_id", BigInteger, nullable=True),
+    Index("ix_conversations_app_last_update", "app_id", "last_update", "id"),
+    Index("ix_conversations_user", "user_id", "last_update", "id"),
+    Index("uq_conversations_user_start_random_id", "user_id", "start_random_id", unique=True),
+)
+
+conversation_parts = Table(
+    "conversation_parts",
+    metadata,
+    _id(),
+    Column(
+        "conversation_id",
+        BigId,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("created", UTCDateTime, nullable=False),
+    Column("edited", UTCDateTime, nullable=True),
+    Column("removed", UTCDateTime, nullable=True),
+    # NULL means the part opens its group: the group id is the part's own id.
+    Column("part_group", BigInteger, nullable=True),
+    Column("type", String(24), nullable=False),
+    Column("author_kind", String(8), nullable=False),
+    Column("author_id", BigInteger, nullable=True),
+    Column("sent_via", String(24), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("body_json", Json, nullable=True),
+    Column("read", Boolean, nullable=False),
+    Column("attachments", Json, nullable=True),
+    Column("random_id", BigInteger, nullable=True),
+    Column("random_kind", String(16), nullable=True),
+    Column("external_id", String(255), nullable=True),
+    Column("tag", String(255), nullable=True),
+    Column("assignee_id", BigInteger, nullable=True),
+    Index("ix_conversation_parts_conversation", "conversation_id", "id"),
+    # Idempotency: a retried write with the same random_id cannot insert a second part.
+    Index(
+        "uq_conversation_parts_random",
+        "conversation_id",
+        "random_kind",
+        "random_id",
+        unique=True,
+    ),
+)
