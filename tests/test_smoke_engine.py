@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from tests.conftest import World
 from threadline.conversations import service
 from threadline.core import events as ev
 from threadline.core.enums import AuthorKind, PartType
 from threadline.core.model import Author
 from threadline.db.engine import Database
-
-from tests.conftest import World
 
 
 async def test_user_then_admin_reply(db: Database, world: World) -> None:
