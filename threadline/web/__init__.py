@@ -1,0 +1,1 @@
+"""The HTTP server: the ASGI application and its lifespan."""

@@ -1,0 +1,45 @@
+"""The ASGI application: one `Database` per process, opened and closed by the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from threadline import __version__, api
+from threadline.db.engine import Database
+from threadline.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.db = Database(settings.database_url, pool_size=settings.pool_size)
+        try:
+            yield
+        finally:
+            await app.state.db.dispose()
+
+    app = FastAPI(title="Threadline", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+
+    @app.get("/health", include_in_schema=False)
+    async def health(request: Request) -> JSONResponse:
+        db: Database = request.app.state.db
+        try:
+            async with db.read() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:  # any failure to reach the database is "unhealthy"
+            return JSONResponse(
+                {"status": "unavailable", "database": db.dialect, "error": str(exc)[:200]},
+                status_code=503,
+            )
+        return JSONResponse({"status": "ok", "database": db.dialect, "version": __version__})
+
+    api.register(app)
+    return app
