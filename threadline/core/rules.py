@@ -343,8 +343,8 @@ def _read_by_admin(b: _Builder, _e: ev.ReadByAdmin) -> Change:
 
 
 def _read_by_user(b: _Builder, _e: ev.ReadByUser) -> Change:
-    if not b.state.user_unread_count:
-        return unchanged(b.state)
+    # Always a change: besides the replies counted in user_unread_count, the user may have
+    # unread articles, auto-replies, bot messages or votes to mark read.
     b.state.user_unread_count = 0
     b.mark_read = MarkRead.ADMIN_PARTS_BY_USER
     return b.done()
