@@ -8,6 +8,7 @@ migration fails).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,8 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     base = postgres_base_url()
     if not base:
         pytest.skip("THREADLINE_TEST_POSTGRES_URL is not set")
-    name = f"threadline_migrations_{_worker()}"
+    # The process id too: another test run on the same server must not drop this one's database.
+    name = f"threadline_migrations_{_worker()}_{os.getpid()}"
     drop = f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"
     asyncio.run(_admin_execute(base, drop, f"CREATE DATABASE {name}"))
     yield make_url(base).set(database=name).render_as_string(hide_password=False)
