@@ -50,20 +50,19 @@ async def _admin_execute(base_url: str, *statements: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """A migrated PostgreSQL database of this worker's own."""
+def postgres_url() -> Iterator[str]:
+    """A migrated PostgreSQL database of this test process's own, dropped at the end."""
     base = postgres_base_url()
     if not base:
         pytest.skip("THREADLINE_TEST_POSTGRES_URL is not set")
-    name = f"threadline_test_{_worker()}"
-    asyncio.run(
-        _admin_execute(
-            base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"
-        )
-    )
+    # The pid keeps concurrent test runs (and xdist workers) on one server apart.
+    name = f"threadline_test_{_worker()}_{os.getpid()}"
+    drop = f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    asyncio.run(_admin_execute(base, drop, f"CREATE DATABASE {name}"))
     url = make_url(base).set(database=name).render_as_string(hide_password=False)
     upgrade(url)
-    return url
+    yield url
+    asyncio.run(_admin_execute(base, drop))
 
 
 @pytest.fixture(scope="session")
