@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from threadline.db.direct import DirectSelect, DriverConnection
 from threadline.db.schema import admins, api_tokens, apps, channels, messages, senders, users
 
 
@@ -19,9 +21,19 @@ class TokenRecord:
     scopes: frozenset[str]
 
 
+@functools.cache
+def _owned_query(table: Table) -> DirectSelect:
+    """Built once per table: every write checks the ids it names this way."""
+    conditions = [table.c.id == bindparam("ident"), table.c.app_id == bindparam("app_id")]
+    if "removed" in table.c:
+        conditions.append(table.c.removed.is_(None))
+    return DirectSelect(select(table.c.id).where(*conditions))
+
+
 class AppRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, driver: DriverConnection | None = None) -> None:
         self.conn = conn
+        self.driver = driver or DriverConnection(conn)
 
     async def _insert(self, table: Table, **values: Any) -> int:
         result = await self.conn.execute(table.insert().values(**values).returning(table.c.id))
@@ -124,11 +136,8 @@ class AppRepository:
 
     async def owned(self, table: Table, app_id: int, ident: int) -> bool:
         """Does object `ident` of `table` exist in app `app_id` (and is it not removed)?"""
-        conditions = [table.c.id == ident, table.c.app_id == app_id]
-        if "removed" in table.c:
-            conditions.append(table.c.removed.is_(None))
-        query = select(func.count()).select_from(table).where(*conditions)
-        return bool((await self.conn.execute(query)).scalar_one())
+        params = {"ident": ident, "app_id": app_id}
+        return bool(await self.driver.fetch(_owned_query(table), params))
 
     async def admin_ids(self, app_id: int) -> list[int]:
         query = select(admins.c.id).where(admins.c.app_id == app_id).order_by(admins.c.id)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, Select, and_, func, select, update
+from sqlalchemy import Row, Select, bindparam, func, insert, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -23,6 +23,7 @@ from threadline.core.enums import (
 )
 from threadline.core.model import Attachment, Author, ConversationState, Part
 from threadline.core.rules import MarkRead
+from threadline.db.direct import DirectSelect, DirectStatement, DriverConnection
 from threadline.db.schema import conversation_parts as parts_t
 from threadline.db.schema import conversations as conv_t
 
@@ -65,7 +66,10 @@ def _opt(enum: Any, value: str | None) -> Any:
 
 
 def state_from_row(row: Row[Any] | Any) -> ConversationState:
-    m = row._mapping
+    return state_from_mapping(cast(Mapping[str, Any], row._mapping))
+
+
+def state_from_mapping(m: Mapping[str, Any]) -> ConversationState:
     return ConversationState(
         id=m["id"],
         app_id=m["app_id"],
@@ -167,41 +171,82 @@ def _part_values(part: Part) -> dict[str, Any]:
     }
 
 
+def _insert_parts_idempotent(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING on the (conversation, kind, random_id) unique index."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(parts_t)
+        .on_conflict_do_nothing(index_elements=["conversation_id", "random_kind", "random_id"])
+        .returning(parts_t.c.id)
+    )
+
+
+# Statements are built once: SQLAlchemy then reuses their cache keys and compiled forms.
+_SELECT_STATE = select(*_STATE_COLUMNS, conv_t.c.tags)
+_BY_ID = conv_t.c.id == bindparam("conversation_id")
+_GET = _SELECT_STATE.where(_BY_ID, conv_t.c.app_id == bindparam("app_id"))
+_LOCK = {
+    "postgresql": DirectSelect(_GET.with_for_update()),
+    # SQLite needs no row lock: its write transactions are already exclusive.
+    "sqlite": DirectSelect(_GET),
+}
+_GET_ANY = _SELECT_STATE.where(_BY_ID)
+_UPDATE = DirectStatement(update(conv_t).where(conv_t.c.id == bindparam("b_conversation_id")))
+_INSERT_PART = DirectStatement(insert(parts_t).returning(parts_t.c.id))
+_UNREAD_OF_CONVERSATION = (
+    parts_t.c.conversation_id == bindparam("b_conversation_id"),
+    parts_t.c.read.is_(False),
+)
+# Rendered as SQL literals (our own enum values): an expanding IN list cannot be precompiled.
+_TYPES_THE_USER_READS = [
+    literal_column(f"'{t.value}'")
+    for t in PartType
+    if t not in HIDDEN_FROM_USER and t is not PartType.REPLY_USER
+]
+_MARK_READ = {
+    MarkRead.USER_PARTS_BY_ADMIN: DirectStatement(
+        update(parts_t)
+        .where(*_UNREAD_OF_CONVERSATION, parts_t.c.type == PartType.REPLY_USER.value)
+        .values(read=True)
+    ),
+    # Every part the user can see that the user did not write.
+    MarkRead.ADMIN_PARTS_BY_USER: DirectStatement(
+        update(parts_t)
+        .where(*_UNREAD_OF_CONVERSATION, parts_t.c.type.in_(_TYPES_THE_USER_READS))
+        .values(read=True)
+    ),
+}
+_INSERT_PART_IDEMPOTENT = {
+    d: DirectStatement(_insert_parts_idempotent(d)) for d in ("postgresql", "sqlite")
+}
+
+
 class ConversationRepository:
     """Conversation rows and part rows, scoped to the connection's transaction."""
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
         self.is_postgres = conn.dialect.name == "postgresql"
+        self.driver = DriverConnection(conn)
 
     def _select_state(self) -> Select[Any]:
-        return select(*_STATE_COLUMNS, conv_t.c.tags)
+        return _SELECT_STATE
 
     async def get(self, app_id: int, conversation_id: int) -> ConversationState | None:
-        query = self._select_state().where(
-            conv_t.c.id == conversation_id, conv_t.c.app_id == app_id
-        )
-        row = (await self.conn.execute(query)).first()
+        params = {"conversation_id": conversation_id, "app_id": app_id}
+        row = (await self.conn.execute(_GET, params)).first()
         return state_from_row(row) if row else None
 
     async def get_any(self, conversation_id: int) -> ConversationState | None:
         """By id alone, whatever the app: for maintenance commands, never for requests."""
-        query = self._select_state().where(conv_t.c.id == conversation_id)
-        row = (await self.conn.execute(query)).first()
+        row = (await self.conn.execute(_GET_ANY, {"conversation_id": conversation_id})).first()
         return state_from_row(row) if row else None
 
     async def lock(self, app_id: int, conversation_id: int) -> ConversationState | None:
-        """The state, with the row locked until the transaction ends.
-
-        SQLite needs no row lock: its write transactions are already exclusive.
-        """
-        query = self._select_state().where(
-            conv_t.c.id == conversation_id, conv_t.c.app_id == app_id
-        )
-        if self.is_postgres:
-            query = query.with_for_update()
-        row = (await self.conn.execute(query)).first()
-        return state_from_row(row) if row else None
+        """The state, with the row locked until the transaction ends."""
+        params = {"conversation_id": conversation_id, "app_id": app_id}
+        rows = await self.driver.select(_LOCK[self.conn.dialect.name], params)
+        return state_from_mapping(rows[0]) if rows else None
 
     async def insert(self, state: ConversationState) -> int:
         """Insert a new conversation (its `id` is ignored) and return the stored id."""
@@ -230,30 +275,26 @@ class ConversationRepository:
 
     async def insert_part(self, part: Part) -> int | None:
         """Insert one part; None when its (kind, random_id) was already used in the conversation."""
-        stmt = self._insert(parts_t).values(_part_values(part))
-        if part.random_id is not None:
-            stmt = stmt.on_conflict_do_nothing(
-                index_elements=["conversation_id", "random_kind", "random_id"]
-            )
-        ident = (await self.conn.execute(stmt.returning(parts_t.c.id))).scalar_one_or_none()
-        return int(ident) if ident is not None else None
+        if part.random_id is None:
+            stmt = _INSERT_PART
+        else:
+            stmt = _INSERT_PART_IDEMPOTENT[self.conn.dialect.name]
+        rows = await self.driver.fetch(stmt, _part_values(part))
+        return int(rows[0][0]) if rows else None
 
-    async def save(self, state: ConversationState) -> None:
-        await self.conn.execute(
-            update(conv_t).where(conv_t.c.id == state.id).values(_state_values(state, _MUTABLE))
-        )
+    async def save(self, state: ConversationState, before: ConversationState | None = None) -> None:
+        """Write the state's mutable columns: only those that differ from `before` when given."""
+        names: tuple[str, ...] = _MUTABLE
+        if before is not None:
+            names = tuple(n for n in _MUTABLE if getattr(state, n) != getattr(before, n))
+            if not names:
+                return
+        params = _state_values(state, names)
+        params["b_conversation_id"] = state.id
+        await self.driver.fetch(_UPDATE, params)
 
     async def mark_read(self, conversation_id: int, mark: MarkRead) -> None:
-        if mark is MarkRead.USER_PARTS_BY_ADMIN:
-            which = parts_t.c.type == PartType.REPLY_USER.value
-        else:
-            visible = [t.value for t in PartType if t not in HIDDEN_FROM_USER]
-            which = and_(parts_t.c.type.in_(visible), parts_t.c.type != PartType.REPLY_USER.value)
-        await self.conn.execute(
-            update(parts_t)
-            .where(parts_t.c.conversation_id == conversation_id, which, parts_t.c.read.is_(False))
-            .values(read=True)
-        )
+        await self.driver.fetch(_MARK_READ[mark], {"b_conversation_id": conversation_id})
 
     async def erase(self, conversation_id: int, now: datetime) -> None:
         await self.conn.execute(

@@ -7,6 +7,7 @@ stores the parts and the derived fields together.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -69,31 +70,34 @@ class _AlreadyDone(Exception):
     """Raised inside the transaction to roll it back when a retry is detected."""
 
 
-async def _check_author(repo: AppRepository, app_id: int, author: Author | None) -> None:
-    if author is None:
-        return
-    if author.kind is AuthorKind.ADMIN:
-        if author.id is None or not await repo.owned(admins, app_id, author.id):
-            raise NotFound("admin", author.id)
-    elif author.kind is AuthorKind.SENDER and (
-        author.id is None or not await repo.owned(senders, app_id, author.id)
-    ):
-        raise NotFound("sender", author.id)
+async def _check_references(repo: AppRepository, app_id: int, events: Sequence[ev.Event]) -> None:
+    """Every admin, sender and channel an event names must belong to the conversation's app.
 
-
-async def _check_references(repo: AppRepository, app_id: int, event: ev.Event) -> None:
-    """Every id an event names must belong to the conversation's app."""
-    for attr in ("author", "by", "sender"):
-        await _check_author(repo, app_id, getattr(event, attr, None))
-    admin_id = getattr(event, "admin_id", None)
-    if admin_id is not None and not await repo.owned(admins, app_id, admin_id):
-        raise NotFound("admin", admin_id)
-    if (
-        isinstance(event, ev.ChangeChannel)
-        and event.channel_id is not None
-        and not await repo.owned(channels, app_id, event.channel_id)
-    ):
-        raise NotFound("channel", event.channel_id)
+    One of another app is answered exactly like one that does not exist.
+    """
+    admin_ids: set[int | None] = set()
+    for event in events:
+        for attr in ("author", "by", "sender"):
+            author: Author | None = getattr(event, attr, None)
+            if author is None:
+                continue
+            if author.kind is AuthorKind.ADMIN:
+                admin_ids.add(author.id)
+            elif author.kind is AuthorKind.SENDER and (
+                author.id is None or not await repo.owned(senders, app_id, author.id)
+            ):
+                raise NotFound("sender", author.id)
+        if isinstance(event, ev.Assign | ev.BotHandOff) and event.admin_id is not None:
+            admin_ids.add(event.admin_id)
+        if (
+            isinstance(event, ev.ChangeChannel)
+            and event.channel_id is not None
+            and not await repo.owned(channels, app_id, event.channel_id)
+        ):
+            raise NotFound("channel", event.channel_id)
+    for admin_id in sorted(admin_ids, key=lambda i: i or 0):
+        if admin_id is None or not await repo.owned(admins, app_id, admin_id):
+            raise NotFound("admin", admin_id)
 
 
 async def _store(repo: ConversationRepository, change: rules.Change, now: datetime) -> None:
@@ -132,9 +136,8 @@ async def perform(
             state = await repo.lock(app_id, conversation_id)
             if state is None:
                 raise NotFound("conversation", conversation_id)
-            app_repo = AppRepository(conn)
-            for event in events:
-                await _check_references(app_repo, app_id, event)
+            await _check_references(AppRepository(conn, repo.driver), app_id, events)
+            before = state
             created: list[Part] = []
             changed = False
             for event in events:
@@ -151,7 +154,7 @@ async def perform(
                 created.extend(change.parts)
                 changed = True
             if changed:
-                await repo.save(state)
+                await repo.save(state, before)
             elif key and await repo.find_part(conversation_id, *key):
                 raise _AlreadyDone
             return Outcome(state, created)
@@ -257,7 +260,7 @@ async def start_by_message(
     now = now or utcnow()
     async with db.write() as conn:
         app_repo = AppRepository(conn)
-        await _check_author(app_repo, app_id, sender)
+        await _check_references(app_repo, app_id, [ev.AdminReply(author=sender)])
         state = await _new_state(app_repo, app_id, user_id, channel_id, now)
         message_id = await app_repo.create_message(
             app_id,

@@ -1,0 +1,126 @@
+"""Hot-path statements compiled by SQLAlchemy once, executed straight on the driver.
+
+SQLAlchemy's per-execution work (greenlet hand-off, execution context, result set-up)
+costs more than a loopback round trip to the database. For the few statements every
+conversation write issues, we let SQLAlchemy compile the statement once per dialect and
+parameter set, keep its bind processors (so column types behave exactly as elsewhere), and
+run the SQL on the driver connection inside the transaction SQLAlchemy opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.compiler import Compiled
+from sqlalchemy.sql.expression import ClauseElement
+
+
+@dataclass(frozen=True, slots=True)
+class _Form:
+    compiled: Compiled
+    sql: str
+    names: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+
+class DirectStatement:
+    """A DML statement (INSERT/UPDATE, optionally RETURNING) for the driver connection."""
+
+    def __init__(self, statement: ClauseElement) -> None:
+        self.statement = statement
+        self._forms: dict[tuple[str, frozenset[str]], _Form] = {}
+
+    def _form(self, dialect: Dialect, keys: frozenset[str]) -> _Form:
+        form = self._forms.get((dialect.name, keys))
+        if form is None:
+            compiled = self.statement.compile(dialect=dialect, column_keys=sorted(keys))
+            names = tuple(getattr(compiled, "positiontup", None) or ())
+            bind_processors: dict[str, Any] = getattr(compiled, "_bind_processors", {})
+            processors = tuple(bind_processors.get(n) for n in names)
+            form = _Form(compiled, str(compiled), names, processors)
+            self._forms[(dialect.name, keys)] = form
+        return form
+
+    def bind(self, dialect: Dialect, params: dict[str, Any]) -> tuple[str, list[Any]]:
+        form = self._form(dialect, frozenset(params))
+        # Adds the values bound in the statement itself (e.g. `.values(read=True)`).
+        values = form.compiled.construct_params(params) or {}
+        args = []
+        for name, process in zip(form.names, form.processors, strict=True):
+            value = values[name]
+            args.append(process(value) if process is not None and value is not None else value)
+        return form.sql, args
+
+
+class DirectSelect(DirectStatement):
+    """A SELECT whose rows are converted by the column types' own result processors."""
+
+    def __init__(self, statement: Select[Any]) -> None:
+        super().__init__(statement)
+        self.keys = tuple(str(c.key) for c in statement.selected_columns)
+        self._columns = tuple(statement.selected_columns)
+        self._processors: dict[str, tuple[Callable[[Any], Any] | None, ...]] = {}
+
+    def convert(self, dialect: Dialect, rows: Sequence[Any]) -> list[dict[str, Any]]:
+        processors = self._processors.get(dialect.name)
+        if processors is None:
+            processors = tuple(
+                c.type._cached_result_processor(dialect, None) for c in self._columns
+            )
+            self._processors[dialect.name] = processors
+        converted = []
+        for row in rows:
+            converted.append(
+                {
+                    key: process(value) if process is not None else value
+                    for key, process, value in zip(self.keys, processors, row, strict=True)
+                }
+            )
+        return converted
+
+
+# Callables told of every statement run here (benchmarks record them to replay the floor).
+observers: list[Callable[[str, list[Any]], None]] = []
+
+
+class DriverConnection:
+    """The driver connection under an `AsyncConnection`, inside its transaction."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect
+        self.is_postgres = conn.dialect.name == "postgresql"
+        self._driver: Any = None
+
+    async def _get(self) -> Any:
+        if self._driver is None:
+            raw = await self.conn.get_raw_connection()
+            adapter: Any = raw.dbapi_connection
+            if self.is_postgres and adapter._transaction is None:
+                # SQLAlchemy's asyncpg adapter starts its transaction lazily; start it now so
+                # our statements are part of it.
+                await adapter._start_transaction()
+            self._driver = raw.driver_connection
+        return self._driver
+
+    async def select(self, statement: DirectSelect, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return statement.convert(self.dialect, await self.fetch(statement, params))
+
+    async def fetch(self, statement: DirectStatement, params: dict[str, Any]) -> Sequence[Any]:
+        """Run the statement; returns the rows of its RETURNING clause (else an empty list)."""
+        sql, args = statement.bind(self.dialect, params)
+        for observe in observers:
+            observe(sql, args)
+        driver = await self._get()
+        if self.is_postgres:
+            return list(await driver.fetch(sql, *args))
+        cursor = await driver.execute(sql, args)
+        try:
+            return list(await cursor.fetchall())
+        finally:
+            await cursor.close()
