@@ -4,6 +4,30 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from threadline.api.envelope import install_error_handlers
+from threadline.api.errors import AuthenticationFailed, BadRequest, PermissionDenied
+from threadline.api.routes import apps, conversations, ext, users
+from threadline.api.schemas import ErrorEnvelope
+from threadline.api.versioning import VersionPrefix
+
+_ERRORS = {
+    status: {"model": ErrorEnvelope, "description": description}
+    for status, description in (
+        (400, f"{BadRequest.error_name}, LookupError, ReplyTooBig, tag errors"),
+        (401, AuthenticationFailed.error_name),
+        (403, PermissionDenied.error_name),
+        (404, "NotFound (also for objects of another app)"),
+        (429, "Throttled"),
+    )
+}
+
 
 def register(app: FastAPI) -> None:
-    """Mount the API's routers and error handlers on `app`."""
+    """Mount the API's routers and error handlers on `app`.
+
+    Every route is also served under `/v1/` and `/v2/` (see `VersionPrefix`).
+    """
+    install_error_handlers(app)
+    for module in (conversations, users, apps, ext):
+        app.include_router(module.router, responses=_ERRORS)  # type: ignore[arg-type]
+    app.add_middleware(VersionPrefix)

@@ -101,6 +101,7 @@ channels = Table(
     Column("type", String(32), nullable=False, server_default="default"),
     Column("avatar", String(1024), nullable=True),
     Column("created", UTCDateTime, nullable=False),
+    Column("removed", UTCDateTime, nullable=True),
 )
 
 users = Table(

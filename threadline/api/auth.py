@@ -1,0 +1,126 @@
+"""Who is calling: the token (three ways to send it), its app and scopes, and request flags."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from threadline.api.errors import AuthenticationFailed, InvalidParameter, PermissionDenied
+from threadline.api.params import RawParams, parse_id, parse_version, raw_params, vendor_bool
+from threadline.apps.service import authenticate
+from threadline.core.errors import NotFound
+from threadline.db.engine import Database
+
+READ = "conversations-read"
+WRITE = "conversations-write"
+USER_READ = "user-read"
+AS_USER = "as-user"
+SEND_ONE = "messages-manual-send-one"
+ADMIN = "admin"
+
+SELF_APP = "$self_app"
+VERSION_SCOPE_KEY = "threadline.version"
+_RAW_SCOPE_KEY = "threadline.raw_params"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated token and the request's flags."""
+
+    db: Database
+    app_id: int
+    token_id: int
+    scopes: frozenset[str]
+    version: int
+    id_as_string: bool
+
+    def need(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise PermissionDenied(f"the token lacks the {scope!r} scope")
+
+    def app(self, app: str) -> int:
+        """The app named in a path: `$self_app` or the token's own id; any other is unknown."""
+        if app == SELF_APP:
+            return self.app_id
+        try:
+            ident = parse_id(app)
+        except ValueError as exc:
+            raise InvalidParameter("app", str(exc)) from None
+        if ident != self.app_id:
+            raise NotFound("app", app)
+        return ident
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """The serialisation context of this request's answer."""
+        return {"id_as_string": self.id_as_string}
+
+
+async def cached_raw_params(request: Request) -> RawParams:
+    raw = request.scope.get(_RAW_SCOPE_KEY)
+    if raw is None:
+        raw = await raw_params(request)
+        request.scope[_RAW_SCOPE_KEY] = raw
+    assert isinstance(raw, RawParams)
+    return raw
+
+
+def _header_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() not in ("token", "bearer") or not credentials.strip():
+        raise AuthenticationFailed("Authorization: expected 'Token <token>' or 'Bearer <token>'")
+    return credentials.strip()
+
+
+def _flags(request: Request, raw: RawParams) -> tuple[int, bool]:
+    version = request.scope.get(VERSION_SCOPE_KEY)
+    if version is None:
+        try:
+            version = parse_version(raw.values.get("version")) or 2
+        except ValueError as exc:
+            raise InvalidParameter("version", str(exc)) from None
+    try:
+        id_as_string = bool(vendor_bool(raw.values.get("id_as_string")))
+    except ValueError as exc:
+        raise InvalidParameter("id_as_string", str(exc)) from None
+    return int(version), id_as_string
+
+
+def require(*scopes: str) -> Callable[[Request], Awaitable[Caller]]:
+    """A dependency: authenticate the request and check that the token has `scopes`."""
+
+    async def dependency(request: Request) -> Caller:
+        token = _header_token(request)
+        if token is None:
+            raw = await cached_raw_params(request)
+            value = raw.values.get("auth_token")
+            if value is None:
+                raise AuthenticationFailed("no API token: send 'Authorization: Token <token>'")
+            if not isinstance(value, str) or not value.strip():
+                raise AuthenticationFailed("auth_token: must be a token")
+            token = value.strip()
+        db: Database = request.app.state.db
+        record = await authenticate(db, token)
+        if record is None:
+            raise AuthenticationFailed("the API token is not valid")
+        raw = await cached_raw_params(request)
+        version, id_as_string = _flags(request, raw)
+        caller = Caller(db, record.app_id, record.id, record.scopes, version, id_as_string)
+        for scope in scopes:
+            caller.need(scope)
+        request.scope["threadline.caller"] = caller
+        return caller
+
+    return dependency
+
+
+ReadCaller = Annotated[Caller, Depends(require(READ))]
+WriteCaller = Annotated[Caller, Depends(require(WRITE))]
+SendCaller = Annotated[Caller, Depends(require(SEND_ONE))]
+AdminCaller = Annotated[Caller, Depends(require(ADMIN))]

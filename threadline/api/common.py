@@ -1,0 +1,73 @@
+"""Helpers shared by the routers: path ids, authors, answers about written parts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, Path, Request
+from starlette.responses import Response
+
+from threadline.api.auth import Caller
+from threadline.api.envelope import respond
+from threadline.api.errors import InvalidParameter
+from threadline.api.params import ApiParams, P, params, parse_id
+from threadline.api.schemas import Empty, PartRef
+from threadline.apps.manage import default_sender
+from threadline.conversations.service import Outcome
+from threadline.core.enums import AuthorKind, PartType
+from threadline.core.model import Author, Part
+
+DEFAULT_ADMIN = "default_admin"
+DEFAULT_USER = "default_user"
+
+ConversationId = Annotated[str, Path(description="The conversation's id.")]
+AppPath = Annotated[str, Path(description="The app's id, or `$self_app` for the token's app.")]
+
+
+def path_id(name: str, value: str) -> int:
+    try:
+        return parse_id(value)
+    except ValueError as exc:
+        raise InvalidParameter(name, str(exc)) from None
+
+
+if TYPE_CHECKING:
+    # For the type checker `Params[M]` is just `M`.
+    Params = Annotated[P, "params"]
+else:
+
+    class Params:
+        """`Params[M]` in a signature: the request's parameters validated as model `M`."""
+
+        def __class_getitem__(cls, model: type[ApiParams]) -> Any:
+            return Annotated[model, Depends(params(model))]
+
+
+async def admin_author(caller: Caller, from_admin: str | None) -> Author:
+    """`from_admin`: an admin id, or `default_admin` (also when absent): the app's sender."""
+    if from_admin is None or not from_admin.strip() or from_admin.strip() == DEFAULT_ADMIN:
+        return Author(AuthorKind.SENDER, await default_sender(caller.db, caller.app_id))
+    return Author(AuthorKind.ADMIN, path_id("from_admin", from_admin.strip()))
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url)
+
+
+def written_part(outcome: Outcome, *types: PartType) -> Part | None:
+    """The part a write created (or, on a retry, the part the first request created)."""
+    if outcome.duplicate:
+        return outcome.parts[0] if outcome.parts else None
+    for part in reversed(outcome.parts):
+        if not types or part.type in types:
+            return part
+    return None
+
+
+def part_ref(caller: Caller, part: Part | None) -> Response:
+    """`{id, part_group}` of the written part, or empty data when nothing changed."""
+    if part is None:
+        return respond(PartRef | Empty, {}, context=caller.context)
+    return respond(
+        PartRef | Empty, {"id": part.id, "part_group": part.part_group}, context=caller.context
+    )

@@ -1,0 +1,387 @@
+"""Request parameters: merged from every place a client may put them, then validated.
+
+The vendor lets a client send any parameter in the query string, a urlencoded or multipart
+form, or a JSON body (the body wins over the query). `raw_params` merges them into one dict;
+each endpoint declares a pydantic model of its parameters, whose annotated types apply the
+vendor's coercions (booleans, comma-separated arrays, Unix timestamps, 64-bit ids).
+A validation failure is a `BadRequest` naming the parameter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import Depends, Request
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from starlette.datastructures import UploadFile
+
+from threadline.api.errors import BadRequest, InvalidParameter
+
+# Ids are signed 64-bit integers on both databases.
+MAX_ID = 2**63 - 1
+# A text body is at most 64 KiB of characters; JSON and form encodings add some overhead.
+MAX_PLAIN_BODY_BYTES = 1024 * 1024
+# Multipart fields that are not files (the text body among them).
+MAX_FORM_FIELD_BYTES = 1024 * 1024
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_TIMESTAMP = Decimal(253_402_300_799)  # 9999-12-31T23:59:59Z
+
+
+@dataclass(slots=True)
+class RawParams:
+    """Every parameter of the request by name; files of a multipart body apart."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, UploadFile] = field(default_factory=dict)
+
+
+def _query_values(request: Request) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, value in request.query_params.multi_items():
+        if key in values:
+            previous = values[key]
+            values[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            values[key] = value
+    return values
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("body: not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise BadRequest("body: a JSON body must be an object")
+    return parsed
+
+
+def _urlencoded(body: bytes) -> dict[str, Any]:
+    stripped = body.strip()
+    if stripped.startswith(b"{"):
+        # `curl -d '{...}'` labels a JSON body as a form; accept what was meant.
+        return _json_object(stripped)
+    try:
+        pairs = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise BadRequest("body: not valid UTF-8") from None
+    values: dict[str, Any] = {}
+    for key, value in pairs:
+        values[key] = value
+    return values
+
+
+async def raw_params(request: Request) -> RawParams:
+    """Merge query string and body; cached by FastAPI for the rest of the request."""
+    raw = RawParams(_query_values(request))
+    if request.method in ("GET", "HEAD"):
+        return raw
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        try:
+            form = await request.form(max_part_size=MAX_FORM_FIELD_BYTES)
+        except Exception as exc:  # python-multipart raises several unrelated types
+            raise BadRequest(f"body: malformed multipart form ({exc})") from None
+        stack = request.scope.get("fastapi_middleware_astack")
+        if isinstance(stack, AsyncExitStack):
+            stack.push_async_callback(form.close)
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                raw.files[key] = value
+            else:
+                raw.values[key] = value
+        return raw
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_PLAIN_BODY_BYTES:
+        raise BadRequest("body: the request body is too large")
+    body = await request.body()
+    if len(body) > MAX_PLAIN_BODY_BYTES:
+        raise BadRequest("body: the request body is too large")
+    if not body.strip():
+        return raw
+    if content_type == "application/x-www-form-urlencoded":
+        raw.values.update(_urlencoded(body))
+    elif content_type in ("application/json", "") or content_type.endswith("+json"):
+        raw.values.update(_json_object(body))
+    else:
+        raise BadRequest(f"body: unsupported content type {content_type}")
+    return raw
+
+
+# ---------------------------------------------------------------------------
+# The vendor's coercions, as pydantic "before" validators.
+
+
+def vendor_bool(value: Any) -> bool | None:
+    """Absent or null = None; `false` (any case), `0` and empty = False; anything else True."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value != 0
+    if isinstance(value, str):
+        text = value.strip()
+        return not (text == "" or text == "0" or text.lower() == "false")
+    raise ValueError("must be a boolean")
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("must be an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isascii() and text.isdigit():
+            return int(text)
+        if text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
+            return int(text)
+    raise ValueError("must be an integer")
+
+
+def parse_id(value: Any) -> int:
+    ident = _integer(value)
+    if not 0 < ident <= MAX_ID:
+        raise ValueError(f"must be an id between 1 and {MAX_ID}")
+    return ident
+
+
+def parse_id_or_zero(value: Any) -> int:
+    """An id, or 0 (and the empty string) for "none"."""
+    if isinstance(value, str) and not value.strip():
+        return 0
+    ident = _integer(value)
+    if not 0 <= ident <= MAX_ID:
+        raise ValueError(f"must be 0 or an id between 1 and {MAX_ID}")
+    return ident
+
+
+def _optional(parser: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return parser(value)
+
+    return parse
+
+
+def parse_random_id(value: Any) -> int | None:
+    """A client idempotency key; 0 or empty means none."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    ident = _integer(value)
+    if not 0 <= ident <= MAX_ID:
+        raise ValueError(f"must be between 0 and {MAX_ID}")
+    return ident or None
+
+
+def to_decimal(value: Any) -> Decimal:
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    if isinstance(value, float):
+        # repr is the shortest text that reads back as the same double: exact to the µs.
+        value = repr(value)
+    try:
+        number = Decimal(value.strip() if isinstance(value, str) else value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise ValueError("must be a number") from None
+    if not number.is_finite():
+        raise ValueError("must be a finite number")
+    return number
+
+
+def decimal_to_datetime(seconds: Decimal) -> datetime:
+    if not 0 <= seconds <= _MAX_TIMESTAMP:
+        raise ValueError("must be a Unix timestamp between 0 and 253402300799")
+    micros = int((seconds * 1_000_000).to_integral_value())
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """Unix seconds, integer or decimal (a number or its text)."""
+    if isinstance(value, datetime):
+        return value
+    return decimal_to_datetime(to_decimal(value))
+
+
+def parse_timestamp_or_zero(value: Any) -> datetime | None:
+    """A timestamp, or 0 for "none"."""
+    if isinstance(value, datetime) or value is None:
+        return value
+    number = to_decimal(value)
+    return None if number == 0 else decimal_to_datetime(number)
+
+
+def parse_json(value: Any) -> Any:
+    """A JSON value given as JSON text inside a form field, or as itself in a JSON body."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value, parse_float=Decimal)
+        except json.JSONDecodeError:
+            raise ValueError("must be valid JSON") from None
+    return value
+
+
+def parse_json_object(value: Any) -> dict[str, Any] | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise ValueError("must be valid JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError("must be a JSON object")
+    return value
+
+
+def parse_json_list(value: Any) -> list[Any] | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    parsed = parse_json(value)
+    if not isinstance(parsed, list):
+        raise ValueError("must be a JSON array")
+    return parsed
+
+
+def parse_str_list(value: Any) -> list[str]:
+    """A JSON array, or comma-separated text (`a,b`)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            value = parse_json(text)
+        else:
+            return [item.strip() for item in text.split(",") if item.strip()]
+    if not isinstance(value, list):
+        raise ValueError("must be an array of strings")
+    items: list[str] = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, str | int | Decimal | float):
+            raise ValueError("must be an array of strings")
+        items.append(str(item))
+    return items
+
+
+def parse_version(value: Any) -> int | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = _integer(value)
+    except ValueError:
+        number = 0
+    if number not in (1, 2):
+        raise ValueError("must be 1 or 2")
+    return number
+
+
+VBool = Annotated[bool | None, BeforeValidator(vendor_bool)]
+IdParam = Annotated[int, BeforeValidator(parse_id)]
+OptionalId = Annotated[int | None, BeforeValidator(_optional(parse_id))]
+IdOrZero = Annotated[int, BeforeValidator(parse_id_or_zero)]
+OptionalIdOrZero = Annotated[int | None, BeforeValidator(_optional(parse_id_or_zero))]
+RandomId = Annotated[int | None, BeforeValidator(parse_random_id)]
+Timestamp = Annotated[datetime, BeforeValidator(parse_timestamp)]
+TimestampOrZero = Annotated[datetime | None, BeforeValidator(parse_timestamp_or_zero)]
+JsonObject = Annotated[dict[str, Any] | None, BeforeValidator(parse_json_object)]
+JsonArray = Annotated[list[Any] | None, BeforeValidator(parse_json_list)]
+StrList = Annotated[list[str], BeforeValidator(parse_str_list)]
+Version = Annotated[Literal[1, 2] | None, BeforeValidator(parse_version)]
+
+
+class ApiParams(BaseModel):
+    """Parameters every endpoint takes."""
+
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, frozen=True)
+
+    auth_token: str | None = Field(
+        None, description="The API token, when not sent in the Authorization header."
+    )
+    id_as_string: VBool = Field(None, description="Serve every id as a string.")
+    version: Version = Field(
+        None, description="1 (old pagination) or 2 (default); the /v1/ and /v2/ paths win."
+    )
+
+
+P = TypeVar("P", bound=ApiParams)
+
+
+def bad_request_from(exc: ValidationError) -> InvalidParameter:
+    """The first error of a validation failure, naming its parameter."""
+    first = exc.errors(include_url=False)[0]
+    loc = first.get("loc") or ("body",)
+    name = ".".join(str(part) for part in loc)
+    message = str(first.get("msg", "is invalid"))
+    if first.get("type") == "missing":
+        message = "is required"
+    message = message.removeprefix("Value error, ")
+    return InvalidParameter(name, message)
+
+
+def params(model: type[P]) -> Callable[[RawParams], Awaitable[P]]:
+    """A dependency that validates the merged parameters against `model`."""
+
+    async def dependency(raw: Annotated[RawParams, Depends(raw_params)]) -> P:
+        try:
+            return model.model_validate(raw.values)
+        except ValidationError as exc:
+            raise bad_request_from(exc) from None
+
+    return dependency
+
+
+# ---------------------------------------------------------------------------
+# OpenAPI: the parameters are read by hand, so describe them by hand, from the models.
+
+
+def _inline(schema: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inline(item, defs) for item in schema]
+    return schema
+
+
+def describe(model: type[ApiParams], *, body: bool) -> dict[str, Any]:
+    """`openapi_extra` for an endpoint: every parameter in the query, and for writes a body."""
+    schema = model.model_json_schema(mode="validation")
+    defs = schema.get("$defs", {})
+    schema = _inline(schema, defs)
+    required = set(schema.get("required", []))
+    parameters = []
+    for name, prop in schema.get("properties", {}).items():
+        parameters.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": name in required and not body,
+                "description": prop.get("description", ""),
+                "schema": {k: v for k, v in prop.items() if k != "description"},
+            }
+        )
+    extra: dict[str, Any] = {"parameters": parameters}
+    if body:
+        content_schema = {k: v for k, v in schema.items() if k != "title"}
+        extra["requestBody"] = {
+            "required": False,
+            "description": "Any parameter may also be sent in the body (the body wins).",
+            "content": {
+                "application/json": {"schema": content_schema},
+                "application/x-www-form-urlencoded": {"schema": content_schema},
+                "multipart/form-data": {"schema": content_schema},
+            },
+        }
+    return extra

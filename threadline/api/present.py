@@ -1,0 +1,216 @@
+"""Conversations and parts as the API shows them, with their embedded objects batch-loaded.
+
+One query per kind of embedded object per page (parts, admins, senders, users, channels),
+never one per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from threadline.apps import queries as app_q
+from threadline.conversations import queries as conv_q
+from threadline.core.enums import AuthorKind, PartType
+from threadline.core.model import Attachment, Author, ConversationState, Part
+
+_TAG_TYPES = frozenset({PartType.TAG_ADDED, PartType.TAG_DELETED})
+
+
+def admin_out(row: app_q.AdminRow | None, ident: int) -> dict[str, Any]:
+    if row is None:
+        return {"id": ident, "name": "", "avatar": None, "type": "admin"}
+    return {"id": row.id, "name": row.name, "avatar": row.avatar, "type": "admin"}
+
+
+def channel_out(row: app_q.ChannelRow) -> dict[str, Any]:
+    return {"id": row.id, "name": row.name, "type": row.type, "avatar": row.avatar}
+
+
+def user_out(row: app_q.UserRow) -> dict[str, Any]:
+    return {"id": row.id, "user_id": row.user_id, "props": row.props, "created": row.created}
+
+
+def attachment_url(base_url: str, attachment_id: int) -> str:
+    return f"{base_url.rstrip('/')}/ext/attachments/{attachment_id}"
+
+
+class Presenter:
+    """Turns engine objects into answer dicts for one app, loading what they embed."""
+
+    def __init__(self, conn: AsyncConnection, app_id: int, base_url: str) -> None:
+        self.conn = conn
+        self.app_id = app_id
+        self.base_url = base_url
+        self.admins: dict[int, app_q.AdminRow] = {}
+        self.senders: dict[int, app_q.SenderRow] = {}
+
+    async def _load_people(self, admin_ids: Iterable[int | None], parts: Iterable[Part]) -> None:
+        wanted_admins = set(i for i in admin_ids if i is not None)
+        wanted_senders: set[int] = set()
+        for part in parts:
+            author = part.author
+            if author.id is not None and author.kind is AuthorKind.ADMIN:
+                wanted_admins.add(author.id)
+            elif author.id is not None and author.kind is AuthorKind.SENDER:
+                wanted_senders.add(author.id)
+            if part.type is PartType.ASSIGNED and part.assignee_id is not None:
+                wanted_admins.add(part.assignee_id)
+        wanted_admins -= self.admins.keys()
+        wanted_senders -= self.senders.keys()
+        self.admins.update(await app_q.admins_by_id(self.conn, self.app_id, wanted_admins))
+        self.senders.update(await app_q.senders_by_id(self.conn, self.app_id, wanted_senders))
+
+    def _admin(self, ident: int | None) -> dict[str, Any] | None:
+        return None if ident is None else admin_out(self.admins.get(ident), ident)
+
+    def _author(self, author: Author) -> Any:
+        kind, ident = author.kind, author.id
+        if kind is AuthorKind.USER:
+            return ident
+        if kind is AuthorKind.ADMIN:
+            return self._admin(ident)
+        if kind is AuthorKind.SENDER and ident is not None:
+            sender = self.senders.get(ident)
+            return {
+                "id": ident,
+                "name": sender.name if sender else "",
+                "avatar": sender.avatar if sender else None,
+                "type": "sender",
+            }
+        if kind is AuthorKind.BOT:
+            return {"id": ident, "type": "bot"}
+        return None
+
+    def _attachment(self, a: Attachment) -> dict[str, Any]:
+        return {
+            "type": "file",
+            "id": a.id,
+            "size": a.size,
+            "filename": a.filename,
+            "mime_type": a.mime_type,
+            "url": attachment_url(self.base_url, a.id),
+        }
+
+    def part(self, p: Part) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": p.id,
+            "created": p.created,
+            "edited": p.edited,
+            "removed": p.removed,
+            "conversation": p.conversation_id,
+            "part_group": p.part_group,
+            "body": p.body,
+            "body_json": p.body_json,
+            "type": p.type.value,
+            "from": self._author(p.author),
+            "direction": p.direction,
+            "sent_via": p.sent_via.value,
+            "read": p.read,
+            "attachments": [self._attachment(a) for a in p.attachments],
+            "random_id": p.random_id,
+            "external_id": p.external_id,
+        }
+        if p.type in _TAG_TYPES:
+            out["tag"] = p.tag
+        elif p.type is PartType.ASSIGNED:
+            out["assignee"] = self._admin(p.assignee_id)
+        return out
+
+    async def parts(self, parts: Sequence[Part]) -> list[dict[str, Any]]:
+        await self._load_people((), parts)
+        return [self.part(p) for p in parts]
+
+    async def conversations(
+        self,
+        states: Sequence[ConversationState],
+        *,
+        user: bool = True,
+        channel: bool = False,
+        embeds: bool = True,
+    ) -> list[dict[str, Any]]:
+        parts: dict[int, Part] = {}
+        if embeds:
+            parts = await conv_q.parts_by_id(
+                self.conn,
+                [s.id for s in states],
+                [
+                    i
+                    for s in states
+                    for i in (s.part_last_id, s.important_part_last_id, s.reply_last_id)
+                ],
+            )
+        await self._load_people(
+            [i for s in states for i in (s.assignee_id, s.last_admin_id)], parts.values()
+        )
+        users = (
+            await app_q.users_by_id(self.conn, self.app_id, [s.user_id for s in states])
+            if user
+            else {}
+        )
+        channels = (
+            await app_q.channels_by_id(self.conn, self.app_id, [s.channel_id for s in states])
+            if channel
+            else {}
+        )
+        answer = []
+        for s in states:
+            out = self.conversation(s)
+            if user:
+                row = users.get(s.user_id)
+                out["user"] = (
+                    user_out(row)
+                    if row
+                    else {"id": s.user_id, "user_id": None, "props": {}, "created": s.created}
+                )
+            if channel:
+                found = channels.get(s.channel_id) if s.channel_id is not None else None
+                out["channel"] = channel_out(found) if found else None
+            if embeds:
+                for key, ident in (
+                    ("part_last", s.part_last_id),
+                    ("important_part_last", s.important_part_last_id),
+                    ("reply_last", s.reply_last_id),
+                ):
+                    found_part = parts.get(ident) if ident is not None else None
+                    out[key] = self.part(found_part) if found_part else None
+            answer.append(out)
+        return answer
+
+    def conversation(self, s: ConversationState) -> dict[str, Any]:
+        """The standard fields (embedded admins must be loaded already)."""
+        return {
+            "id": s.id,
+            "created": s.created,
+            "replied": s.replied,
+            "delayed_until": s.delayed_until,
+            "closed": s.closed,
+            "message": s.message_id,
+            "type": s.type.value if s.type else None,
+            "reply_type": s.reply_type.value if s.reply_type else None,
+            "removed": s.removed,
+            "reply_last_type": s.reply_last_type.value if s.reply_last_type else None,
+            "parts_count": s.parts_count,
+            "assignee": self._admin(s.assignee_id),
+            "sended_time": s.sended_time,
+            "admin_unread_count": s.admin_unread_count,
+            "user_unread_count": s.user_unread_count,
+            "not_answered_admin_replies": s.not_answered_admin_replies,
+            "unread_parts_count": s.unread_parts_count,
+            "replies_count": s.replies_count,
+            "last_admin": self._admin(s.last_admin_id),
+            "last_update": s.last_update,
+            "tags": list(s.tags),
+            "important": s.important,
+            "external_service": s.external_service,
+            "external_id": s.external_id,
+            "last_user_reply_time": s.last_user_reply_time,
+            "status": s.status.value if s.status else None,
+            "assistant_type": s.assistant_type.value if s.assistant_type else None,
+            "recipient_type": s.recipient_type.value,
+            "read": s.read,
+            "clicked": s.clicked,
+            "unsubscribed": s.unsubscribed,
+        }

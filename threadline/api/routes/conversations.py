@@ -1,0 +1,376 @@
+"""The vendor's conversation endpoints: the inbox list, one conversation, parts and writes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from pydantic import Field
+from starlette.responses import Response
+
+from threadline.api.auth import AS_USER, ReadCaller, WriteCaller
+from threadline.api.common import (
+    DEFAULT_USER,
+    AppPath,
+    ConversationId,
+    Params,
+    admin_author,
+    base_url,
+    part_ref,
+    path_id,
+    written_part,
+)
+from threadline.api.envelope import respond
+from threadline.api.errors import InvalidParameter
+from threadline.api.pagination import (
+    PageParams,
+    cursor_value,
+    ordered,
+    page_request,
+    v1_after_id,
+    v1_after_timestamp,
+    v2_meta,
+)
+from threadline.api.params import (
+    ApiParams,
+    JsonArray,
+    JsonObject,
+    OptionalId,
+    OptionalIdOrZero,
+    RandomId,
+    StrList,
+    VBool,
+    describe,
+)
+from threadline.api.present import Presenter
+from threadline.api.schemas import ConversationOut, Empty, Envelope, PartOut, PartRef
+from threadline.apps.service import utcnow
+from threadline.conversations import queries as conv_q
+from threadline.conversations import service
+from threadline.core import events as ev
+from threadline.core.enums import AssistantType, PartType, SentVia
+from threadline.core.errors import NotFound
+from threadline.core.model import Author
+
+router = APIRouter(tags=["conversations"])
+
+
+class InboxParams(PageParams):
+    closed: VBool = Field(None, description="Only closed (true) or open (false) ones.")
+    answered: VBool = Field(None, description="true: the last reply is the operator's.")
+    delayed: VBool = Field(None, description="Only snoozed (true) or not snoozed (false) ones.")
+    assigned: OptionalIdOrZero = Field(None, description="Assignee admin id; 0 means none.")
+    include_not_assigned: VBool = Field(
+        None, description="Unassigned conversations are left out unless this is true."
+    )
+    tags: StrList = Field(default_factory=list, description="Tags the conversation must all have.")
+    include_no_tags: VBool = Field(
+        None, description="With `tags`: also conversations that have no tag at all."
+    )
+    channel: OptionalIdOrZero = Field(None, description="Channel id; 0 means no channel.")
+    assistant_type: AssistantType | None = Field(None, description="The managing bot.")
+
+
+@router.get(
+    "/apps/{app}/conversations",
+    response_model=Envelope[list[ConversationOut]],
+    summary="The inbox list",
+    openapi_extra=describe(InboxParams, body=False),
+)
+async def list_conversations(
+    app: AppPath, caller: ReadCaller, p: Params[InboxParams], request: Request
+) -> Response:
+    """Replied conversations of the app, newest `last_update` first, filtered."""
+    app_id = caller.app(app)
+    f = conv_q.InboxFilter(
+        now=utcnow(),
+        closed=p.closed,
+        answered=p.answered,
+        delayed=p.delayed,
+        assigned=p.assigned,
+        include_not_assigned=bool(p.include_not_assigned),
+        tags=tuple(p.tags),
+        include_no_tags=bool(p.include_no_tags),
+        channel=p.channel,
+        assistant_type=p.assistant_type.value if p.assistant_type else None,
+    )
+    if caller.version == 1:
+        after = v1_after_timestamp(p)
+        async with caller.db.read() as conn:
+            page = await conv_q.inbox_page(conn, app_id, f, v1=(after, p.count))
+            data = await Presenter(conn, app_id, base_url(request)).conversations(page.states)
+        next_after = page.next_after_v1
+        return respond(
+            list[ConversationOut],
+            data,
+            context=caller.context,
+            next_after=None
+            if next_after is None
+            else cursor_value(next_after, caller.id_as_string),
+        )
+    page_req = page_request(p, timed=True)
+    async with caller.db.read() as conn:
+        page = await conv_q.inbox_page(conn, app_id, f, request=page_req)
+        data = await Presenter(conn, app_id, base_url(request)).conversations(page.states)
+    return respond(
+        list[ConversationOut],
+        ordered(data, p),
+        context=caller.context,
+        **v2_meta(p, page.next_before, page.next_after, caller.id_as_string),
+    )
+
+
+@router.get(
+    "/conversations/{conversation_id}",
+    response_model=Envelope[ConversationOut],
+    summary="One conversation",
+    openapi_extra=describe(ApiParams, body=False),
+)
+async def get_conversation(
+    conversation_id: ConversationId, caller: ReadCaller, request: Request
+) -> Response:
+    """With `user`, `channel`, `part_last`, `important_part_last` and `reply_last`."""
+    cid = path_id("id", conversation_id)
+    async with caller.db.read() as conn:
+        state = await conv_q.conversation(conn, caller.app_id, cid)
+        if state is None:
+            raise NotFound("conversation", cid)
+        (data,) = await Presenter(conn, caller.app_id, base_url(request)).conversations(
+            [state], channel=True
+        )
+    return respond(ConversationOut, data, context=caller.context)
+
+
+@router.get(
+    "/conversations/{conversation_id}/parts",
+    response_model=Envelope[list[PartOut]],
+    summary="A conversation's parts",
+    openapi_extra=describe(PageParams, body=False),
+)
+async def list_parts(
+    conversation_id: ConversationId, caller: ReadCaller, p: Params[PageParams], request: Request
+) -> Response:
+    """Every part, notes and system parts included, newest first, paginated by part id."""
+    cid = path_id("id", conversation_id)
+    v1 = caller.version == 1
+    after = v1_after_id(p) if v1 else None
+    page_req = None if v1 else page_request(p, timed=False)
+    async with caller.db.read() as conn:
+        if await conv_q.conversation(conn, caller.app_id, cid) is None:
+            raise NotFound("conversation", cid)
+        if v1:
+            page = await conv_q.parts_page(conn, cid, v1=(after, p.count))
+        else:
+            page = await conv_q.parts_page(conn, cid, request=page_req)
+        data = await Presenter(conn, caller.app_id, base_url(request)).parts(page.parts)
+    if v1:
+        nxt = page.next_after_v1
+        return respond(
+            list[PartOut],
+            data,
+            context=caller.context,
+            next_after=None if nxt is None else cursor_value(nxt, caller.id_as_string),
+        )
+    return respond(
+        list[PartOut],
+        ordered(data, p),
+        context=caller.context,
+        **v2_meta(p, page.next_before, page.next_after, caller.id_as_string),
+    )
+
+
+class ReplyParams(ApiParams):
+    body: str = Field("", description="The text (HTML allowed for operators).")
+    body_json: JsonObject = Field(None, description="Structured content, a JSON object.")
+    from_user: str | None = Field(
+        None, description="Write as the user: their id or `default_user` (needs `as-user`)."
+    )
+    from_admin: str | None = Field(
+        None, description="The admin's id, or `default_admin` (the app's sender; the default)."
+    )
+    type: Literal["reply_admin", "note", "article"] = Field(
+        "reply_admin", description="Ignored with `from_user`."
+    )
+    external_id: str | None = Field(None, max_length=255)
+    random_id: RandomId = Field(None, description="Idempotency key: a retry creates nothing.")
+    auto_assign: OptionalId = Field(
+        None, description="Assign to this admin first (an `assigned` part before the reply)."
+    )
+    auto_assign_random_id: RandomId = Field(None, description="Idempotency key of the assign.")
+    referrer: str | None = Field(None, description="The page the reply was written on.")
+    actions: JsonArray = Field(None, description="Reply actions, a JSON array.")
+    attachment_file_name: str | None = Field(None, description="Name of the `attachment` file.")
+
+
+_CONTENT = {"note": PartType.NOTE, "article": PartType.ARTICLE}
+
+
+@router.post(
+    "/conversations/{conversation_id}/reply",
+    response_model=Envelope[PartOut],
+    summary="Reply, or add a note",
+    openapi_extra=describe(ReplyParams, body=True),
+)
+async def reply(
+    conversation_id: ConversationId, caller: WriteCaller, p: Params[ReplyParams], request: Request
+) -> Response:
+    """Answers the created part (on a retry with the same `random_id`, the first one)."""
+    cid = path_id("id", conversation_id)
+    events: list[ev.Event] = []
+    if p.from_user is not None and p.from_user.strip():
+        caller.need(AS_USER)
+        state = await service.get_conversation(caller.db, caller.app_id, cid)
+        if (
+            p.from_user.strip() != DEFAULT_USER
+            and path_id("from_user", p.from_user) != state.user_id
+        ):
+            raise InvalidParameter("from_user", "is not the user of this conversation")
+        if p.auto_assign is not None:
+            events.append(
+                ev.Assign(p.auto_assign, Author.system(), random_id=p.auto_assign_random_id)
+            )
+        events.append(
+            ev.UserReply(
+                body=p.body,
+                body_json=p.body_json,
+                sent_via=SentVia.API,
+                random_id=p.random_id,
+                external_id=p.external_id,
+            )
+        )
+    else:
+        author = await admin_author(caller, p.from_admin)
+        if p.auto_assign is not None:
+            events.append(ev.Assign(p.auto_assign, author, random_id=p.auto_assign_random_id))
+        content = _CONTENT.get(p.type)
+        if content is None:
+            events.append(
+                ev.AdminReply(
+                    author=author,
+                    body=p.body,
+                    body_json=p.body_json,
+                    sent_via=SentVia.API,
+                    random_id=p.random_id,
+                    external_id=p.external_id,
+                )
+            )
+        else:
+            events.append(
+                ev.ContentPart(
+                    type=content,
+                    author=author,
+                    body=p.body,
+                    body_json=p.body_json,
+                    sent_via=SentVia.API,
+                    random_id=p.random_id,
+                    external_id=p.external_id,
+                )
+            )
+    outcome = await service.perform(caller.db, caller.app_id, cid, *events)
+    part = written_part(
+        outcome, PartType.REPLY_USER, PartType.REPLY_ADMIN, PartType.NOTE, PartType.ARTICLE
+    )
+    assert part is not None
+    async with caller.db.read() as conn:
+        (data,) = await Presenter(conn, caller.app_id, base_url(request)).parts([part])
+    return respond(PartOut, data, context=caller.context)
+
+
+class AssignParams(ApiParams):
+    admin: OptionalIdOrZero = Field(description="The admin to assign; empty or 0 unassigns.")
+    from_admin: str | None = Field(None, description="Who assigns: an admin id or the sender.")
+    random_id: RandomId = None
+
+
+@router.post(
+    "/conversations/{conversation_id}/assign",
+    response_model=Envelope[PartRef | Empty],
+    summary="Assign or unassign",
+    openapi_extra=describe(AssignParams, body=True),
+)
+async def assign(
+    conversation_id: ConversationId, caller: WriteCaller, p: Params[AssignParams]
+) -> Response:
+    """`{id, part_group}` of the `assigned` part, or empty data when nothing changed."""
+    cid = path_id("id", conversation_id)
+    by = await admin_author(caller, p.from_admin)
+    outcome = await service.perform(
+        caller.db, caller.app_id, cid, ev.Assign(p.admin or None, by, random_id=p.random_id)
+    )
+    return part_ref(caller, written_part(outcome, PartType.ASSIGNED))
+
+
+class ActorParams(ApiParams):
+    from_admin: str | None = Field(None, description="Who acts: an admin id or the sender.")
+    random_id: RandomId = None
+
+
+@router.post(
+    "/conversations/{conversation_id}/close",
+    response_model=Envelope[PartRef | Empty],
+    summary="Close",
+    openapi_extra=describe(ActorParams, body=True),
+)
+async def close(
+    conversation_id: ConversationId, caller: WriteCaller, p: Params[ActorParams]
+) -> Response:
+    """`{id, part_group}` of the `closed` part, or empty data when it was closed already."""
+    cid = path_id("id", conversation_id)
+    by = await admin_author(caller, p.from_admin)
+    outcome = await service.perform(
+        caller.db, caller.app_id, cid, ev.Close(by, random_id=p.random_id)
+    )
+    return part_ref(caller, written_part(outcome, PartType.CLOSED))
+
+
+class TagParams(ActorParams):
+    tag: str = Field(description="The tag, 1-255 characters.")
+    action: Literal["add", "delete"] = Field("add", description="v1 only.")
+
+
+@router.post(
+    "/conversations/{conversation_id}/tag",
+    response_model=Envelope[PartRef | Empty],
+    summary="Add a tag (v1: add or delete)",
+    openapi_extra=describe(TagParams, body=True),
+)
+async def add_tag(
+    conversation_id: ConversationId, caller: WriteCaller, p: Params[TagParams]
+) -> Response:
+    """v2: a tag the conversation has is `ConversationTagAlreadyAssigned`. v1: quiet, `{}`."""
+    cid = path_id("id", conversation_id)
+    by = await admin_author(caller, p.from_admin)
+    if caller.version == 1:
+        event: ev.Event = (
+            ev.AddTag(p.tag, by, strict=False, random_id=p.random_id)
+            if p.action == "add"
+            else ev.RemoveTag(p.tag, by, strict=False, random_id=p.random_id)
+        )
+        await service.perform(caller.db, caller.app_id, cid, event)
+        return respond(Empty, {}, context=caller.context)
+    outcome = await service.perform(
+        caller.db, caller.app_id, cid, ev.AddTag(p.tag, by, strict=True, random_id=p.random_id)
+    )
+    return part_ref(caller, written_part(outcome, PartType.TAG_ADDED))
+
+
+class UntagParams(ActorParams):
+    tag: str = Field(description="The tag to remove.")
+
+
+@router.delete(
+    "/conversations/{conversation_id}/tag",
+    response_model=Envelope[PartRef | Empty],
+    summary="Remove a tag",
+    openapi_extra=describe(UntagParams, body=True),
+)
+async def remove_tag(
+    conversation_id: ConversationId, caller: WriteCaller, p: Params[UntagParams]
+) -> Response:
+    """A tag the conversation lacks is `ConversationTagIsNotAssigned`."""
+    cid = path_id("id", conversation_id)
+    by = await admin_author(caller, p.from_admin)
+    outcome = await service.perform(
+        caller.db, caller.app_id, cid, ev.RemoveTag(p.tag, by, strict=True, random_id=p.random_id)
+    )
+    return part_ref(caller, written_part(outcome, PartType.TAG_DELETED))

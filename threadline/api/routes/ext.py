@@ -1,0 +1,487 @@
+"""Threadline's `/ext/` endpoints: conversation writes the vendor API lacks, user erasure,
+and managing the app (admins, channels, tokens)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Request
+from pydantic import Field
+from starlette.responses import Response
+
+from threadline.api.auth import AS_USER, AdminCaller, Caller, WriteCaller
+from threadline.api.common import (
+    DEFAULT_USER,
+    AppPath,
+    ConversationId,
+    Params,
+    admin_author,
+    base_url,
+    part_ref,
+    path_id,
+    written_part,
+)
+from threadline.api.envelope import respond
+from threadline.api.errors import InvalidParameter
+from threadline.api.params import (
+    ApiParams,
+    IdOrZero,
+    OptionalId,
+    RandomId,
+    StrList,
+    TimestampOrZero,
+    VBool,
+    describe,
+)
+from threadline.api.present import Presenter, channel_out
+from threadline.api.schemas import (
+    AdminRecord,
+    ChannelOut,
+    ConversationOut,
+    Empty,
+    Envelope,
+    PartRef,
+    TokenCreated,
+    TokenOut,
+)
+from threadline.apps import manage
+from threadline.apps import queries as app_q
+from threadline.apps.service import ALL_SCOPES
+from threadline.conversations import service
+from threadline.core import events as ev
+from threadline.core.enums import AssistantType, MessageStatus, PartType
+from threadline.core.model import ConversationState
+from threadline.users import service as users
+
+router = APIRouter(prefix="/ext", tags=["extensions"])
+
+ObjectId = Annotated[str, Path(description="The object's id.")]
+
+
+async def _conversation_answer(
+    caller: Caller, state: ConversationState, request: Request
+) -> Response:
+    async with caller.db.read() as conn:
+        (data,) = await Presenter(conn, caller.app_id, base_url(request)).conversations(
+            [state], user=False, embeds=False
+        )
+    return respond(ConversationOut, data, context=caller.context)
+
+
+class ReadParams(ApiParams):
+    by: Literal["admin", "user"] = Field(
+        description="`admin`: the operators read the user's parts; `user`: the reverse "
+        "(needs `as-user`)."
+    )
+
+
+@router.post(
+    "/conversations/{conversation_id}/read",
+    response_model=Envelope[ConversationOut],
+    summary="Mark read",
+    openapi_extra=describe(ReadParams, body=True),
+)
+async def mark_read(
+    conversation_id: ConversationId, caller: WriteCaller, p: Params[ReadParams], request: Request
+) -> Response:
+    """Marks the other side's parts read; answers the conversation's standard fields."""
+    cid = path_id("id", conversation_id)
+    if p.by == "user":
+        caller.need(AS_USER)
+    event: ev.Event = ev.ReadByAdmin() if p.by == "admin" else ev.ReadByUser()
+    outcome = await service.perform(caller.db, caller.app_id, cid, event)
+    return await _conversation_answer(caller, outcome.state, request)
+
+
+class ActorParams(ApiParams):
+    from_admin: str | None = Field(None, description="Who acts: an admin id or the sender.")
+    random_id: RandomId = Field(None, description="Idempotency key: a retry changes nothing.")
+
+
+@router.post(
+    "/conversations/{conversation_id}/reopen",
+    response_model=Envelope[PartRef | Empty],
+    summary="Reopen",
+    openapi_extra=describe(ActorParams, body=True),
+)
+async def reopen(
+    conversation_id: ConversationId, caller: WriteCaller, p: Params[ActorParams]
+) -> Response:
+    """`{id, part_group}` of the `opened` part, or empty data when it was open."""
+    cid = path_id("id", conversation_id)
+    by = await admin_author(caller, p.from_admin)
+    outcome = await service.perform(
+        caller.db, caller.app_id, cid, ev.Reopen(by, random_id=p.random_id)
+    )
+    return part_ref(caller, written_part(outcome, PartType.OPENED))
+
+
+class DelayParams(ActorParams):
+    until: TimestampOrZero = Field(
+        description="Snooze until this Unix time (in the future); 0 clears the snooze."
+    )
+
+
+@router.post(
+    "/conversations/{conversation_id}/delay",
+    response_model=Envelope[PartRef | Empty],
+    summary="Snooze, or clear the snooze",
+    openapi_extra=describe(DelayParams, body=True),
+)
+async def delay(
+    conversation_id: ConversationId, caller: WriteCaller, p: Params[DelayParams]
+) -> Response:
+    """`{id, part_group}` of the `delayed` part, or empty data when nothing changed."""
+    cid = path_id("id", conversation_id)
+    by = await admin_author(caller, p.from_admin)
+    outcome = await service.perform(
+        caller.db, caller.app_id, cid, ev.Delay(p.until, by, random_id=p.random_id)
+    )
+    return part_ref(caller, written_part(outcome, PartType.DELAYED))
+
+
+class ChannelParams(ActorParams):
+    channel: IdOrZero = Field(description="The channel's id; 0 takes it out of any channel.")
+
+
+@router.post(
+    "/conversations/{conversation_id}/channel",
+    response_model=Envelope[PartRef | Empty],
+    summary="Move to a channel",
+    openapi_extra=describe(ChannelParams, body=True),
+)
+async def change_channel(
+    conversation_id: ConversationId, caller: WriteCaller, p: Params[ChannelParams]
+) -> Response:
+    """`{id, part_group}` of the `channel_changed` part, or empty data when nothing changed."""
+    cid = path_id("id", conversation_id)
+    by = await admin_author(caller, p.from_admin)
+    outcome = await service.perform(
+        caller.db,
+        caller.app_id,
+        cid,
+        ev.ChangeChannel(p.channel or None, by, random_id=p.random_id),
+    )
+    return part_ref(caller, written_part(outcome, PartType.CHANNEL_CHANGED))
+
+
+# A draft is a chat message in the making; the same bound as a body keeps it sane.
+MAX_DRAFT_CHARS = 65_536
+
+
+class TypingParams(ApiParams):
+    body: str = Field("", max_length=MAX_DRAFT_CHARS, description="The draft so far.")
+    from_user: str | None = Field(
+        None, description="Typing as the user: their id or `default_user` (needs `as-user`)."
+    )
+    from_admin: str | None = Field(None, description="Typing as this admin (or the sender).")
+
+
+@router.post(
+    "/conversations/{conversation_id}/typing",
+    response_model=Envelope[Empty],
+    summary="Someone is typing",
+    openapi_extra=describe(TypingParams, body=True),
+)
+async def typing(
+    conversation_id: ConversationId, caller: WriteCaller, p: Params[TypingParams]
+) -> Response:
+    """Not stored: only streamed to the conversation's realtime channels."""
+    cid = path_id("id", conversation_id)
+    state = await service.get_conversation(caller.db, caller.app_id, cid)
+    if state.removed is not None:
+        raise InvalidParameter("id", f"conversation {cid} is removed")
+    if p.from_user is not None and p.from_user.strip():
+        caller.need(AS_USER)
+        if (
+            p.from_user.strip() != DEFAULT_USER
+            and path_id("from_user", p.from_user) != state.user_id
+        ):
+            raise InvalidParameter("from_user", "is not the user of this conversation")
+    else:
+        author = await admin_author(caller, p.from_admin)
+        if author.id is not None and p.from_admin and p.from_admin.strip().isdigit():
+            async with caller.db.read() as conn:
+                if not await app_q.admins_by_id(conn, caller.app_id, [author.id]):
+                    raise InvalidParameter("from_admin", f"admin {author.id} not found")
+    return respond(Empty, {}, context=caller.context)
+
+
+class StatusParams(ApiParams):
+    status: MessageStatus = Field(description="The starter message's delivery status.")
+
+
+@router.post(
+    "/conversations/{conversation_id}/status",
+    response_model=Envelope[ConversationOut],
+    summary="Delivery status of the starting message",
+    openapi_extra=describe(StatusParams, body=True),
+)
+async def update_status(
+    conversation_id: ConversationId, caller: WriteCaller, p: Params[StatusParams], request: Request
+) -> Response:
+    """Answers the conversation's standard fields."""
+    cid = path_id("id", conversation_id)
+    outcome = await service.perform(caller.db, caller.app_id, cid, ev.UpdateStatus(p.status))
+    return await _conversation_answer(caller, outcome.state, request)
+
+
+class AssistantParams(ApiParams):
+    assistant_type: AssistantType | None = Field(
+        None, description="The bot that takes over; empty or absent hands off to operators."
+    )
+    admin: OptionalId = Field(None, description="On hand-off: assign to this admin.")
+    from_admin: str | None = Field(None, description="Who hands off: an admin id or the sender.")
+
+
+@router.post(
+    "/conversations/{conversation_id}/assistant",
+    response_model=Envelope[ConversationOut],
+    summary="A bot takes over, or hands off",
+    openapi_extra=describe(AssistantParams, body=True),
+)
+async def assistant(
+    conversation_id: ConversationId,
+    caller: WriteCaller,
+    p: Params[AssistantParams],
+    request: Request,
+) -> Response:
+    """Answers the conversation's standard fields."""
+    cid = path_id("id", conversation_id)
+    if p.assistant_type is not None:
+        if p.admin is not None:
+            raise InvalidParameter("admin", "only with a hand-off (no assistant_type)")
+        event: ev.Event = ev.BotTakeOver(p.assistant_type)
+    else:
+        by = await admin_author(caller, p.from_admin)
+        event = ev.BotHandOff(admin_id=p.admin, by=by)
+    outcome = await service.perform(caller.db, caller.app_id, cid, event)
+    return await _conversation_answer(caller, outcome.state, request)
+
+
+# ---------------------------------------------------------------------------
+# Users
+
+
+class EraseParams(ApiParams):
+    by_user_id: VBool = Field(None, description="The path's id is the site's own user id.")
+
+
+@router.delete(
+    "/users/{user}",
+    response_model=Envelope[Empty],
+    summary="Erase a user (GDPR)",
+    openapi_extra=describe(EraseParams, body=True),
+)
+async def erase_user(user: ObjectId, caller: AdminCaller, p: Params[EraseParams]) -> Response:
+    """Every conversation of the user is removed (bodies erased), and their props wiped."""
+    ref = users.parse_user_ref(user, bool(p.by_user_id))
+    await users.erase(caller.db, caller.app_id, ref)
+    return respond(Empty, {}, context=caller.context)
+
+
+# ---------------------------------------------------------------------------
+# Managing the app
+
+
+def _admin_record(row: app_q.AdminRow) -> dict[str, object]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "avatar": row.avatar,
+        "type": "admin",
+        "email": row.email,
+        "created": row.created,
+    }
+
+
+@router.get(
+    "/apps/{app}/admins",
+    response_model=Envelope[list[AdminRecord]],
+    summary="The app's admins",
+    openapi_extra=describe(ApiParams, body=False),
+)
+async def list_admins(app: AppPath, caller: AdminCaller) -> Response:
+    app_id = caller.app(app)
+    async with caller.db.read() as conn:
+        rows = await app_q.list_admins(conn, app_id)
+    return respond(list[AdminRecord], [_admin_record(r) for r in rows], context=caller.context)
+
+
+class AdminParams(ApiParams):
+    name: str = Field(description="Shown to users next to the admin's replies.")
+    email: str | None = Field(None, max_length=320, description="Unique in the app.")
+    avatar: str | None = Field(None, max_length=1024, description="An image URL.")
+    password: str | None = Field(None, max_length=1024, description="For the operators' UI.")
+
+
+@router.post(
+    "/apps/{app}/admins",
+    response_model=Envelope[AdminRecord],
+    summary="Add an admin",
+    openapi_extra=describe(AdminParams, body=True),
+)
+async def add_admin(app: AppPath, caller: AdminCaller, p: Params[AdminParams]) -> Response:
+    app_id = caller.app(app)
+    row = await manage.add_admin(
+        caller.db, app_id, name=p.name, email=p.email, avatar=p.avatar, password=p.password
+    )
+    return respond(AdminRecord, _admin_record(row), context=caller.context)
+
+
+class RemoveParams(ApiParams):
+    id: OptionalId = Field(None, description="The object's id, when not in the path.")
+
+
+def _target(path_value: str | None, p: RemoveParams) -> int:
+    if path_value is not None:
+        return path_id("id", path_value)
+    if p.id is None:
+        raise InvalidParameter("id", "is required")
+    return p.id
+
+
+@router.delete(
+    "/apps/{app}/admins/{admin_id}",
+    response_model=Envelope[Empty],
+    summary="Remove an admin",
+    openapi_extra=describe(ApiParams, body=False),
+)
+async def remove_admin(app: AppPath, admin_id: ObjectId, caller: AdminCaller) -> Response:
+    """The admin can no longer act or be assigned; past parts keep their name."""
+    await manage.remove_admin(caller.db, caller.app(app), path_id("id", admin_id))
+    return respond(Empty, {}, context=caller.context)
+
+
+@router.delete(
+    "/apps/{app}/admins",
+    response_model=Envelope[Empty],
+    summary="Remove an admin (id as a parameter)",
+    openapi_extra=describe(RemoveParams, body=True),
+)
+async def remove_admin_by_param(
+    app: AppPath, caller: AdminCaller, p: Params[RemoveParams]
+) -> Response:
+    await manage.remove_admin(caller.db, caller.app(app), _target(None, p))
+    return respond(Empty, {}, context=caller.context)
+
+
+@router.get(
+    "/apps/{app}/channels",
+    response_model=Envelope[list[ChannelOut]],
+    summary="The app's channels",
+    openapi_extra=describe(ApiParams, body=False),
+)
+async def list_channels(app: AppPath, caller: AdminCaller) -> Response:
+    app_id = caller.app(app)
+    async with caller.db.read() as conn:
+        rows = await app_q.list_channels(conn, app_id)
+    return respond(list[ChannelOut], [channel_out(r) for r in rows], context=caller.context)
+
+
+class NewChannelParams(ApiParams):
+    name: str = Field(description="The channel's name.")
+    type: str = Field("default", max_length=32, description="A label for the kind of channel.")
+    avatar: str | None = Field(None, max_length=1024, description="An image URL.")
+
+
+@router.post(
+    "/apps/{app}/channels",
+    response_model=Envelope[ChannelOut],
+    summary="Add a channel",
+    openapi_extra=describe(NewChannelParams, body=True),
+)
+async def add_channel(app: AppPath, caller: AdminCaller, p: Params[NewChannelParams]) -> Response:
+    row = await manage.add_channel(
+        caller.db, caller.app(app), name=p.name, type_=p.type or "default", avatar=p.avatar
+    )
+    return respond(ChannelOut, channel_out(row), context=caller.context)
+
+
+@router.delete(
+    "/apps/{app}/channels/{channel_id}",
+    response_model=Envelope[Empty],
+    summary="Remove a channel",
+    openapi_extra=describe(ApiParams, body=False),
+)
+async def remove_channel(app: AppPath, channel_id: ObjectId, caller: AdminCaller) -> Response:
+    """Its conversations keep naming it; the app's default channel cannot be removed."""
+    await manage.remove_channel(caller.db, caller.app(app), path_id("id", channel_id))
+    return respond(Empty, {}, context=caller.context)
+
+
+@router.delete(
+    "/apps/{app}/channels",
+    response_model=Envelope[Empty],
+    summary="Remove a channel (id as a parameter)",
+    openapi_extra=describe(RemoveParams, body=True),
+)
+async def remove_channel_by_param(
+    app: AppPath, caller: AdminCaller, p: Params[RemoveParams]
+) -> Response:
+    await manage.remove_channel(caller.db, caller.app(app), _target(None, p))
+    return respond(Empty, {}, context=caller.context)
+
+
+def _token_out(row: app_q.TokenRow) -> dict[str, object]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "prefix": row.prefix,
+        "scopes": row.scopes,
+        "created": row.created,
+    }
+
+
+@router.get(
+    "/apps/{app}/tokens",
+    response_model=Envelope[list[TokenOut]],
+    summary="The app's tokens (never their text)",
+    openapi_extra=describe(ApiParams, body=False),
+)
+async def list_tokens(app: AppPath, caller: AdminCaller) -> Response:
+    app_id = caller.app(app)
+    async with caller.db.read() as conn:
+        rows = await app_q.list_tokens(conn, app_id)
+    return respond(list[TokenOut], [_token_out(r) for r in rows], context=caller.context)
+
+
+class NewTokenParams(ApiParams):
+    name: str = Field(description="What the token is for.")
+    scopes: StrList = Field(description=f"Any of: {', '.join(ALL_SCOPES)}.")
+
+
+@router.post(
+    "/apps/{app}/tokens",
+    response_model=Envelope[TokenCreated],
+    summary="Create a token",
+    openapi_extra=describe(NewTokenParams, body=True),
+)
+async def add_token(app: AppPath, caller: AdminCaller, p: Params[NewTokenParams]) -> Response:
+    """The answer's `token` is the only time its text is shown; only a hash is stored."""
+    row, token = await manage.add_token(caller.db, caller.app(app), name=p.name, scopes=p.scopes)
+    return respond(TokenCreated, {**_token_out(row), "token": token}, context=caller.context)
+
+
+@router.delete(
+    "/apps/{app}/tokens/{token_id}",
+    response_model=Envelope[Empty],
+    summary="Revoke a token",
+    openapi_extra=describe(ApiParams, body=False),
+)
+async def revoke_token(app: AppPath, token_id: ObjectId, caller: AdminCaller) -> Response:
+    await manage.revoke_token(caller.db, caller.app(app), path_id("id", token_id))
+    return respond(Empty, {}, context=caller.context)
+
+
+@router.delete(
+    "/apps/{app}/tokens",
+    response_model=Envelope[Empty],
+    summary="Revoke a token (id as a parameter)",
+    openapi_extra=describe(RemoveParams, body=True),
+)
+async def revoke_token_by_param(
+    app: AppPath, caller: AdminCaller, p: Params[RemoveParams]
+) -> Response:
+    await manage.revoke_token(caller.db, caller.app(app), _target(None, p))
+    return respond(Empty, {}, context=caller.context)

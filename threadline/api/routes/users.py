@@ -1,0 +1,160 @@
+"""The vendor's user endpoints that touch conversations."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Request
+from pydantic import Field
+from starlette.responses import Response
+
+from threadline.api.auth import AS_USER, ReadCaller, SendCaller, WriteCaller
+from threadline.api.common import Params, base_url
+from threadline.api.envelope import respond
+from threadline.api.pagination import (
+    PageParams,
+    cursor_value,
+    ordered,
+    page_request,
+    v1_after_timestamp,
+    v2_meta,
+)
+from threadline.api.params import ApiParams, RandomId, VBool, describe
+from threadline.api.present import Presenter
+from threadline.api.schemas import ConversationOut, ConversationRef, Envelope, MessageStarted
+from threadline.apps.manage import default_sender
+from threadline.conversations import queries as conv_q
+from threadline.conversations import service
+from threadline.core import events as ev
+from threadline.core.enums import AuthorKind, ConversationType, RecipientType, ReplyType, SentVia
+from threadline.core.model import Author
+from threadline.core.rules import check_body
+from threadline.users import service as users
+
+router = APIRouter(tags=["users"])
+
+UserPath = Annotated[
+    str, Path(description="Threadline's user id, or with `by_user_id=true` the site's own id.")
+]
+
+
+class UserConversationsParams(PageParams):
+    by_user_id: VBool = Field(None, description="The path's id is the site's own user id.")
+    with_user_replies_only: VBool = Field(
+        None, description="Only conversations in which the user has replied."
+    )
+    recipient_type: RecipientType | None = Field(None, description="`all`, `web` or `sdk`.")
+
+
+@router.get(
+    "/users/{user}/conversations",
+    response_model=Envelope[list[ConversationOut]],
+    summary="A user's conversations",
+    openapi_extra=describe(UserConversationsParams, body=False),
+)
+async def user_conversations(
+    user: UserPath, caller: ReadCaller, p: Params[UserConversationsParams], request: Request
+) -> Response:
+    """Newest first, without `user`; an unknown site user id is `LookupError`."""
+    ref = users.parse_user_ref(user, bool(p.by_user_id))
+    v1 = caller.version == 1
+    after = v1_after_timestamp(p) if v1 else None
+    page_req = None if v1 else page_request(p, timed=True)
+    async with caller.db.read() as conn:
+        row = await users.find_user(conn, caller.app_id, ref)
+        page = await conv_q.user_page(
+            conn,
+            caller.app_id,
+            row.id,
+            with_user_replies_only=bool(p.with_user_replies_only),
+            recipient_type=p.recipient_type.value if p.recipient_type else None,
+            request=page_req,
+            v1=(after, p.count) if v1 else None,
+        )
+        data = await Presenter(conn, caller.app_id, base_url(request)).conversations(
+            page.states, user=False
+        )
+    if v1:
+        nxt = page.next_after_v1
+        return respond(
+            list[ConversationOut],
+            data,
+            context=caller.context,
+            next_after=None if nxt is None else cursor_value(nxt, caller.id_as_string),
+        )
+    return respond(
+        list[ConversationOut],
+        ordered(data, p),
+        context=caller.context,
+        **v2_meta(p, page.next_before, page.next_after, caller.id_as_string),
+    )
+
+
+class StartParams(ApiParams):
+    body: str = Field("", description="The user's first message (may be empty with a file).")
+    filename: str | None = Field(None, description="Name of the `file` sent with it.")
+    random_id: RandomId = Field(None, description="Idempotency key: a retry starts nothing new.")
+    referrer: str | None = Field(None, description="The page the user wrote from.")
+    by_user_id: VBool = Field(
+        None, description="The path's id is the site's own; an unknown one creates the user."
+    )
+
+
+@router.post(
+    "/users/{user}/startconversation",
+    response_model=Envelope[ConversationRef],
+    summary="The user starts a conversation",
+    openapi_extra=describe(StartParams, body=True),
+)
+async def start_conversation(
+    user: UserPath, caller: WriteCaller, p: Params[StartParams]
+) -> Response:
+    """Answers `{id}` of the new conversation (needs `as-user`)."""
+    caller.need(AS_USER)
+    ref = users.parse_user_ref(user, bool(p.by_user_id))
+    check_body(p.body, None, ())  # refuse before a user is created for nothing
+    user_id = await users.resolve_or_create(caller.db, caller.app_id, ref)
+    outcome = await service.start_by_user(
+        caller.db,
+        caller.app_id,
+        user_id,
+        ev.UserReply(body=p.body, sent_via=SentVia.API, random_id=p.random_id),
+    )
+    return respond(ConversationRef, {"id": outcome.state.id}, context=caller.context)
+
+
+class SendMessageParams(ApiParams):
+    body: str = Field(description="The message.")
+    type: Literal["popup_chat", "popup_small", "popup_big", "email"] = Field(
+        "popup_chat", description="How the message is shown or sent."
+    )
+    by_user_id: VBool = Field(None, description="The path's id is the site's own user id.")
+
+
+@router.post(
+    "/users/{user}/sendmessage",
+    response_model=Envelope[MessageStarted],
+    summary="Send a message that opens a conversation",
+    openapi_extra=describe(SendMessageParams, body=True),
+)
+async def send_message(
+    user: UserPath, caller: SendCaller, p: Params[SendMessageParams]
+) -> Response:
+    """The conversation enters the inbox once the user answers. Answers its and the message's id."""
+    ref = users.parse_user_ref(user, bool(p.by_user_id))
+    row = await users.resolve(caller.db, caller.app_id, ref)
+    kind = ConversationType(p.type)
+    started = await service.start_by_message(
+        caller.db,
+        caller.app_id,
+        row.id,
+        body=p.body,
+        sender=Author(AuthorKind.SENDER, await default_sender(caller.db, caller.app_id)),
+        type_=kind,
+        reply_type=ReplyType.EMAIL if kind is ConversationType.EMAIL else ReplyType.TEXT,
+    )
+    return respond(
+        MessageStarted,
+        {"conversation": started.outcome.state.id, "message": started.message_id},
+        context=caller.context,
+    )

@@ -1,0 +1,223 @@
+"""Response shapes: TypedDicts serialised by module-level TypeAdapters straight to JSON bytes.
+
+Handlers build plain dicts holding ints and aware datetimes; the annotated serializers
+turn ids into strings when the request asked for `id_as_string` (passed as the
+serialisation context) and datetimes into Unix seconds. The same types are the
+`response_model`s, so the OpenAPI document describes exactly what is sent.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+from typing import Annotated, Any, Generic, NotRequired, TypeVar
+
+from pydantic import PlainSerializer, SerializationInfo, TypeAdapter
+from typing_extensions import TypedDict
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _serialize_id(value: int, info: SerializationInfo) -> int | str:
+    # Unions list their object choices before `Id`, so only ints arrive here.
+    context = info.context
+    if context is not None and context.get("id_as_string"):
+        return str(value)
+    return value
+
+
+def unix_seconds(value: datetime) -> int | float:
+    """Whole seconds as an int; with microseconds as a decimal number."""
+    delta = value - _EPOCH
+    seconds = delta.days * 86_400 + delta.seconds
+    if delta.microseconds:
+        return seconds + delta.microseconds / 1_000_000
+    return seconds
+
+
+# An id: a JSON number, or a string under `id_as_string`.
+Id = Annotated[int, PlainSerializer(_serialize_id, return_type=int | str, when_used="always")]
+# A point in time as Unix seconds (decimal when it has microseconds).
+Ts = Annotated[datetime, PlainSerializer(unix_seconds, return_type=int | float, when_used="always")]
+# A cursor position as sent: numbers, or strings under `id_as_string`.
+Position = list[int | float | str]
+
+
+class Meta(TypedDict):
+    status: int
+    next_after: NotRequired[int | float | str | None]
+    next_before_position: NotRequired[Position | None]
+    next_after_position: NotRequired[Position | None]
+    error: NotRequired[str]
+    error_message: NotRequired[str]
+
+
+T = TypeVar("T")
+
+
+class Envelope(TypedDict, Generic[T]):
+    meta: Meta
+    data: T
+
+
+class Empty(TypedDict):
+    pass
+
+
+class AdminOut(TypedDict):
+    id: Id
+    name: str
+    avatar: str | None
+    type: str
+
+
+class SenderOut(TypedDict):
+    """The author of a message or of a reply from the app's default sender."""
+
+    id: Id
+    name: str
+    avatar: str | None
+    type: str
+
+
+class BotOut(TypedDict):
+    id: Id | None
+    type: str
+
+
+class ChannelOut(TypedDict):
+    id: Id
+    name: str
+    type: str
+    avatar: str | None
+
+
+class ChannelWithCounts(ChannelOut):
+    not_assigned_count: int
+    not_read_count: int
+
+
+class UserOut(TypedDict):
+    id: Id
+    user_id: str | None
+    props: dict[str, Any]
+    created: Ts
+
+
+class AttachmentOut(TypedDict):
+    type: str
+    id: Id
+    size: int
+    filename: str
+    mime_type: str
+    url: str
+
+
+# `from` is a Python keyword, so PartOut uses the functional TypedDict form.
+PartOut = TypedDict(
+    "PartOut",
+    {
+        "id": Id,
+        "created": Ts,
+        "edited": Ts | None,
+        "removed": Ts | None,
+        "conversation": Id,
+        "part_group": Id,
+        "body": str,
+        "body_json": dict[str, Any] | None,
+        "type": str,
+        # The user's id for the user's parts; an admin, sender or bot; null for the system.
+        "from": AdminOut | SenderOut | BotOut | Id | None,
+        "direction": str,
+        "sent_via": str,
+        "read": bool,
+        "attachments": list[AttachmentOut],
+        "random_id": Id | None,
+        "external_id": str | None,
+        "tag": NotRequired[str | None],
+        "assignee": NotRequired[AdminOut | None],
+    },
+)
+
+
+class ConversationOut(TypedDict):
+    id: Id
+    created: Ts
+    replied: bool
+    delayed_until: Ts | None
+    closed: bool
+    message: Id | None
+    type: str | None
+    reply_type: str | None
+    removed: Ts | None
+    reply_last_type: str | None
+    parts_count: int
+    assignee: AdminOut | None
+    sended_time: Ts
+    admin_unread_count: int
+    user_unread_count: int
+    not_answered_admin_replies: int
+    unread_parts_count: int
+    replies_count: int
+    last_admin: AdminOut | None
+    last_update: Ts
+    tags: list[str]
+    important: bool
+    external_service: str | None
+    external_id: str | None
+    last_user_reply_time: Ts | None
+    status: str | None
+    assistant_type: str | None
+    recipient_type: str
+    read: bool
+    clicked: bool
+    unsubscribed: bool
+    user: NotRequired[UserOut]
+    channel: NotRequired[ChannelOut | None]
+    part_last: NotRequired[PartOut | None]
+    important_part_last: NotRequired[PartOut | None]
+    reply_last: NotRequired[PartOut | None]
+
+
+class PartRef(TypedDict):
+    """The part a write created: enough to find it again."""
+
+    id: Id
+    part_group: Id
+
+
+class ConversationRef(TypedDict):
+    id: Id
+
+
+class MessageStarted(TypedDict):
+    conversation: Id
+    message: Id
+
+
+class AdminRecord(AdminOut):
+    email: str | None
+    created: Ts
+
+
+class TokenOut(TypedDict):
+    id: Id
+    name: str
+    prefix: str
+    scopes: list[str]
+    created: Ts
+
+
+class TokenCreated(TokenOut):
+    token: str
+
+
+class ErrorEnvelope(TypedDict):
+    meta: Meta
+    data: Empty
+
+
+@cache
+def adapter(kind: Any) -> TypeAdapter[Any]:
+    """One TypeAdapter per response type, built on first use and kept for the process."""
+    return TypeAdapter(kind)

@@ -1,0 +1,194 @@
+"""Read-side queries about an app's admins, senders, channels, users and tokens.
+
+Every query is scoped by `app_id`: an id of another app reads as absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from threadline.db.schema import admins, api_tokens, apps, channels, senders, users
+
+
+@dataclass(frozen=True, slots=True)
+class AdminRow:
+    id: int
+    name: str
+    avatar: str | None
+    email: str | None
+    created: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SenderRow:
+    id: int
+    name: str
+    avatar: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRow:
+    id: int
+    name: str
+    type: str
+    avatar: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    id: int
+    user_id: str | None
+    props: dict[str, Any]
+    created: datetime
+    removed: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    id: int
+    name: str
+    prefix: str
+    scopes: list[str]
+    created: datetime
+
+
+def _ids(ids: Iterable[int | None]) -> list[int]:
+    return sorted({i for i in ids if i is not None})
+
+
+async def app_defaults(conn: AsyncConnection, app_id: int) -> tuple[int | None, int | None]:
+    """The app's (default channel, default sender)."""
+    query = select(apps.c.default_channel_id, apps.c.default_sender_id).where(apps.c.id == app_id)
+    row = (await conn.execute(query)).first()
+    return (row.default_channel_id, row.default_sender_id) if row else (None, None)
+
+
+async def admins_by_id(
+    conn: AsyncConnection, app_id: int, ids: Iterable[int | None]
+) -> dict[int, AdminRow]:
+    """Admins of the app by id, removed ones included (they still appear in history)."""
+    wanted = _ids(ids)
+    if not wanted:
+        return {}
+    query = select(
+        admins.c.id, admins.c.name, admins.c.avatar, admins.c.email, admins.c.created
+    ).where(admins.c.app_id == app_id, admins.c.id.in_(wanted))
+    return {
+        r.id: AdminRow(r.id, r.name, r.avatar, r.email, r.created)
+        for r in await conn.execute(query)
+    }
+
+
+async def list_admins(conn: AsyncConnection, app_id: int) -> list[AdminRow]:
+    query = (
+        select(admins.c.id, admins.c.name, admins.c.avatar, admins.c.email, admins.c.created)
+        .where(admins.c.app_id == app_id, admins.c.removed.is_(None))
+        .order_by(admins.c.id)
+    )
+    return [AdminRow(r.id, r.name, r.avatar, r.email, r.created) for r in await conn.execute(query)]
+
+
+async def admin_with_email(conn: AsyncConnection, app_id: int, email: str) -> int | None:
+    query = select(admins.c.id).where(admins.c.app_id == app_id, admins.c.email == email)
+    ident = (await conn.execute(query)).scalar_one_or_none()
+    return int(ident) if ident is not None else None
+
+
+async def senders_by_id(
+    conn: AsyncConnection, app_id: int, ids: Iterable[int | None]
+) -> dict[int, SenderRow]:
+    wanted = _ids(ids)
+    if not wanted:
+        return {}
+    query = select(senders.c.id, senders.c.name, senders.c.avatar).where(
+        senders.c.app_id == app_id, senders.c.id.in_(wanted)
+    )
+    return {r.id: SenderRow(r.id, r.name, r.avatar) for r in await conn.execute(query)}
+
+
+async def channels_by_id(
+    conn: AsyncConnection, app_id: int, ids: Iterable[int | None]
+) -> dict[int, ChannelRow]:
+    wanted = _ids(ids)
+    if not wanted:
+        return {}
+    query = select(channels.c.id, channels.c.name, channels.c.type, channels.c.avatar).where(
+        channels.c.app_id == app_id, channels.c.id.in_(wanted)
+    )
+    return {r.id: ChannelRow(r.id, r.name, r.type, r.avatar) for r in await conn.execute(query)}
+
+
+async def list_channels(conn: AsyncConnection, app_id: int) -> list[ChannelRow]:
+    query = (
+        select(channels.c.id, channels.c.name, channels.c.type, channels.c.avatar)
+        .where(channels.c.app_id == app_id, channels.c.removed.is_(None))
+        .order_by(channels.c.id)
+    )
+    return [ChannelRow(r.id, r.name, r.type, r.avatar) for r in await conn.execute(query)]
+
+
+def _user(row: Any) -> UserRow:
+    return UserRow(row.id, row.user_id, row.props or {}, row.created, row.removed)
+
+
+_USER_COLUMNS = (users.c.id, users.c.user_id, users.c.props, users.c.created, users.c.removed)
+
+
+async def users_by_id(
+    conn: AsyncConnection, app_id: int, ids: Iterable[int | None]
+) -> dict[int, UserRow]:
+    wanted = _ids(ids)
+    if not wanted:
+        return {}
+    query = select(*_USER_COLUMNS).where(users.c.app_id == app_id, users.c.id.in_(wanted))
+    return {r.id: _user(r) for r in await conn.execute(query)}
+
+
+async def user(conn: AsyncConnection, app_id: int, user_id: int) -> UserRow | None:
+    query = select(*_USER_COLUMNS).where(users.c.app_id == app_id, users.c.id == user_id)
+    row = (await conn.execute(query)).first()
+    return _user(row) if row else None
+
+
+async def user_by_site_id(conn: AsyncConnection, app_id: int, site_user_id: str) -> UserRow | None:
+    query = select(*_USER_COLUMNS).where(users.c.app_id == app_id, users.c.user_id == site_user_id)
+    row = (await conn.execute(query)).first()
+    return _user(row) if row else None
+
+
+async def list_tokens(conn: AsyncConnection, app_id: int) -> list[TokenRow]:
+    query = (
+        select(
+            api_tokens.c.id,
+            api_tokens.c.name,
+            api_tokens.c.prefix,
+            api_tokens.c.scopes,
+            api_tokens.c.created,
+        )
+        .where(api_tokens.c.app_id == app_id, api_tokens.c.revoked.is_(None))
+        .order_by(api_tokens.c.id)
+    )
+    return [
+        TokenRow(r.id, r.name, r.prefix, list(r.scopes), r.created)
+        for r in await conn.execute(query)
+    ]
+
+
+async def token(conn: AsyncConnection, app_id: int, token_id: int) -> TokenRow | None:
+    query = select(
+        api_tokens.c.id,
+        api_tokens.c.name,
+        api_tokens.c.prefix,
+        api_tokens.c.scopes,
+        api_tokens.c.created,
+    ).where(
+        api_tokens.c.app_id == app_id, api_tokens.c.id == token_id, api_tokens.c.revoked.is_(None)
+    )
+    r = (await conn.execute(query)).first()
+    return TokenRow(r.id, r.name, r.prefix, list(r.scopes), r.created) if r else None

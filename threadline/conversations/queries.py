@@ -1,0 +1,391 @@
+"""Read-side queries: the inbox list, a user's conversations, parts pages, channel counts.
+
+Lists are keyset-paginated with row-value comparisons on the sort key
+(`(last_update, id)` for conversations, `id` for parts): a page costs the same at any
+depth and rows added meanwhile never shift the pages still to come.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    case,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    type_coerce,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from threadline.conversations.repository import part_from_row, state_from_row
+from threadline.core.enums import PartType
+from threadline.core.model import ConversationState, Part
+from threadline.db.schema import channels
+from threadline.db.schema import conversation_parts as parts_t
+from threadline.db.schema import conversations as conv_t
+
+Direction = Literal["before", "after", "around"]
+Key = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """A keyset page: rows `before` (older, smaller keys) or `after` a position, or around it.
+
+    Without a position, `before` starts at the newest row and `after` at the oldest.
+    """
+
+    count: int
+    direction: Direction = "before"
+    position: Key | None = None
+    including: bool = False
+
+
+@dataclass(slots=True)
+class Page:
+    """Rows newest first, and the positions to continue from (None: nothing left that way)."""
+
+    rows: list[Any] = field(default_factory=list)
+    next_before: Key | None = None
+    next_after: Key | None = None
+
+
+class Keyset:
+    """Pagination over `base` ordered by `columns` (the last one unique), newest first."""
+
+    def __init__(self, conn: AsyncConnection, base: Select[Any], columns: Sequence[Any]) -> None:
+        self.conn = conn
+        self.base = base
+        self.columns = list(columns)
+
+    def _key(self, row: Any) -> Key:
+        return tuple(row._mapping[c.name] for c in self.columns)
+
+    def _compare(self, op: str, position: Key) -> ColumnElement[bool]:
+        values = [literal(v, c.type) for c, v in zip(self.columns, position, strict=True)]
+        left: Any = self.columns[0] if len(self.columns) == 1 else tuple_(*self.columns)
+        right: Any = values[0] if len(values) == 1 else tuple_(*values)
+        comparisons: dict[str, ColumnElement[bool]] = {
+            "<": left < right,
+            "<=": left <= right,
+            ">": left > right,
+            ">=": left >= right,
+        }
+        return comparisons[op]
+
+    async def _fetch(
+        self, where: ColumnElement[bool] | None, descending: bool, limit: int | None
+    ) -> list[Any]:
+        query = self.base if where is None else self.base.where(where)
+        order = [c.desc() if descending else c.asc() for c in self.columns]
+        query = query.order_by(*order)
+        if limit is not None:
+            query = query.limit(limit)
+        return list(await self.conn.execute(query))
+
+    async def _exists(self, where: ColumnElement[bool]) -> bool:
+        query = self.base.where(where).limit(1)
+        return (await self.conn.execute(query)).first() is not None
+
+    async def page(self, request: PageRequest) -> Page:
+        n, pos = request.count, request.position
+        if request.direction == "around":
+            assert pos is not None, "around needs a position"
+            after_n = n // 2
+            before_n = n - after_n
+            older = await self._fetch(
+                self._compare("<=" if request.including else "<", pos), True, before_n + 1
+            )
+            newer = await self._fetch(self._compare(">", pos), False, after_n + 1)
+            more_before, more_after = len(older) > before_n, len(newer) > after_n
+            rows = list(reversed(newer[:after_n])) + older[:before_n]
+        elif request.direction == "after":
+            where = None if pos is None else self._compare(">=" if request.including else ">", pos)
+            fetched = await self._fetch(where, False, n + 1)
+            more_after = len(fetched) > n
+            rows = list(reversed(fetched[:n]))
+            boundary = self._key(rows[-1]) if rows else pos
+            more_before = boundary is not None and await self._exists(self._compare("<", boundary))
+        else:
+            where = None if pos is None else self._compare("<=" if request.including else "<", pos)
+            fetched = await self._fetch(where, True, n + 1)
+            more_before = len(fetched) > n
+            rows = fetched[:n]
+            boundary = self._key(rows[0]) if rows else pos
+            more_after = boundary is not None and await self._exists(self._compare(">", boundary))
+        page = Page(rows)
+        if more_before:
+            page.next_before = self._key(rows[-1]) if rows else pos
+        if more_after:
+            page.next_after = self._key(rows[0]) if rows else pos
+        return page
+
+    async def page_v1(self, after: Any | None, count: int) -> tuple[list[Any], Any | None]:
+        """The old pagination: rows whose first sort column is below `after`, newest first.
+
+        The cursor is the first column alone, so rows sharing the boundary value are kept
+        on one page (which may then hold more than `count` rows): none is skipped.
+        """
+        first = self.columns[0]
+        where = None if after is None else first < literal(after, first.type)
+        fetched = await self._fetch(where, True, count + 1)
+        if len(fetched) <= count:
+            return fetched, None
+        rows = fetched[:count]
+        boundary = rows[-1]._mapping[first.name]
+        if len(self.columns) > 1 and fetched[count]._mapping[first.name] == boundary:
+            tied = and_(
+                first == literal(boundary, first.type),
+                self._compare("<", self._key(rows[-1])),
+            )
+            rows.extend(await self._fetch(tied, True, None))
+        more = await self._exists(first < literal(boundary, first.type))
+        return rows, boundary if more else None
+
+
+# ---------------------------------------------------------------------------
+# Conversations
+
+
+@dataclass(frozen=True, slots=True)
+class InboxFilter:
+    """The vendor's conversation list filters; None means "not filtered"."""
+
+    now: datetime
+    closed: bool | None = None
+    answered: bool | None = None
+    delayed: bool | None = None
+    assigned: int | None = None  # 0: no assignee
+    include_not_assigned: bool = False
+    tags: tuple[str, ...] = ()
+    include_no_tags: bool = False
+    channel: int | None = None  # 0: no channel
+    assistant_type: str | None = None
+
+
+def _has_tag(conn: AsyncConnection, tag: str) -> ColumnElement[bool]:
+    if conn.dialect.name == "postgresql":
+        return type_coerce(conv_t.c.tags, JSONB).contains([tag])
+    each = func.json_each(conv_t.c.tags).table_valued("value")
+    return exists(select(literal(1)).select_from(each).where(each.c.value == tag))
+
+
+def _no_tags(conn: AsyncConnection) -> ColumnElement[bool]:
+    if conn.dialect.name == "postgresql":
+        return func.jsonb_array_length(type_coerce(conv_t.c.tags, JSONB)) == 0
+    return func.json_array_length(conv_t.c.tags) == 0
+
+
+def inbox_conditions(conn: AsyncConnection, f: InboxFilter) -> list[ColumnElement[bool]]:
+    c = conv_t.c
+    where: list[ColumnElement[bool]] = []
+    if f.closed is not None:
+        where.append(c.closed.is_(f.closed))
+    if f.answered is True:
+        where.append(c.reply_last_type == PartType.REPLY_ADMIN.value)
+    elif f.answered is False:
+        where.append(
+            or_(c.reply_last_type.is_(None), c.reply_last_type != PartType.REPLY_ADMIN.value)
+        )
+    if f.delayed is True:
+        where.append(
+            and_(
+                c.delayed_until.is_not(None), c.delayed_until > literal(f.now, c.delayed_until.type)
+            )
+        )
+    elif f.delayed is False:
+        where.append(
+            or_(c.delayed_until.is_(None), c.delayed_until <= literal(f.now, c.delayed_until.type))
+        )
+    if f.assigned is not None:
+        match = c.assignee_id.is_(None) if f.assigned == 0 else c.assignee_id == f.assigned
+        where.append(or_(match, c.assignee_id.is_(None)) if f.include_not_assigned else match)
+    if not f.include_not_assigned:
+        where.append(c.assignee_id.is_not(None))
+    if f.tags:
+        has_all = and_(*(_has_tag(conn, t) for t in f.tags))
+        where.append(or_(has_all, _no_tags(conn)) if f.include_no_tags else has_all)
+    if f.channel is not None:
+        where.append(c.channel_id.is_(None) if f.channel == 0 else c.channel_id == f.channel)
+    if f.assistant_type is not None:
+        where.append(c.assistant_type == f.assistant_type)
+    return where
+
+
+@dataclass(slots=True)
+class ConversationPage:
+    states: list[ConversationState]
+    next_before: Key | None = None
+    next_after: Key | None = None
+    next_after_v1: datetime | None = None
+
+
+_SORT = (conv_t.c.last_update, conv_t.c.id)
+
+
+async def _conversation_page(
+    conn: AsyncConnection,
+    base: Select[Any],
+    request: PageRequest | None,
+    v1: tuple[datetime | None, int] | None,
+) -> ConversationPage:
+    keyset = Keyset(conn, base, _SORT)
+    if v1 is not None:
+        rows, next_after = await keyset.page_v1(*v1)
+        return ConversationPage([state_from_row(r) for r in rows], next_after_v1=next_after)
+    assert request is not None
+    page = await keyset.page(request)
+    return ConversationPage(
+        [state_from_row(r) for r in page.rows], page.next_before, page.next_after
+    )
+
+
+async def inbox_page(
+    conn: AsyncConnection,
+    app_id: int,
+    f: InboxFilter,
+    request: PageRequest | None = None,
+    v1: tuple[datetime | None, int] | None = None,
+) -> ConversationPage:
+    """The operators' list: replied, not removed conversations of the app, filtered."""
+    base = select(conv_t).where(
+        conv_t.c.app_id == app_id,
+        conv_t.c.replied.is_(True),
+        conv_t.c.removed.is_(None),
+        *inbox_conditions(conn, f),
+    )
+    return await _conversation_page(conn, base, request, v1)
+
+
+async def user_page(
+    conn: AsyncConnection,
+    app_id: int,
+    user_id: int,
+    *,
+    with_user_replies_only: bool = False,
+    recipient_type: str | None = None,
+    request: PageRequest | None = None,
+    v1: tuple[datetime | None, int] | None = None,
+) -> ConversationPage:
+    """Every conversation of one user (replied or not), except removed ones."""
+    c = conv_t.c
+    where = [c.app_id == app_id, c.user_id == user_id, c.removed.is_(None)]
+    if with_user_replies_only:
+        where.append(c.last_user_reply_time.is_not(None))
+    if recipient_type is not None:
+        where.append(c.recipient_type == recipient_type)
+    return await _conversation_page(conn, select(conv_t).where(*where), request, v1)
+
+
+async def conversation(
+    conn: AsyncConnection, app_id: int, conversation_id: int
+) -> ConversationState | None:
+    query = select(conv_t).where(conv_t.c.id == conversation_id, conv_t.c.app_id == app_id)
+    row = (await conn.execute(query)).first()
+    return state_from_row(row) if row else None
+
+
+async def live_conversation_ids(conn: AsyncConnection, app_id: int, user_id: int) -> list[int]:
+    """Ids of the user's conversations that are not removed yet."""
+    query = (
+        select(conv_t.c.id)
+        .where(conv_t.c.app_id == app_id, conv_t.c.user_id == user_id, conv_t.c.removed.is_(None))
+        .order_by(conv_t.c.id)
+    )
+    return [int(i) for i in (await conn.execute(query)).scalars()]
+
+
+# ---------------------------------------------------------------------------
+# Parts
+
+
+@dataclass(slots=True)
+class PartPage:
+    parts: list[Part]
+    next_before: Key | None = None
+    next_after: Key | None = None
+    next_after_v1: int | None = None
+
+
+async def parts_page(
+    conn: AsyncConnection,
+    conversation_id: int,
+    request: PageRequest | None = None,
+    v1: tuple[int | None, int] | None = None,
+) -> PartPage:
+    """A conversation's parts, newest first, paginated by part id."""
+    base = select(parts_t).where(parts_t.c.conversation_id == conversation_id)
+    keyset = Keyset(conn, base, [parts_t.c.id])
+    if v1 is not None:
+        rows, next_after = await keyset.page_v1(*v1)
+        return PartPage([part_from_row(r) for r in rows], next_after_v1=next_after)
+    assert request is not None
+    page = await keyset.page(request)
+    return PartPage([part_from_row(r) for r in page.rows], page.next_before, page.next_after)
+
+
+async def parts_by_id(
+    conn: AsyncConnection, conversation_ids: Sequence[int], part_ids: Sequence[int | None]
+) -> dict[int, Part]:
+    """Parts by id, restricted to the given conversations."""
+    wanted = sorted({i for i in part_ids if i is not None})
+    if not wanted or not conversation_ids:
+        return {}
+    query = select(parts_t).where(
+        parts_t.c.id.in_(wanted), parts_t.c.conversation_id.in_(list(conversation_ids))
+    )
+    return {p.id: p for p in map(part_from_row, await conn.execute(query))}
+
+
+# ---------------------------------------------------------------------------
+# Channels
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelCounts:
+    not_assigned: int
+    not_read: int
+
+
+async def channel_counts(conn: AsyncConnection, app_id: int) -> dict[int, ChannelCounts]:
+    """Per channel, over its open inbox conversations (replied, not closed, not removed):
+    how many have no assignee, and how many have user replies no operator has read.
+    Snoozed conversations count too: they are still the channel's work."""
+    c = conv_t.c
+    query = (
+        select(
+            c.channel_id,
+            func.sum(case((c.assignee_id.is_(None), 1), else_=0)).label("not_assigned"),
+            func.sum(case((c.admin_unread_count > 0, 1), else_=0)).label("not_read"),
+        )
+        .where(
+            c.app_id == app_id,
+            c.replied.is_(True),
+            c.closed.is_(False),
+            c.removed.is_(None),
+            c.channel_id.is_not(None),
+        )
+        .group_by(c.channel_id)
+    )
+    return {
+        int(r.channel_id): ChannelCounts(int(r.not_assigned or 0), int(r.not_read or 0))
+        for r in await conn.execute(query)
+    }
+
+
+async def channel_exists(conn: AsyncConnection, app_id: int, channel_id: int) -> bool:
+    query = select(channels.c.id).where(
+        channels.c.app_id == app_id, channels.c.id == channel_id, channels.c.removed.is_(None)
+    )
+    return (await conn.execute(query)).first() is not None

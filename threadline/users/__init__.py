@@ -1,0 +1,1 @@
+"""End users of an app: lookup by either id, creation on first contact, GDPR erasure."""
