@@ -127,6 +127,12 @@ def test_unreachable_database_is_one_red_line(args: list[str]) -> None:
     assert "127.0.0.1:1" in line
 
 
+def test_invalid_setting_is_one_red_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THREADLINE_PORT", "eighty")
+    line = assert_one_red_line(invoke("init"))
+    assert "THREADLINE_PORT" in line
+
+
 def test_unsupported_database_url_is_one_red_line() -> None:
     line = assert_one_red_line(invoke("check", "--database-url", "mysql://localhost/x"))
     assert "unsupported database URL" in line

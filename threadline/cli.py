@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Annotated, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
@@ -70,7 +71,8 @@ class Failure(Exception):
 
 
 def _settings(database_url: str | None) -> Settings:
-    settings = Settings()
+    with reported():
+        settings = Settings()
     if database_url:
         settings.database_url = database_url
     return settings
@@ -90,6 +92,11 @@ def _first_line(text: str) -> str:
 def describe(exc: BaseException, url: str | None = None) -> str:
     """One line saying what went wrong, without a traceback."""
     where = f" ({_safe_url(url)})" if url else ""
+    if isinstance(exc, ValidationError):  # settings from the environment
+        problems = (
+            f"THREADLINE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        return f"invalid setting: {'; '.join(problems)}"
     if isinstance(exc, Failure | DomainError | ValueError):
         return str(exc)
     if isinstance(exc, OSError):  # connection refused, unknown host, timeout

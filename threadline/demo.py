@@ -349,12 +349,6 @@ class _Thread:
         self.admin = demo.rng.choice(demo.admins)
         self.order = demo.rng.randint(10_000, 99_999)
 
-    def later(self, low: int = 1, high: int = 20) -> datetime:
-        """Move the clock a few minutes on, never past the real present."""
-        step = timedelta(minutes=self.demo.rng.randint(low, high), seconds=self.demo.rng.random())
-        self.now = min(self.now + step, self.demo.latest)
-        return self.now
-
     def text(self, template: str) -> str:
         return template.format(
             first=self.user.first, email=self.user.email, phone=self.user.phone, order=self.order
@@ -412,12 +406,14 @@ class _Thread:
             await self.do(ev.UpdateStatus(status), gap=(0, 1))
 
     async def do(self, *events: ev.Event, gap: tuple[int, int] = (1, 20)) -> None:
-        self.later(*gap)
+        """Perform `events` a few minutes (`gap`, from-to) later, never past the present."""
+        step = timedelta(minutes=self.demo.rng.randint(*gap), seconds=self.demo.rng.random())
+        self.now = min(self.now + step, self.demo.latest)
         await service.perform(self.demo.db, self.demo.app_id, self.id, *events, now=self.now)
 
-    async def dialogue(self, lines: int, *, skip_first: bool = True) -> None:
-        """Play the topic's lines [1:lines) (the first one usually started the conversation)."""
-        for index in range(1 if skip_first else 0, min(lines, len(self.topic.lines))):
+    async def dialogue(self, lines: int) -> None:
+        """Play the topic's lines [1:lines): line 0 is the one that started the conversation."""
+        for index in range(1, min(lines, len(self.topic.lines))):
             body = self.text(self.topic.lines[index])
             if index % 2 == 0:
                 await self.do(ev.UserReply(body=body))
