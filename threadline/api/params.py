@@ -273,6 +273,17 @@ def parse_str_list(value: Any) -> list[str]:
     return items
 
 
+def blank_none(value: Any) -> Any:
+    """For optional choices: an empty value means "none" (`null` and `none` too)."""
+    if isinstance(value, str) and value.strip().lower() in ("", "null", "none"):
+        return None
+    return value
+
+
+# Put in front of an optional enum: `Annotated[Kind | None, Blank]`.
+Blank = BeforeValidator(blank_none)
+
+
 def parse_version(value: Any) -> int | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None

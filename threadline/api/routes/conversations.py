@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import Field
@@ -33,6 +33,7 @@ from threadline.api.pagination import (
 )
 from threadline.api.params import (
     ApiParams,
+    Blank,
     JsonArray,
     JsonObject,
     OptionalId,
@@ -68,7 +69,9 @@ class InboxParams(PageParams):
         None, description="With `tags`: also conversations that have no tag at all."
     )
     channel: OptionalIdOrZero = Field(None, description="Channel id; 0 means no channel.")
-    assistant_type: AssistantType | None = Field(None, description="The managing bot.")
+    assistant_type: Annotated[AssistantType | None, Blank] = Field(
+        None, description="The managing bot."
+    )
 
 
 @router.get(

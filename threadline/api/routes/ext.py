@@ -25,6 +25,7 @@ from threadline.api.envelope import respond
 from threadline.api.errors import InvalidParameter
 from threadline.api.params import (
     ApiParams,
+    Blank,
     IdOrZero,
     OptionalId,
     RandomId,
@@ -227,7 +228,7 @@ async def update_status(
 
 
 class AssistantParams(ApiParams):
-    assistant_type: AssistantType | None = Field(
+    assistant_type: Annotated[AssistantType | None, Blank] = Field(
         None, description="The bot that takes over; empty or absent hands off to operators."
     )
     admin: OptionalId = Field(None, description="On hand-off: assign to this admin.")

@@ -19,7 +19,7 @@ from threadline.api.pagination import (
     v1_after_timestamp,
     v2_meta,
 )
-from threadline.api.params import ApiParams, RandomId, VBool, describe
+from threadline.api.params import ApiParams, Blank, RandomId, VBool, describe
 from threadline.api.present import Presenter
 from threadline.api.schemas import ConversationOut, ConversationRef, Envelope, MessageStarted
 from threadline.apps.manage import default_sender
@@ -43,7 +43,9 @@ class UserConversationsParams(PageParams):
     with_user_replies_only: VBool = Field(
         None, description="Only conversations in which the user has replied."
     )
-    recipient_type: RecipientType | None = Field(None, description="`all`, `web` or `sdk`.")
+    recipient_type: Annotated[RecipientType | None, Blank] = Field(
+        None, description="`all`, `web` or `sdk`."
+    )
 
 
 @router.get(
