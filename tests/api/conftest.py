@@ -7,6 +7,7 @@ built through the app's own `Database`, so tests and the app share one connectio
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from tests.conftest import World, build_world
+from threadline.api.config import ApiSettings
 from threadline.db.engine import Database
 from threadline.settings import Settings
 from threadline.web.app import create_app
@@ -23,8 +25,10 @@ BASE_URL = "http://threadline.test"
 
 
 @pytest.fixture
-async def app(db_url: str) -> AsyncIterator[FastAPI]:
+async def app(db_url: str, tmp_path: Path) -> AsyncIterator[FastAPI]:
+    """The app; rate limiting is off and files go to the test's own directory."""
     application = create_app(Settings(database_url=db_url))
+    application.state.api_settings = ApiSettings(data_dir=tmp_path / "data", rate_limit="")
     async with LifespanManager(application):
         yield application
 

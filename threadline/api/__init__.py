@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from threadline.api import attachments
+from threadline.api.config import ApiSettings
 from threadline.api.envelope import install_error_handlers
 from threadline.api.errors import AuthenticationFailed, BadRequest, PermissionDenied
+from threadline.api.ratelimit import parse_limits
 from threadline.api.routes import apps, conversations, ext, users
 from threadline.api.schemas import ErrorEnvelope
 from threadline.api.versioning import VersionPrefix
@@ -27,7 +30,10 @@ def register(app: FastAPI) -> None:
 
     Every route is also served under `/v1/` and `/v2/` (see `VersionPrefix`).
     """
+    settings = ApiSettings()
+    parse_limits(settings.rate_limit)  # a bad THREADLINE_RATE_LIMIT fails at start, not later
+    app.state.api_settings = settings
     install_error_handlers(app)
-    for module in (conversations, users, apps, ext):
+    for module in (conversations, users, apps, ext, attachments):
         app.include_router(module.router, responses=_ERRORS)  # type: ignore[arg-type]
     app.add_middleware(VersionPrefix)

@@ -8,8 +8,20 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from threadline.api.errors import AuthenticationFailed, InvalidParameter, PermissionDenied
-from threadline.api.params import RawParams, parse_id, parse_version, raw_params, vendor_bool
+from threadline.api.errors import (
+    AuthenticationFailed,
+    InvalidParameter,
+    PermissionDenied,
+    Throttled,
+)
+from threadline.api.params import (
+    RawParams,
+    cached_raw_params,
+    parse_id,
+    parse_version,
+    vendor_bool,
+)
+from threadline.api.state import rate_limiter_of
 from threadline.apps.service import authenticate
 from threadline.core.errors import NotFound
 from threadline.db.engine import Database
@@ -23,7 +35,6 @@ ADMIN = "admin"
 
 SELF_APP = "$self_app"
 VERSION_SCOPE_KEY = "threadline.version"
-_RAW_SCOPE_KEY = "threadline.raw_params"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +68,6 @@ class Caller:
     def context(self) -> dict[str, Any]:
         """The serialisation context of this request's answer."""
         return {"id_as_string": self.id_as_string}
-
-
-async def cached_raw_params(request: Request) -> RawParams:
-    raw = request.scope.get(_RAW_SCOPE_KEY)
-    if raw is None:
-        raw = await raw_params(request)
-        request.scope[_RAW_SCOPE_KEY] = raw
-    assert isinstance(raw, RawParams)
-    return raw
 
 
 def _header_token(request: Request) -> str | None:
@@ -109,6 +111,11 @@ def require(*scopes: str) -> Callable[[Request], Awaitable[Caller]]:
         record = await authenticate(db, token)
         if record is None:
             raise AuthenticationFailed("the API token is not valid")
+        limiter = rate_limiter_of(request)
+        if limiter is not None:
+            retry_after = await limiter.hit(record.id)
+            if retry_after is not None:
+                raise Throttled(retry_after)
         raw = await cached_raw_params(request)
         version, id_as_string = _flags(request, raw)
         caller = Caller(db, record.app_id, record.id, record.scopes, version, id_as_string)

@@ -116,6 +116,19 @@ async def raw_params(request: Request) -> RawParams:
     return raw
 
 
+_RAW_SCOPE_KEY = "threadline.raw_params"
+
+
+async def cached_raw_params(request: Request) -> RawParams:
+    """`raw_params`, computed once per request whoever asks first (auth or an endpoint)."""
+    raw = request.scope.get(_RAW_SCOPE_KEY)
+    if raw is None:
+        raw = await raw_params(request)
+        request.scope[_RAW_SCOPE_KEY] = raw
+    assert isinstance(raw, RawParams)
+    return raw
+
+
 # ---------------------------------------------------------------------------
 # The vendor's coercions, as pydantic "before" validators.
 
@@ -342,7 +355,7 @@ def bad_request_from(exc: ValidationError) -> InvalidParameter:
 def params(model: type[P]) -> Callable[[RawParams], Awaitable[P]]:
     """A dependency that validates the merged parameters against `model`."""
 
-    async def dependency(raw: Annotated[RawParams, Depends(raw_params)]) -> P:
+    async def dependency(raw: Annotated[RawParams, Depends(cached_raw_params)]) -> P:
         try:
             return model.model_validate(raw.values)
         except ValidationError as exc:

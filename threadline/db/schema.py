@@ -216,3 +216,20 @@ conversation_parts = Table(
         unique=True,
     ),
 )
+
+# Files sent with parts. The bytes live in a storage (a directory by default), not here;
+# `conversation_id` is set once the part that carries the file is stored.
+attachments = Table(
+    "attachments",
+    metadata,
+    _id(),
+    _app_id(),
+    Column("conversation_id", BigId, nullable=True),
+    Column("filename", String(255), nullable=False),
+    Column("mime_type", String(255), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("storage_key", String(255), nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+    Column("removed", UTCDateTime, nullable=True),
+    Index("ix_attachments_conversation", "conversation_id"),
+)

@@ -78,11 +78,11 @@ async def resolve_or_create(db: Database, app_id: int, ref: int | str) -> int:
     return int(ident)
 
 
-async def erase(db: Database, app_id: int, ref: int | str) -> None:
+async def erase(db: Database, app_id: int, ref: int | str) -> list[int]:
     """GDPR erasure: the user's props and site id are wiped, every conversation removed.
 
     The user is marked removed first, so no conversation can start meanwhile; running it
-    again finishes an erasure that was interrupted.
+    again finishes an erasure that was interrupted. Answers the conversations it removed.
     """
     async with db.write() as conn:
         row = await find_user(conn, app_id, ref, include_removed=True)
@@ -91,9 +91,12 @@ async def erase(db: Database, app_id: int, ref: int | str) -> None:
             .where(users.c.id == row.id, users.c.app_id == app_id)
             .values(props={}, user_id=None, removed=row.removed or utcnow())
         )
+    removed: list[int] = []
     # Two passes: a conversation whose start raced with the erasure is caught by the second.
     for _ in range(2):
         async with db.read() as conn:
             ids = await conv_q.live_conversation_ids(conn, app_id, row.id)
         for conversation_id in ids:
             await conversations.perform(db, app_id, conversation_id, ev.Remove())
+        removed.extend(ids)
+    return removed

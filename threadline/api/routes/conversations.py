@@ -8,7 +8,8 @@ from fastapi import APIRouter, Request
 from pydantic import Field
 from starlette.responses import Response
 
-from threadline.api.auth import AS_USER, ReadCaller, WriteCaller
+from threadline.api.attachments import Uploads, accept_upload
+from threadline.api.auth import AS_USER, Caller, ReadCaller, WriteCaller
 from threadline.api.common import (
     DEFAULT_USER,
     AppPath,
@@ -45,7 +46,9 @@ from threadline.api.params import (
 )
 from threadline.api.present import Presenter
 from threadline.api.schemas import ConversationOut, Empty, Envelope, PartOut, PartRef
+from threadline.api.state import storage_of
 from threadline.apps.service import utcnow
+from threadline.attachments import service as files
 from threadline.conversations import queries as conv_q
 from threadline.conversations import service
 from threadline.core import events as ev
@@ -215,10 +218,45 @@ _CONTENT = {"note": PartType.NOTE, "article": PartType.ARTICLE}
     openapi_extra=describe(ReplyParams, body=True),
 )
 async def reply(
-    conversation_id: ConversationId, caller: WriteCaller, p: Params[ReplyParams], request: Request
+    conversation_id: ConversationId,
+    caller: WriteCaller,
+    p: Params[ReplyParams],
+    uploads: Uploads,
+    request: Request,
 ) -> Response:
-    """Answers the created part (on a retry with the same `random_id`, the first one)."""
+    """Answers the created part (on a retry with the same `random_id`, the first one).
+
+    A file goes in the multipart field `attachment` (its name in `attachment_file_name`);
+    `body` may then be empty.
+    """
     cid = path_id("id", conversation_id)
+    stored = None
+    if "attachment" in uploads.files:
+        await service.get_conversation(caller.db, caller.app_id, cid)  # 404 before storing
+        stored = await accept_upload(
+            request, caller, uploads, "attachment", p.attachment_file_name, cid
+        )
+    try:
+        outcome = await _reply(caller, cid, p, stored)
+    except BaseException:
+        if stored is not None:
+            await files.discard(caller.db, storage_of(request), stored)
+        raise
+    if stored is not None and outcome.duplicate:
+        await files.discard(caller.db, storage_of(request), stored)
+    part = written_part(
+        outcome, PartType.REPLY_USER, PartType.REPLY_ADMIN, PartType.NOTE, PartType.ARTICLE
+    )
+    assert part is not None
+    async with caller.db.read() as conn:
+        (data,) = await Presenter(conn, caller.app_id, base_url(request)).parts([part])
+    return respond(PartOut, data, context=caller.context)
+
+
+async def _reply(
+    caller: Caller, cid: int, p: ReplyParams, stored: files.StoredFile | None
+) -> service.Outcome:
+    attachments = (stored.attachment,) if stored is not None else ()
     events: list[ev.Event] = []
     if p.from_user is not None and p.from_user.strip():
         caller.need(AS_USER)
@@ -236,6 +274,7 @@ async def reply(
             ev.UserReply(
                 body=p.body,
                 body_json=p.body_json,
+                attachments=attachments,
                 sent_via=SentVia.API,
                 random_id=p.random_id,
                 external_id=p.external_id,
@@ -252,6 +291,7 @@ async def reply(
                     author=author,
                     body=p.body,
                     body_json=p.body_json,
+                    attachments=attachments,
                     sent_via=SentVia.API,
                     random_id=p.random_id,
                     external_id=p.external_id,
@@ -264,19 +304,13 @@ async def reply(
                     author=author,
                     body=p.body,
                     body_json=p.body_json,
+                    attachments=attachments,
                     sent_via=SentVia.API,
                     random_id=p.random_id,
                     external_id=p.external_id,
                 )
             )
-    outcome = await service.perform(caller.db, caller.app_id, cid, *events)
-    part = written_part(
-        outcome, PartType.REPLY_USER, PartType.REPLY_ADMIN, PartType.NOTE, PartType.ARTICLE
-    )
-    assert part is not None
-    async with caller.db.read() as conn:
-        (data,) = await Presenter(conn, caller.app_id, base_url(request)).parts([part])
-    return respond(PartOut, data, context=caller.context)
+    return await service.perform(caller.db, caller.app_id, cid, *events)
 
 
 class AssignParams(ApiParams):

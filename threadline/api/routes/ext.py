@@ -45,9 +45,11 @@ from threadline.api.schemas import (
     TokenCreated,
     TokenOut,
 )
+from threadline.api.state import storage_of
 from threadline.apps import manage
 from threadline.apps import queries as app_q
 from threadline.apps.service import ALL_SCOPES
+from threadline.attachments import service as files
 from threadline.conversations import service
 from threadline.core import events as ev
 from threadline.core.enums import AssistantType, MessageStatus, PartType
@@ -274,10 +276,13 @@ class EraseParams(ApiParams):
     summary="Erase a user (GDPR)",
     openapi_extra=describe(EraseParams, body=True),
 )
-async def erase_user(user: ObjectId, caller: AdminCaller, p: Params[EraseParams]) -> Response:
-    """Every conversation of the user is removed (bodies erased), and their props wiped."""
+async def erase_user(
+    user: ObjectId, caller: AdminCaller, p: Params[EraseParams], request: Request
+) -> Response:
+    """Every conversation of the user is removed (bodies and files erased), props wiped."""
     ref = users.parse_user_ref(user, bool(p.by_user_id))
-    await users.erase(caller.db, caller.app_id, ref)
+    removed = await users.erase(caller.db, caller.app_id, ref)
+    await files.purge(caller.db, storage_of(request), caller.app_id, removed)
     return respond(Empty, {}, context=caller.context)
 
 

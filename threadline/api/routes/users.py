@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Request
 from pydantic import Field
 from starlette.responses import Response
 
+from threadline.api.attachments import Uploads, accept_upload
 from threadline.api.auth import AS_USER, ReadCaller, SendCaller, WriteCaller
 from threadline.api.common import Params, base_url
 from threadline.api.envelope import respond
@@ -22,7 +23,9 @@ from threadline.api.pagination import (
 from threadline.api.params import ApiParams, Blank, RandomId, VBool, describe
 from threadline.api.present import Presenter
 from threadline.api.schemas import ConversationOut, ConversationRef, Envelope, MessageStarted
+from threadline.api.state import storage_of
 from threadline.apps.manage import default_sender
+from threadline.attachments import service as files
 from threadline.conversations import queries as conv_q
 from threadline.conversations import service
 from threadline.core import events as ev
@@ -109,19 +112,39 @@ class StartParams(ApiParams):
     openapi_extra=describe(StartParams, body=True),
 )
 async def start_conversation(
-    user: UserPath, caller: WriteCaller, p: Params[StartParams]
+    user: UserPath, caller: WriteCaller, p: Params[StartParams], uploads: Uploads, request: Request
 ) -> Response:
-    """Answers `{id}` of the new conversation (needs `as-user`)."""
+    """Answers `{id}` of the new conversation (needs `as-user`).
+
+    A file goes in the multipart field `file` (its name in `filename`).
+    """
     caller.need(AS_USER)
     ref = users.parse_user_ref(user, bool(p.by_user_id))
-    check_body(p.body, None, ())  # refuse before a user is created for nothing
-    user_id = await users.resolve_or_create(caller.db, caller.app_id, ref)
-    outcome = await service.start_by_user(
-        caller.db,
-        caller.app_id,
-        user_id,
-        ev.UserReply(body=p.body, sent_via=SentVia.API, random_id=p.random_id),
-    )
+    has_file = "file" in uploads.files
+    # Refuse before a user is created (or a file stored) for nothing.
+    if not has_file:
+        check_body(p.body, None, ())
+    if isinstance(ref, int):
+        await users.resolve(caller.db, caller.app_id, ref)
+    stored = await accept_upload(request, caller, uploads, "file", p.filename, None)
+    try:
+        user_id = await users.resolve_or_create(caller.db, caller.app_id, ref)
+        reply = ev.UserReply(
+            body=p.body,
+            attachments=(stored.attachment,) if stored is not None else (),
+            sent_via=SentVia.API,
+            random_id=p.random_id,
+        )
+        outcome = await service.start_by_user(caller.db, caller.app_id, user_id, reply)
+    except BaseException:
+        if stored is not None:
+            await files.discard(caller.db, storage_of(request), stored)
+        raise
+    if stored is not None:
+        if outcome.duplicate:
+            await files.discard(caller.db, storage_of(request), stored)
+        else:
+            await files.link(caller.db, stored, outcome.state.id)
     return respond(ConversationRef, {"id": outcome.state.id}, context=caller.context)
 
 

@@ -1,0 +1,101 @@
+"""Per-token rate limiting: memory and Redis storage, 429 `Throttled` with Retry-After."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from tests.api.conftest import client_for
+from tests.api.helpers import error, ok
+from tests.conftest import World
+from threadline.api.config import ApiSettings
+from threadline.api.ratelimit import TokenRateLimiter
+from threadline.apps.repository import AppRepository
+from threadline.apps.service import issue_token, utcnow
+from threadline.db.engine import Database
+from threadline.settings import Settings
+from threadline.web.app import create_app
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+async def redis_available() -> bool:
+    client = aioredis.from_url(REDIS_URL)
+    try:
+        return bool(await client.ping())
+    except OSError:
+        return False
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def limited(request: pytest.FixtureRequest, app: FastAPI) -> AsyncIterator[FastAPI]:
+    """The app with a limit of 3 requests a minute per token, in either storage."""
+    storage = "memory://" if request.param == "memory" else REDIS_URL
+    if request.param == "redis" and not await redis_available():
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    settings: ApiSettings = app.state.api_settings
+    app.state.api_settings = settings.model_copy(
+        update={"rate_limit": "3/minute", "rate_limit_storage": storage}
+    )
+    # A prefix of this test's own: runs sharing the Redis server never share counters.
+    limiter = TokenRateLimiter(
+        "3/minute", storage, key_prefix=f"threadline-test-{uuid.uuid4().hex}"
+    )
+    app.state.rate_limiter = limiter
+    yield app
+    await limiter.reset()
+
+
+async def test_throttled_after_the_limit(
+    limited: FastAPI, api: httpx.AsyncClient, app_db: Database, world: World
+) -> None:
+    for _ in range(3):
+        ok(await api.get("/apps/$self_app/channels"))
+    r = await api.get("/apps/$self_app/channels")
+    message = error(r, 429, "Throttled")
+    assert "retry" in message
+    assert 1 <= int(r.headers["Retry-After"]) <= 60
+    # Another token of the same app has its own budget.
+    async with app_db.write() as conn:
+        other = await issue_token(
+            AppRepository(conn), world.app_id, "o", ["conversations-read"], utcnow()
+        )
+    async with client_for(limited, other) as client:
+        ok(await client.get("/apps/$self_app/channels"))
+    # Failed authentication does not count against anyone.
+    async with client_for(limited, "wrong") as client:
+        for _ in range(5):
+            error(await client.get("/apps/$self_app/channels"), 401, "AuthenticationFailed")
+
+
+async def test_unreachable_storage_lets_requests_through(
+    app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    settings: ApiSettings = app.state.api_settings
+    app.state.api_settings = settings.model_copy(
+        update={"rate_limit": "1/minute", "rate_limit_storage": "redis://127.0.0.1:1/0"}
+    )
+    for _ in range(3):
+        ok(await api.get("/apps/$self_app/channels"))
+
+
+async def test_limit_is_off_when_empty_and_on_by_default(
+    app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    assert ApiSettings.model_fields["rate_limit"].default == "600/minute"
+    assert app.state.api_settings.rate_limit == ""  # the tests' app runs without a limit
+    for _ in range(5):
+        ok(await api.get("/apps/$self_app/channels"))
+
+
+def test_a_bad_limit_fails_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THREADLINE_RATE_LIMIT", "lots")
+    with pytest.raises(ValueError, match="lots"):
+        create_app(Settings(database_url="sqlite:///unused.db"))

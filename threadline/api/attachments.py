@@ -1,0 +1,89 @@
+"""Files sent with requests (`attachment` on reply, `file` on startconversation) and the
+endpoint that serves them back to holders of a token of the same app."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Path, Request
+from starlette.datastructures import UploadFile
+from starlette.responses import Response
+
+from threadline.api.auth import Caller, require
+from threadline.api.common import path_id
+from threadline.api.errors import InvalidParameter
+from threadline.api.params import ApiParams, RawParams, cached_raw_params, describe
+from threadline.api.state import api_settings, storage_of
+from threadline.attachments import service as files
+from threadline.core.errors import NotFound
+
+router = APIRouter(prefix="/ext", tags=["attachments"])
+
+Uploads = Annotated[RawParams, Depends(cached_raw_params)]
+AnyCaller = Annotated[Caller, Depends(require())]
+
+# Shown inline by browsers; everything else (SVG and HTML included) is a download.
+_INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+
+
+async def accept_upload(
+    request: Request,
+    caller: Caller,
+    raw: RawParams,
+    param: str,
+    filename: str | None,
+    conversation_id: int | None,
+) -> files.StoredFile | None:
+    """Validate and store the file sent as `param`, if any."""
+    upload = raw.files.get(param)
+    if upload is None:
+        if isinstance(raw.values.get(param), str) and raw.values[param]:
+            raise InvalidParameter(param, "must be a file (send a multipart form)")
+        return None
+    assert isinstance(upload, UploadFile)
+    settings = api_settings(request)
+    limits = files.Limits(settings.attachment_max_bytes, settings.attachment_types)
+    data = await upload.read(limits.max_bytes + 1)
+    name = files.clean_filename(filename or upload.filename)
+    mime_type = files.mime_type_of(upload.content_type, name)
+    files.check(param, data, mime_type, limits)
+    return await files.store(
+        caller.db,
+        storage_of(request),
+        caller.app_id,
+        data=data,
+        filename=name,
+        mime_type=mime_type,
+        conversation_id=conversation_id,
+    )
+
+
+@router.get(
+    "/attachments/{attachment_id}",
+    summary="Download an attachment",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The file."}},
+    openapi_extra=describe(ApiParams, body=False),
+)
+async def download(
+    attachment_id: Annotated[str, Path(description="The attachment's id.")],
+    caller: AnyCaller,
+    request: Request,
+) -> Response:
+    """Any token of the attachment's app may fetch it (`auth_token` works in a link)."""
+    stored = await files.find(caller.db, caller.app_id, path_id("id", attachment_id))
+    data = await storage_of(request).load(stored.storage_key)
+    if data is None:
+        raise NotFound("attachment", stored.id)
+    disposition = "inline" if stored.mime_type in _INLINE_TYPES else "attachment"
+    return Response(
+        data,
+        media_type=stored.mime_type,
+        headers={
+            "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(stored.filename)}",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "Cache-Control": "private, max-age=3600",
+        },
+    )

@@ -1,0 +1,43 @@
+"""Per-process objects of the API kept on `app.state`, built on first use from the settings."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from threadline.api.config import ApiSettings
+from threadline.api.ratelimit import TokenRateLimiter
+from threadline.attachments.storage import LocalStorage, Storage
+
+
+def api_settings(request: Request) -> ApiSettings:
+    settings = getattr(request.app.state, "api_settings", None)
+    if settings is None:
+        settings = request.app.state.api_settings = ApiSettings()
+    assert isinstance(settings, ApiSettings)
+    return settings
+
+
+def storage_of(request: Request) -> Storage:
+    storage = getattr(request.app.state, "attachment_storage", None)
+    if storage is None:
+        root = api_settings(request).data_dir / "attachments"
+        storage = request.app.state.attachment_storage = LocalStorage(root)
+    return storage
+
+
+def rate_limiter_of(request: Request) -> TokenRateLimiter | None:
+    """The app's limiter, (re)built when the settings name another limit or storage."""
+    settings = api_settings(request)
+    if not settings.rate_limit.strip():
+        return None
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if (
+        not isinstance(limiter, TokenRateLimiter)
+        or limiter.spec != settings.rate_limit
+        or limiter.storage_uri != settings.rate_limit_storage
+    ):
+        limiter = TokenRateLimiter(
+            settings.rate_limit, settings.rate_limit_storage, settings.rate_limit_key_prefix
+        )
+        request.app.state.rate_limiter = limiter
+    return limiter

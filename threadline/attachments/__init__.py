@@ -1,0 +1,1 @@
+"""Files attached to parts: limits, storage behind a small interface, lookup per app."""
