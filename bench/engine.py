@@ -106,10 +106,6 @@ def record(db: Database, log: list[Statement]) -> Callable[[], None]:
     def on_execute(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
         log.append((statement, params))
 
-    def on_begin(_conn: Any) -> None:
-        if not db.is_sqlite:  # SQLite's BEGIN IMMEDIATE is itself an executed statement
-            log.append(("BEGIN", None))
-
     def on_commit(_conn: Any) -> None:
         log.append(("COMMIT", None))
 
@@ -117,18 +113,17 @@ def record(db: Database, log: list[Statement]) -> Callable[[], None]:
         log.append(("ROLLBACK", None))
 
     def on_direct(statement: str, params: list[Any]) -> None:
-        log.append((statement, tuple(params)))
+        control = statement in ("BEGIN", "COMMIT", "ROLLBACK")
+        log.append((statement, None if control else tuple(params)))
 
     direct.observers.append(on_direct)
     event.listen(sync_engine, "before_cursor_execute", on_execute)
-    event.listen(sync_engine, "begin", on_begin)
     event.listen(sync_engine, "commit", on_commit)
     event.listen(sync_engine, "rollback", on_rollback)
 
     def stop() -> None:
         direct.observers.remove(on_direct)
         event.remove(sync_engine, "before_cursor_execute", on_execute)
-        event.remove(sync_engine, "begin", on_begin)
         event.remove(sync_engine, "commit", on_commit)
         event.remove(sync_engine, "rollback", on_rollback)
 
@@ -194,10 +189,10 @@ async def replay_sqlite(path: str, log: list[Statement], label: str) -> float:
             for i, (statement, params) in enumerate(log):
                 if statement == "COMMIT":
                     await conn.commit()
+                elif statement == "ROLLBACK":
+                    await conn.rollback()
                 else:
-                    cursor = await conn.execute(statement, params or ())
-                    await cursor.fetchall()
-                    await cursor.close()
+                    await conn.execute_fetchall(statement, params or ())
                 if i % 1000 == 0:
                     progress.update(task, completed=i)
             CPU["sqlite floor"] = time.process_time() - cpu

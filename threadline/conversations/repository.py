@@ -6,7 +6,17 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Select, bindparam, func, insert, literal_column, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -198,7 +208,7 @@ _UNREAD_OF_CONVERSATION = (
     parts_t.c.read.is_(False),
 )
 # Rendered as SQL literals (our own enum values): an expanding IN list cannot be precompiled.
-_TYPES_THE_USER_READS = [
+_TYPES_THE_USER_READS: list[ColumnElement[str]] = [
     literal_column(f"'{t.value}'")
     for t in PartType
     if t not in HIDDEN_FROM_USER and t is not PartType.REPLY_USER

@@ -88,6 +88,15 @@ class DirectSelect(DirectStatement):
 observers: list[Callable[[str, list[Any]], None]] = []
 
 
+_ADAPTER = "threadline.direct.adapter"
+_DRIVER = "threadline.direct.driver"
+
+
+def notify(sql: str, args: list[Any]) -> None:
+    for observe in observers:
+        observe(sql, args)
+
+
 class DriverConnection:
     """The driver connection under an `AsyncConnection`, inside its transaction."""
 
@@ -99,14 +108,46 @@ class DriverConnection:
 
     async def _get(self) -> Any:
         if self._driver is None:
-            raw = await self.conn.get_raw_connection()
-            adapter: Any = raw.dbapi_connection
+            # Cached on the pooled connection's info, which lives as long as the connection.
+            info = self.conn.info
+            adapter: Any = info.get(_ADAPTER)
+            if adapter is None:
+                raw = await self.conn.get_raw_connection()
+                adapter = info[_ADAPTER] = raw.dbapi_connection
+                info[_DRIVER] = raw.driver_connection
             if self.is_postgres and adapter._transaction is None:
                 # SQLAlchemy's asyncpg adapter starts its transaction lazily; start it now so
                 # our statements are part of it.
                 await adapter._start_transaction()
-            self._driver = raw.driver_connection
+            self._driver = info[_DRIVER]
         return self._driver
+
+    async def begin(self) -> None:
+        """Open the transaction on the driver (SQLite: BEGIN IMMEDIATE, a write lock)."""
+        if self.is_postgres:
+            notify("BEGIN", [])
+            await self._get()
+        else:
+            driver = await self._get()
+            notify("BEGIN IMMEDIATE", [])
+            await driver.execute_fetchall("BEGIN IMMEDIATE")
+
+    async def end(self, *, commit: bool) -> None:
+        """Commit or roll back the transaction `begin` opened."""
+        if self.conn.in_transaction():
+            # SQLAlchemy ran statements here too and tracks the transaction: end it through
+            # SQLAlchemy so that its bookkeeping ends with the real transaction.
+            await (self.conn.commit() if commit else self.conn.rollback())
+            return
+        notify("COMMIT" if commit else "ROLLBACK", [])
+        driver = await self._get()
+        if not self.is_postgres:
+            await (driver.commit() if commit else driver.rollback())
+            return
+        adapter: Any = self.conn.info[_ADAPTER]
+        transaction, adapter._transaction = adapter._transaction, None
+        if transaction is not None:
+            await (transaction.commit() if commit else transaction.rollback())
 
     async def select(self, statement: DirectSelect, params: dict[str, Any]) -> list[dict[str, Any]]:
         return statement.convert(self.dialect, await self.fetch(statement, params))
@@ -114,13 +155,9 @@ class DriverConnection:
     async def fetch(self, statement: DirectStatement, params: dict[str, Any]) -> Sequence[Any]:
         """Run the statement; returns the rows of its RETURNING clause (else an empty list)."""
         sql, args = statement.bind(self.dialect, params)
-        for observe in observers:
-            observe(sql, args)
+        notify(sql, args)
         driver = await self._get()
         if self.is_postgres:
             return list(await driver.fetch(sql, *args))
-        cursor = await driver.execute(sql, args)
-        try:
-            return list(await cursor.fetchall())
-        finally:
-            await cursor.close()
+        # One hop to aiosqlite's thread for execute, fetch and close together.
+        return list(await driver.execute_fetchall(sql, args))

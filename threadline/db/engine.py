@@ -18,6 +18,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from threadline.db.direct import DriverConnection
+
 # Long enough to ride out another process's write transaction, short enough to surface a hang.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -33,7 +35,7 @@ def async_url(url: str) -> URL:
     raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)}")
 
 
-def _install_sqlite_recipe(engine: AsyncEngine, begin_sql: str) -> None:
+def _install_sqlite_recipe(engine: AsyncEngine, begin_sql: str | None) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the driver; `on_begin` issues BEGIN itself.
@@ -48,12 +50,18 @@ def _install_sqlite_recipe(engine: AsyncEngine, begin_sql: str) -> None:
             cursor.execute(pragma)
         cursor.close()
 
+    if begin_sql is None:
+        return  # the owner of the connection issues BEGIN itself
+
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: Any) -> None:
         connection.exec_driver_sql(begin_sql)
 
 
-def create_engine(url: str, *, write: bool = True, pool_size: int = 10) -> AsyncEngine:
+def create_engine(
+    url: str, *, write: bool = True, pool_size: int = 10, sqlite_begin: bool = True
+) -> AsyncEngine:
+    """An engine for `url`. On SQLite, `sqlite_begin=False` leaves BEGIN to the caller."""
     parsed = async_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -64,7 +72,8 @@ def create_engine(url: str, *, write: bool = True, pool_size: int = 10) -> Async
             pool_size=1 if write else pool_size,
             max_overflow=0 if write else pool_size,
         )
-        _install_sqlite_recipe(engine, "BEGIN IMMEDIATE" if write else "BEGIN")
+        begin_sql = ("BEGIN IMMEDIATE" if write else "BEGIN") if sqlite_begin else None
+        _install_sqlite_recipe(engine, begin_sql)
         return engine
     return create_async_engine(parsed, pool_size=pool_size, max_overflow=pool_size)
 
@@ -75,13 +84,19 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.is_sqlite = async_url(url).get_backend_name() == "sqlite"
-        self.write_engine = create_engine(url, write=True, pool_size=pool_size)
+        # SQLite's writer issues BEGIN IMMEDIATE and COMMIT on the driver itself (see write()).
+        self.write_engine = create_engine(
+            url, write=True, pool_size=pool_size, sqlite_begin=not self.is_sqlite
+        )
         self.read_engine = (
             create_engine(url, write=False, pool_size=pool_size)
             if self.is_sqlite
             else self.write_engine
         )
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        # SQLite has one writer at a time anyway, so it keeps one write connection open
+        # instead of checking one out of a pool (and resetting it) for every transaction.
+        self._writer: AsyncConnection | None = None
 
     @property
     def dialect(self) -> str:
@@ -89,13 +104,39 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """One write transaction: committed when the block ends, rolled back on error."""
+        """One write transaction: committed when the block ends, rolled back on error.
+
+        BEGIN and COMMIT go straight to the driver: SQLAlchemy's own transaction handling
+        costs more than the statements of a typical conversation write.
+        """
         if self._write_lock is None:
-            async with self.write_engine.begin() as conn:
+            async with self.write_engine.connect() as conn, self._transaction(conn):
                 yield conn
             return
-        async with self._write_lock, self.write_engine.begin() as conn:
-            yield conn
+        async with self._write_lock:
+            if self._writer is None:
+                self._writer = await self.write_engine.connect()
+            conn = self._writer
+            try:
+                async with self._transaction(conn):
+                    yield conn
+            except BaseException:
+                if conn.invalidated:
+                    self._writer = None
+                    await conn.close()
+                raise
+
+    @staticmethod
+    @asynccontextmanager
+    async def _transaction(conn: AsyncConnection) -> AsyncIterator[None]:
+        transaction = DriverConnection(conn)
+        await transaction.begin()
+        try:
+            yield
+        except BaseException:
+            await transaction.end(commit=False)
+            raise
+        await transaction.end(commit=True)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -103,6 +144,9 @@ class Database:
             yield conn
 
     async def dispose(self) -> None:
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()

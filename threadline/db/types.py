@@ -11,8 +11,6 @@ from sqlalchemy.types import TypeDecorator
 # SQLite auto-increments only an INTEGER PRIMARY KEY (which is 64-bit there anyway).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
-_SQLITE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
-
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes at microsecond precision.
@@ -36,13 +34,13 @@ class UTCDateTime(TypeDecorator[datetime]):
             raise ValueError("naive datetime given to a UTC column")
         value = value.astimezone(UTC)
         if dialect.name == "sqlite":
-            return value.strftime(_SQLITE_FORMAT)
+            return value.isoformat(sep=" ", timespec="microseconds")[:26]
         return value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if isinstance(value, str):
-            return datetime.strptime(value, _SQLITE_FORMAT).replace(tzinfo=UTC)
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
         assert isinstance(value, datetime)
         return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
