@@ -496,3 +496,4 @@ async def test_openapi_describes_every_endpoint(api: httpx.AsyncClient) -> None:
     assert "200" in listing["responses"]
     assert "401" in listing["responses"]
     assert (await api.get("/docs")).status_code == 200
+    assert schema["components"]["securitySchemes"]["Token"]["name"] == "Authorization"

@@ -79,13 +79,37 @@ def _urlencoded(body: bytes) -> dict[str, Any]:
     return values
 
 
-async def raw_params(request: Request) -> RawParams:
-    """Merge query string and body; cached by FastAPI for the rest of the request."""
-    raw = RawParams(_query_values(request))
-    if request.method in ("GET", "HEAD"):
-        return raw
+def _nul_in(value: Any) -> bool:
+    """PostgreSQL stores no NUL character in text or JSON: refuse it up front."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_nul_in(v) for v in value)
+    if isinstance(value, dict):
+        return any(_nul_in(k) or _nul_in(v) for k, v in value.items())
+    return False
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BadRequest("body: the request body is too large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest("body: the request body is too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _merge_body(request: Request, raw: RawParams) -> None:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_multipart_bytes(request):
+            raise BadRequest("body: the request body is too large")
         try:
             form = await request.form(max_part_size=MAX_FORM_FIELD_BYTES)
         except Exception as exc:  # python-multipart raises several unrelated types
@@ -98,21 +122,33 @@ async def raw_params(request: Request) -> RawParams:
                 raw.files[key] = value
             else:
                 raw.values[key] = value
-        return raw
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_PLAIN_BODY_BYTES:
-        raise BadRequest("body: the request body is too large")
-    body = await request.body()
-    if len(body) > MAX_PLAIN_BODY_BYTES:
-        raise BadRequest("body: the request body is too large")
+        return
+    body = await _read_body(request, MAX_PLAIN_BODY_BYTES)
     if not body.strip():
-        return raw
+        return
     if content_type == "application/x-www-form-urlencoded":
         raw.values.update(_urlencoded(body))
     elif content_type in ("application/json", "") or content_type.endswith("+json"):
         raw.values.update(_json_object(body))
     else:
         raise BadRequest(f"body: unsupported content type {content_type}")
+
+
+def max_multipart_bytes(request: Request) -> int:
+    """A file of the largest accepted size, plus room for the other fields."""
+    settings = getattr(request.app.state, "api_settings", None)
+    max_file = getattr(settings, "attachment_max_bytes", 0)
+    return int(max_file) + MAX_PLAIN_BODY_BYTES
+
+
+async def raw_params(request: Request) -> RawParams:
+    """Merge query string and body (the body wins)."""
+    raw = RawParams(_query_values(request))
+    if request.method not in ("GET", "HEAD"):
+        await _merge_body(request, raw)
+    for key, value in raw.values.items():
+        if _nul_in(key) or _nul_in(value):
+            raise InvalidParameter(key.replace("\x00", ""), "must not contain NUL characters")
     return raw
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import mimetypes
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,8 +62,14 @@ def clean_filename(name: str | None) -> str:
     return base
 
 
+_MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+
+
 def mime_type_of(declared: str | None, filename: str) -> str:
+    """The declared type when it is a well-formed one, else a guess from the file name."""
     declared = (declared or "").split(";")[0].strip().lower()
+    if not _MIME.fullmatch(declared):
+        declared = ""
     if declared and declared != "application/octet-stream":
         return declared
     guessed, _ = mimetypes.guess_type(filename)

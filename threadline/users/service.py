@@ -24,7 +24,7 @@ MAX_SITE_USER_ID_CHARS = 255
 def parse_user_ref(ident: str, by_user_id: bool) -> int | str:
     """The path's user id: Threadline's (an integer), or the site's own (any text)."""
     if by_user_id:
-        if not ident.strip() or len(ident) > MAX_SITE_USER_ID_CHARS:
+        if not ident.strip() or len(ident) > MAX_SITE_USER_ID_CHARS or "\x00" in ident:
             raise InvalidParameter("id", f"a user_id has 1-{MAX_SITE_USER_ID_CHARS} characters")
         return ident
     if not (ident.isascii() and ident.isdigit()) or not 0 < int(ident) < 2**63:

@@ -48,12 +48,14 @@ from threadline.api.schemas import (
 from threadline.api.state import storage_of
 from threadline.apps import manage
 from threadline.apps import queries as app_q
+from threadline.apps.repository import AppRepository
 from threadline.apps.service import ALL_SCOPES
 from threadline.attachments import service as files
 from threadline.conversations import service
 from threadline.core import events as ev
-from threadline.core.enums import AssistantType, MessageStatus, PartType
+from threadline.core.enums import AssistantType, AuthorKind, MessageStatus, PartType
 from threadline.core.model import ConversationState
+from threadline.db.schema import admins
 from threadline.users import service as users
 
 router = APIRouter(prefix="/ext", tags=["extensions"])
@@ -203,9 +205,9 @@ async def typing(
             raise InvalidParameter("from_user", "is not the user of this conversation")
     else:
         author = await admin_author(caller, p.from_admin)
-        if author.id is not None and p.from_admin and p.from_admin.strip().isdigit():
+        if author.kind is AuthorKind.ADMIN and author.id is not None:
             async with caller.db.read() as conn:
-                if not await app_q.admins_by_id(conn, caller.app_id, [author.id]):
+                if not await AppRepository(conn).owned(admins, caller.app_id, author.id):
                     raise InvalidParameter("from_admin", f"admin {author.id} not found")
     return respond(Empty, {}, context=caller.context)
 
