@@ -114,6 +114,13 @@ class ConversationState:
     unsubscribed: bool = False
     start_random_id: int | None = field(default=None)
 
+    def copy(self) -> ConversationState:
+        """A shallow copy (every field is immutable), faster than `copy.copy` on slots."""
+        twin = object.__new__(ConversationState)
+        for name in _STATE_SLOTS:
+            object.__setattr__(twin, name, getattr(self, name))
+        return twin
+
     @property
     def unread_parts_count(self) -> int:
         """Deprecated vendor field, by definition equal to `user_unread_count`."""
@@ -121,3 +128,6 @@ class ConversationState:
 
     def is_delayed(self, now: datetime) -> bool:
         return self.delayed_until is not None and now < self.delayed_until
+
+
+_STATE_SLOTS = tuple(ConversationState.__dataclass_fields__)

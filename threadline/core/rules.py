@@ -6,7 +6,6 @@ ids (-1, -2, ...); storage replaces them with real ids through `Change.with_ids`
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -81,7 +80,7 @@ class _Builder:
     """Accumulates one event's effects on a private copy of the state."""
 
     def __init__(self, state: ConversationState, now: datetime) -> None:
-        self.state = copy.copy(state)
+        self.state = state.copy()
         self.now = now
         self.parts: list[Part] = []
         self.mark_read: MarkRead | None = None

@@ -26,6 +26,9 @@ class _Form:
     sql: str
     names: tuple[str, ...]
     processors: tuple[Callable[[Any], Any] | None, ...]
+    # True when every bound value comes from the caller's parameters (no literals in the
+    # statement), so SQLAlchemy's construct_params can be skipped.
+    params_only: bool
 
 
 class DirectStatement:
@@ -42,14 +45,14 @@ class DirectStatement:
             names = tuple(getattr(compiled, "positiontup", None) or ())
             bind_processors: dict[str, Any] = getattr(compiled, "_bind_processors", {})
             processors = tuple(bind_processors.get(n) for n in names)
-            form = _Form(compiled, str(compiled), names, processors)
+            form = _Form(compiled, str(compiled), names, processors, set(names) <= keys)
             self._forms[(dialect.name, keys)] = form
         return form
 
     def bind(self, dialect: Dialect, params: dict[str, Any]) -> tuple[str, list[Any]]:
         form = self._form(dialect, frozenset(params))
-        # Adds the values bound in the statement itself (e.g. `.values(read=True)`).
-        values = form.compiled.construct_params(params) or {}
+        # construct_params adds the values bound in the statement (e.g. `.values(read=True)`).
+        values = params if form.params_only else (form.compiled.construct_params(params) or {})
         args = []
         for name, process in zip(form.names, form.processors, strict=True):
             value = values[name]
