@@ -127,7 +127,6 @@ async def perform(
     A retried write (same non-zero random_id and kind) creates nothing and answers the part
     the first request created. The unique index on parts is what guarantees it.
     """
-    now = now or utcnow()
     keys = [k for k in map(idempotency_key, events) if k is not None]
     key = keys[-1] if keys else None
     try:
@@ -136,6 +135,9 @@ async def perform(
             state = await repo.lock(app_id, conversation_id)
             if state is None:
                 raise NotFound("conversation", conversation_id)
+            # Read the clock under the lock: a write that waited for another one is dated
+            # after it, so a conversation's parts are in time order and last_update only grows.
+            now = now or utcnow()
             await _check_references(AppRepository(conn, repo.driver), app_id, events)
             before = state
             created: list[Part] = []
