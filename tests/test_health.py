@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 from asgi_lifespan import LifespanManager
 
@@ -40,3 +42,17 @@ async def test_health_is_503_when_the_database_is_unreachable() -> None:
     assert body["status"] == "unavailable"
     assert body["database"] == "postgresql"
     assert body["error"]
+
+
+async def test_root_opens_the_api_explorer(tmp_path: Path) -> None:
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'root.db'}"))
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        root = await client.get("/")
+        assert root.status_code == 307
+        assert root.headers["location"] == "/docs"
+        docs = await client.get("/docs")
+        assert docs.status_code == 200
+        assert "swagger" in docs.text.lower()

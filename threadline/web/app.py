@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy import text
 
 from threadline import __version__, api
@@ -40,6 +40,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 status_code=503,
             )
         return JSONResponse({"status": "ok", "database": db.dialect, "version": __version__})
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        # The operator inbox will be served here; until then the root opens the API explorer.
+        return RedirectResponse("/docs")
 
     api.register(app)
     return app
