@@ -7,7 +7,9 @@ reference checks, pure rules, part insert, derived-field update, one transaction
 The floor is measured by recording every SQL statement and parameter set the engine sent
 (BEGIN and COMMIT included) and replaying exactly those statements with the same driver
 (asyncpg or aiosqlite) in the same process, on an identical copy of the seeded database.
-The ratio engine/floor says how much of the database's speed the engine keeps.
+The ratio engine/floor says how much of the database's speed the engine keeps. Engine and
+floor take turns every 50 events, each on its own copy of the database, so a busy machine
+slows both alike; each pass prints its ratio and the median is reported.
 
     python -m bench.engine [--events 4000] [--db sqlite|postgres|both]
 """
@@ -22,7 +24,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,6 +159,39 @@ async def run_engine(
         await db.dispose()
 
 
+async def run_postgres_statements(conn: asyncpg.Connection, statements: list[Statement]) -> None:
+    for statement, params in statements:
+        if params is None:
+            await conn.execute(statement)
+        else:
+            await conn.fetch(statement, *params)
+
+
+async def run_sqlite_statements(conn: aiosqlite.Connection, statements: list[Statement]) -> None:
+    for statement, params in statements:
+        if statement == "COMMIT":
+            await conn.commit()
+        elif statement == "ROLLBACK":
+            await conn.rollback()
+        else:
+            # One hop to the driver's thread per statement, as the engine does.
+            await conn.execute_fetchall(statement, params or ())
+
+
+async def connect_postgres(url: str) -> asyncpg.Connection:
+    parsed = make_url(url)
+    return await asyncpg.connect(
+        host=parsed.host, port=parsed.port, user=parsed.username, database=parsed.database
+    )
+
+
+async def connect_sqlite(path: str) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
+        await conn.execute(f"PRAGMA {pragma}")
+    return conn
+
+
 async def replay_postgres(url: str, log: list[Statement], label: str) -> float:
     parsed = make_url(url)
     conn = await asyncpg.connect(
@@ -209,16 +244,97 @@ async def pg_admin(base: str, *statements: str) -> None:
         await engine.dispose()
 
 
+Floor = Callable[[list[Statement]], Awaitable[None]]
+
+
+async def record_log(
+    url: str, s: Seed, work: list[tuple[int, ev.Event]]
+) -> tuple[list[Statement], list[int]]:
+    """Run the workload once, recording every statement; `bounds[i]` is where event i starts."""
+    db = Database(url, pool_size=2)
+    log: list[Statement] = []
+    stop = record(db, log)
+    bounds = [0]
+    try:
+        await service.get_conversation(db, s.app_id, s.conversations[0])
+        log.clear()
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("recording the engine's statements", total=len(work))
+            for cid, event in work:
+                await service.perform(db, s.app_id, cid, event)
+                bounds.append(len(log))
+                progress.advance(task)
+    finally:
+        stop()
+        await db.dispose()
+    return log, bounds
+
+
+@dataclass
+class Pass:
+    engine_s: float = 0.0
+    floor_s: float = 0.0
+    engine_cpu: float = 0.0
+    floor_cpu: float = 0.0
+
+
+async def interleaved_pass(
+    engine_url: str,
+    floor: Floor,
+    s: Seed,
+    work: list[tuple[int, ev.Event]],
+    log: list[Statement],
+    bounds: list[int],
+    label: str,
+    chunk: int = 50,
+) -> Pass:
+    """Engine and floor take turns, `chunk` events at a time, so both see the same machine.
+
+    Each runs on its own identical copy of the seeded database; the order alternates per
+    chunk so neither always goes first.
+    """
+    db = Database(engine_url, pool_size=2)
+    result = Pass()
+    try:
+        await service.get_conversation(db, s.app_id, s.conversations[0])
+
+        async def engine_chunk(lo: int, hi: int) -> None:
+            for cid, event in work[lo:hi]:
+                await service.perform(db, s.app_id, cid, event)
+
+        async def floor_chunk(lo: int, hi: int) -> None:
+            await floor(log[bounds[lo] : bounds[hi]])
+
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(label, total=len(work))
+            for n, lo in enumerate(range(0, len(work), chunk)):
+                hi = min(len(work), lo + chunk)
+                steps = [("engine", engine_chunk), ("floor", floor_chunk)]
+                for name, step in steps if n % 2 == 0 else reversed(steps):
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    await step(lo, hi)
+                    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                    if name == "engine":
+                        result.engine_s += wall
+                        result.engine_cpu += cpu
+                    else:
+                        result.floor_s += wall
+                        result.floor_cpu += cpu
+                progress.update(task, completed=hi)
+        drift = await service.check(db)
+        if drift:
+            raise SystemExit(f"engine left drift: {drift[:3]}")
+    finally:
+        await db.dispose()
+    return result
+
+
 async def bench_postgres(
     base: str, events: int, conversations: int, rounds: int
 ) -> dict[str, float]:
     names = ["tl_bench_seed", "tl_bench_record", "tl_bench_engine", "tl_bench_floor"]
-    template_url = make_url(base).set(database=names[0]).render_as_string(hide_password=False)
     await pg_admin(base, *(f"DROP DATABASE IF EXISTS {n} WITH (FORCE)" for n in names))
     await pg_admin(base, f"CREATE DATABASE {names[0]}")
-    await asyncio.to_thread(upgrade, template_url)
-    s = await seed(template_url, conversations)
-    work = workload(s, events)
 
     def url_of(name: str) -> str:
         return make_url(base).set(database=name).render_as_string(hide_password=False)
@@ -231,18 +347,30 @@ async def bench_postgres(
         )
         return url_of(name)
 
-    log: list[Statement] = []
-    await run_engine(await fresh(names[1]), s, work, log, "postgres: recording")
-    engine_times, floor_times = [], []
-    for r in range(rounds):
-        engine_times.append(
-            await run_engine(await fresh(names[2]), s, work, None, f"postgres: engine {r + 1}")
-        )
-        floor_times.append(
-            await replay_postgres(await fresh(names[3]), log, f"postgres: floor {r + 1}")
-        )
-    await pg_admin(base, *(f"DROP DATABASE IF EXISTS {n} WITH (FORCE)" for n in names))
-    return summarise("postgres", events, log, engine_times, floor_times)
+    try:
+        await asyncio.to_thread(upgrade, url_of(names[0]))
+        s = await seed(url_of(names[0]), conversations)
+        work = workload(s, events)
+        log, bounds = await record_log(await fresh(names[1]), s, work)
+        passes = []
+        for r in range(rounds):
+            engine_url, floor_url = await fresh(names[2]), await fresh(names[3])
+            conn = await connect_postgres(floor_url)
+            try:
+
+                async def floor(statements: list[Statement], conn: Any = conn) -> None:
+                    await run_postgres_statements(conn, statements)
+
+                passes.append(
+                    await interleaved_pass(
+                        engine_url, floor, s, work, log, bounds, f"postgres: pass {r + 1}"
+                    )
+                )
+            finally:
+                await conn.close()
+        return summarise("postgres", events, log, passes)
+    finally:
+        await pg_admin(base, *(f"DROP DATABASE IF EXISTS {n} WITH (FORCE)" for n in names))
 
 
 async def bench_sqlite(events: int, conversations: int, rounds: int) -> dict[str, float]:
@@ -260,49 +388,50 @@ async def bench_sqlite(events: int, conversations: int, rounds: int) -> dict[str
             shutil.copyfile(template, path)
             return path
 
-        log: list[Statement] = []
-        await run_engine(f"sqlite:///{fresh('record.db')}", s, work, log, "sqlite: recording")
-        engine_times, floor_times = [], []
+        log, bounds = await record_log(f"sqlite:///{fresh('record.db')}", s, work)
+        passes = []
         for r in range(rounds):
-            path = fresh("engine.db")
-            engine_times.append(
-                await run_engine(f"sqlite:///{path}", s, work, None, f"sqlite: engine {r + 1}")
-            )
-            floor_times.append(
-                await replay_sqlite(str(fresh("floor.db")), log, f"sqlite: floor {r + 1}")
-            )
-        return summarise("sqlite", events, log, engine_times, floor_times)
+            engine_url = f"sqlite:///{fresh('engine.db')}"
+            conn = await connect_sqlite(str(fresh("floor.db")))
+            try:
+
+                async def floor(statements: list[Statement], conn: Any = conn) -> None:
+                    await run_sqlite_statements(conn, statements)
+
+                passes.append(
+                    await interleaved_pass(
+                        engine_url, floor, s, work, log, bounds, f"sqlite: pass {r + 1}"
+                    )
+                )
+            finally:
+                await conn.close()
+        return summarise("sqlite", events, log, passes)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def summarise(
-    name: str,
-    events: int,
-    log: list[Statement],
-    engine_times: list[float],
-    floor_times: list[float],
-) -> dict[str, float]:
-    engine_eps = events / statistics.median(engine_times)
-    floor_eps = events / statistics.median(floor_times)
-    ratio = engine_eps / floor_eps
+def summarise(name: str, events: int, log: list[Statement], passes: list[Pass]) -> dict[str, float]:
+    ratios = sorted(p.floor_s / p.engine_s for p in passes)
+    ratio = statistics.median(ratios)
+    engine_eps = events / statistics.median(p.engine_s for p in passes)
+    floor_eps = events / statistics.median(p.floor_s for p in passes)
+    engine_cpu = statistics.median(p.engine_cpu for p in passes) / events * 1e6
+    floor_cpu = statistics.median(p.floor_cpu for p in passes) / events * 1e6
+    load = os.getloadavg()[0]
     console.print(
-        f"[bold]{name:8}[/] engine {engine_eps:8.0f} events/s   floor {floor_eps:8.0f} events/s   "
-        f"ratio {ratio:.2f}   ({len(log) / events:.1f} statements/event, "
-        f"median of {len(engine_times)} rounds of {events} events)"
+        f"[bold]{name:8}[/] engine {engine_eps:7.0f} events/s   floor {floor_eps:7.0f} events/s"
+        f"   ratio {ratio:.2f} (passes: {', '.join(f'{r:.2f}' for r in ratios)})"
     )
-    engine_cpu = CPU[f"{name} engine"] / events * 1e6
-    floor_cpu = CPU[f"{name} floor"] / events * 1e6
     console.print(
-        f"{'':8} client CPU per event: engine {engine_cpu:.0f} µs, floor {floor_cpu:.0f} µs "
-        f"(last round)"
+        f"{'':8} {len(log) / events:.1f} statements/event; this process's CPU per event: "
+        f"engine {engine_cpu:.0f} µs, floor {floor_cpu:.0f} µs; load average {load:.1f}"
     )
     return {"engine_eps": engine_eps, "floor_eps": floor_eps, "ratio": ratio}
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=4000)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--conversations", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")

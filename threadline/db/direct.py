@@ -53,10 +53,10 @@ class DirectStatement:
         form = self._form(dialect, frozenset(params))
         # construct_params adds the values bound in the statement (e.g. `.values(read=True)`).
         values = params if form.params_only else (form.compiled.construct_params(params) or {})
-        args = []
-        for name, process in zip(form.names, form.processors, strict=True):
-            value = values[name]
-            args.append(process(value) if process is not None and value is not None else value)
+        args = [values[name] for name in form.names]
+        for i, process in enumerate(form.processors):
+            if process is not None and args[i] is not None:
+                args[i] = process(args[i])
         return form.sql, args
 
 
@@ -67,23 +67,24 @@ class DirectSelect(DirectStatement):
         super().__init__(statement)
         self.keys = tuple(str(c.key) for c in statement.selected_columns)
         self._columns = tuple(statement.selected_columns)
-        self._processors: dict[str, tuple[Callable[[Any], Any] | None, ...]] = {}
+        # Per dialect: (column position, result processor) for the columns that have one.
+        self._processors: dict[str, list[tuple[int, Callable[[Any], Any]]]] = {}
 
     def convert(self, dialect: Dialect, rows: Sequence[Any]) -> list[dict[str, Any]]:
         processors = self._processors.get(dialect.name)
         if processors is None:
-            processors = tuple(
-                c.type._cached_result_processor(dialect, None) for c in self._columns
-            )
+            processors = []
+            for position, column in enumerate(self._columns):
+                found = column.type._cached_result_processor(dialect, None)
+                if found is not None:
+                    processors.append((position, found))
             self._processors[dialect.name] = processors
         converted = []
         for row in rows:
-            converted.append(
-                {
-                    key: process(value) if process is not None else value
-                    for key, process, value in zip(self.keys, processors, row, strict=True)
-                }
-            )
+            values = list(row)
+            for position, convert in processors:
+                values[position] = convert(values[position])
+            converted.append(dict(zip(self.keys, values, strict=True)))
         return converted
 
 

@@ -97,6 +97,10 @@ class Database:
         # SQLite has one writer at a time anyway, so it keeps one write connection open
         # instead of checking one out of a pool (and resetting it) for every transaction.
         self._writer: AsyncConnection | None = None
+        # PostgreSQL writers keep connections checked out between transactions, up to a
+        # bound: a pool checkout and reset cost more than a typical conversation write.
+        self._idle_writers: list[AsyncConnection] = []
+        self._max_idle_writers = max(1, pool_size // 2)
 
     @property
     def dialect(self) -> str:
@@ -110,8 +114,19 @@ class Database:
         costs more than the statements of a typical conversation write.
         """
         if self._write_lock is None:
-            async with self.write_engine.connect() as conn, self._transaction(conn):
-                yield conn
+            conn = self._idle_writers.pop() if self._idle_writers else None
+            conn = conn or await self.write_engine.connect()
+            keep = False
+            try:
+                async with self._transaction(conn):
+                    yield conn
+                keep = len(self._idle_writers) < self._max_idle_writers
+            finally:
+                if keep:
+                    self._idle_writers.append(conn)
+                else:
+                    # Back to SQLAlchemy's pool, which resets it (or discards it if broken).
+                    await conn.close()
             return
         async with self._write_lock:
             if self._writer is None:
@@ -144,6 +159,8 @@ class Database:
             yield conn
 
     async def dispose(self) -> None:
+        while self._idle_writers:
+            await self._idle_writers.pop().close()
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
