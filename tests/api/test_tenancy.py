@@ -85,6 +85,7 @@ def matrix(
         ("DELETE", f"/ext/apps/$self_app/tokens/{token_id}", {}),
         ("DELETE", "/ext/apps/$self_app/tokens", {"id": token_id}),
         ("GET", f"/ext/attachments/{attachment_id}", {}),
+        ("GET", f"/ext/apps/{a}/events", {}),
     ]
 
 

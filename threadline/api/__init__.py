@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
 
-from threadline.api import attachments
+from threadline.api import attachments, openapi
 from threadline.api.config import ApiSettings
 from threadline.api.envelope import install_error_handlers
 from threadline.api.errors import AuthenticationFailed, BadRequest, PermissionDenied
@@ -39,23 +37,4 @@ def register(app: FastAPI) -> None:
     for module in (conversations, users, apps, ext, attachments):
         app.include_router(module.router, responses=_ERRORS)  # type: ignore[arg-type]
     app.add_middleware(VersionPrefix)
-    _describe_auth(app)
-
-
-def _describe_auth(app: FastAPI) -> None:
-    """Tokens are read by hand (three ways); tell the OpenAPI document how to send one."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        schema = generate()
-        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
-        schemes["Token"] = {
-            "type": "apiKey",
-            "in": "header",
-            "name": "Authorization",
-            "description": "`Token <token>` or `Bearer <token>`; or the `auth_token` parameter.",
-        }
-        schema["security"] = [{"Token": []}]
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    openapi.install(app)

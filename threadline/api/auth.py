@@ -34,6 +34,7 @@ SEND_ONE = "messages-manual-send-one"
 ADMIN = "admin"
 
 SELF_APP = "$self_app"
+SCOPES_ATTRIBUTE = "threadline_scopes"
 VERSION_SCOPE_KEY = "threadline.version"
 
 
@@ -124,10 +125,12 @@ def require(*scopes: str) -> Callable[[Request], Awaitable[Caller]]:
         request.scope["threadline.caller"] = caller
         return caller
 
+    setattr(dependency, SCOPES_ATTRIBUTE, scopes)  # read by the OpenAPI document
     return dependency
 
 
 ReadCaller = Annotated[Caller, Depends(require(READ))]
 WriteCaller = Annotated[Caller, Depends(require(WRITE))]
 SendCaller = Annotated[Caller, Depends(require(SEND_ONE))]
+UserWriteCaller = Annotated[Caller, Depends(require(WRITE, AS_USER))]
 AdminCaller = Annotated[Caller, Depends(require(ADMIN))]

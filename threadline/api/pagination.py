@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from threadline.api.errors import InvalidParameter
 from threadline.api.params import (
@@ -29,16 +29,39 @@ MAX_COUNT = 50
 DEFAULT_COUNT = 20
 
 Count = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+# `[last_update, id]` or `[id]`: numbers, or their text (as `id_as_string` serves them).
+PositionParam = Annotated[
+    JsonArray,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 2,
+                    "items": {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}]},
+                },
+                {"type": "null"},
+            ],
+            "x-tl-json": True,
+        }
+    ),
+]
 
 
 class PageParams(ApiParams):
-    after: str | None = Field(
+    after: Annotated[
+        str | None,
+        WithJsonSchema(
+            {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}, {"type": "null"}]}
+        ),
+    ] = Field(
         None,
         description="v1 cursor: `meta.next_after` of the previous page "
         "(a decimal timestamp for conversation lists, a part id for parts).",
     )
     count: Count = Field(DEFAULT_COUNT, description="v1 page size, 1-50.")
-    paginate_position: JsonArray = Field(
+    paginate_position: PositionParam = Field(
         None,
         description="v2 position: `[last_update, id]` for conversation lists, `[id]` for parts.",
     )

@@ -15,12 +15,13 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from enum import Enum
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import Depends, Request
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 from starlette.datastructures import UploadFile
 
 from threadline.api.errors import BadRequest, InvalidParameter
@@ -46,11 +47,7 @@ class RawParams:
 def _query_values(request: Request) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in request.query_params.multi_items():
-        if key in values:
-            previous = values[key]
-            values[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
-        else:
-            values[key] = value
+        _collect(values, key, value)
     return values
 
 
@@ -75,8 +72,17 @@ def _urlencoded(body: bytes) -> dict[str, Any]:
         raise BadRequest("body: not valid UTF-8") from None
     values: dict[str, Any] = {}
     for key, value in pairs:
-        values[key] = value
+        _collect(values, key, value)
     return values
+
+
+def _collect(values: dict[str, Any], key: str, value: Any) -> None:
+    """A repeated name (`tags=a&tags=b`) gathers its values into a list, as in a query."""
+    if key in values:
+        previous = values[key]
+        values[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+    else:
+        values[key] = value
 
 
 def _nul_in(value: Any) -> bool:
@@ -117,11 +123,13 @@ async def _merge_body(request: Request, raw: RawParams) -> None:
         stack = request.scope.get("fastapi_middleware_astack")
         if isinstance(stack, AsyncExitStack):
             stack.push_async_callback(form.close)
+        fields: dict[str, Any] = {}
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
                 raw.files[key] = value
             else:
-                raw.values[key] = value
+                _collect(fields, key, value)
+        raw.values.update(fields)
         return
     body = await _read_body(request, MAX_PLAIN_BODY_BYTES)
     if not body.strip():
@@ -148,7 +156,8 @@ async def raw_params(request: Request) -> RawParams:
         await _merge_body(request, raw)
     for key, value in raw.values.items():
         if _nul_in(key) or _nul_in(value):
-            raise InvalidParameter(key.replace("\x00", ""), "must not contain NUL characters")
+            name = key.replace("\x00", "\\0") or "(unnamed)"
+            raise InvalidParameter(name, "must not contain NUL characters")
     return raw
 
 
@@ -329,8 +338,22 @@ def blank_none(value: Any) -> Any:
     return value
 
 
-# Put in front of an optional enum: `Annotated[Kind | None, Blank]`.
+# Put in front of an optional enum: `Annotated[Kind | None, Blank, blank_choice(Kind)]`.
 Blank = BeforeValidator(blank_none)
+
+
+def blank_choice(kind: type[Enum]) -> WithJsonSchema:
+    """The schema of an optional enum that an empty value (or `null`, `none`) leaves unset."""
+    values = [member.value for member in kind]
+    return WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "enum": values},
+                {"type": "null"},
+                {"type": "string", "pattern": r"^\s*([nN][uU][lL][lL]|[nN][oO][nN][eE])?\s*$"},
+            ]
+        }
+    )
 
 
 def parse_version(value: Any) -> int | None:
@@ -345,18 +368,110 @@ def parse_version(value: Any) -> int | None:
     return number
 
 
-VBool = Annotated[bool | None, BeforeValidator(vendor_bool)]
-IdParam = Annotated[int, BeforeValidator(parse_id)]
-OptionalId = Annotated[int | None, BeforeValidator(_optional(parse_id))]
-IdOrZero = Annotated[int, BeforeValidator(parse_id_or_zero)]
-OptionalIdOrZero = Annotated[int | None, BeforeValidator(_optional(parse_id_or_zero))]
-RandomId = Annotated[int | None, BeforeValidator(parse_random_id)]
-Timestamp = Annotated[datetime, BeforeValidator(parse_timestamp)]
-TimestampOrZero = Annotated[datetime | None, BeforeValidator(parse_timestamp_or_zero)]
-JsonObject = Annotated[dict[str, Any] | None, BeforeValidator(parse_json_object)]
-JsonArray = Annotated[list[Any] | None, BeforeValidator(parse_json_list)]
-StrList = Annotated[list[str], BeforeValidator(parse_str_list)]
-Version = Annotated[Literal[1, 2] | None, BeforeValidator(parse_version)]
+# ---------------------------------------------------------------------------
+# The JSON schemas of the hand-parsed types, for the OpenAPI document. `x-tl-*` keys are
+# read (and removed) by `describe`: `x-tl-json` marks a value sent as JSON text in a query
+# string or form field, `x-tl-list` an array that may also be comma-separated, and
+# `x-tl-note` is added to the parameter's description.
+
+_INT64 = {"type": "integer", "format": "int64"}
+_ID = {**_INT64, "minimum": 1, "maximum": MAX_ID}
+_ID_OR_ZERO = {**_INT64, "minimum": 0, "maximum": MAX_ID}
+_NULL = {"type": "null"}
+# In a form every value is text, so an empty field is how "none" is sent.
+# (Spelled out: JSON Schema's `\s` also matches characters that `str.strip` keeps.)
+_EMPTY = {"type": "string", "pattern": r"^[ \t\n\r\f\v]*$"}
+_SECONDS = {"type": "number", "minimum": 0, "maximum": int(_MAX_TIMESTAMP)}
+
+BOOL_NOTE = (
+    "Vendor boolean: `false` (any case), `0` and the empty string are false, "
+    "any other value true; absent means not set."
+)
+
+
+def _schema(schema: dict[str, Any], note: str | None = None) -> WithJsonSchema:
+    return WithJsonSchema({**schema, "x-tl-note": note} if note else schema)
+
+
+def text(max_chars: int, *, blank: bool = True) -> WithJsonSchema:
+    """The schema of a text parameter: at most `max_chars`; `blank=False`: not only spaces
+    (said in words: a `pattern` next to a length makes generating examples very slow)."""
+    schema: dict[str, Any] = {"type": "string", "maxLength": max_chars}
+    if not blank:
+        schema |= {"minLength": 1, "x-tl-note": "Not blank."}
+    return WithJsonSchema(schema)
+
+
+def author(default: str, what: str) -> WithJsonSchema:
+    """`from_admin` / `from_user`: an id, or the name of the default author."""
+    return WithJsonSchema(
+        {
+            "anyOf": [_ID, {"type": "string", "enum": [default]}, _NULL, _EMPTY],
+            "x-tl-note": f"An id, or `{default}` ({what}).",
+        }
+    )
+
+
+VBool = Annotated[
+    bool | None,
+    BeforeValidator(vendor_bool),
+    _schema(
+        {"anyOf": [{"type": "boolean"}, {"type": "string"}, {"type": "number"}, _NULL]},
+        BOOL_NOTE,
+    ),
+]
+IdParam = Annotated[int, BeforeValidator(parse_id), _schema(_ID)]
+OptionalId = Annotated[
+    int | None,
+    BeforeValidator(_optional(parse_id)),
+    _schema({"anyOf": [_ID, _NULL, _EMPTY]}),
+]
+IdOrZero = Annotated[
+    int, BeforeValidator(parse_id_or_zero), _schema({"anyOf": [_ID_OR_ZERO, _EMPTY]})
+]
+OptionalIdOrZero = Annotated[
+    int | None,
+    BeforeValidator(_optional(parse_id_or_zero)),
+    _schema({"anyOf": [_ID_OR_ZERO, _NULL, _EMPTY]}),
+]
+RandomId = Annotated[
+    int | None,
+    BeforeValidator(parse_random_id),
+    _schema({"anyOf": [_ID_OR_ZERO, _NULL, _EMPTY]}, "0 or empty means none."),
+]
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(parse_timestamp),
+    _schema(_SECONDS, "Unix seconds, integer or decimal."),
+]
+TimestampOrZero = Annotated[
+    datetime | None,
+    BeforeValidator(parse_timestamp_or_zero),
+    _schema({"anyOf": [_SECONDS, _NULL]}, "Unix seconds, integer or decimal; 0 for none."),
+]
+JsonObject = Annotated[
+    dict[str, Any] | None,
+    BeforeValidator(parse_json_object),
+    _schema({"anyOf": [{"type": "object"}, _NULL], "x-tl-json": True}),
+]
+JsonArray = Annotated[
+    list[Any] | None,
+    BeforeValidator(parse_json_list),
+    _schema({"anyOf": [{"type": "array"}, _NULL], "x-tl-json": True}),
+]
+StrList = Annotated[
+    list[str],
+    BeforeValidator(parse_str_list),
+    _schema(
+        {"type": "array", "items": {"type": "string"}, "x-tl-list": True},
+        "A JSON array, or comma-separated (`a,b`).",
+    ),
+]
+Version = Annotated[
+    Literal[1, 2] | None,
+    BeforeValidator(parse_version),
+    _schema({"anyOf": [{"type": "integer", "enum": [1, 2]}, _NULL, _EMPTY]}),
+]
 
 
 class ApiParams(BaseModel):
@@ -403,45 +518,118 @@ def params(model: type[P]) -> Callable[[RawParams], Awaitable[P]]:
 # ---------------------------------------------------------------------------
 # OpenAPI: the parameters are read by hand, so describe them by hand, from the models.
 
+# Described by the `AuthToken` security scheme (query string or body) instead.
+_NOT_LISTED = frozenset({"auth_token"})
+
 
 def _inline(schema: Any, defs: dict[str, Any]) -> Any:
     if isinstance(schema, dict):
         ref = schema.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+            # Keys next to the reference (the field's description, examples) win.
+            siblings = {k: _inline(v, defs) for k, v in schema.items() if k != "$ref"}
+            return {**_inline(defs[ref.removeprefix("#/$defs/")], defs), **siblings}
         return {k: _inline(v, defs) for k, v in schema.items() if k != "$defs"}
     if isinstance(schema, list):
         return [_inline(item, defs) for item in schema]
     return schema
 
 
-def describe(model: type[ApiParams], *, body: bool) -> dict[str, Any]:
-    """`openapi_extra` for an endpoint: every parameter in the query, and for writes a body."""
+def _clean(schema: Any) -> Any:
+    """The schema without our `x-tl-*` markers and pydantic's titles."""
+    if isinstance(schema, dict):
+        return {
+            k: _clean(v)
+            for k, v in schema.items()
+            if not k.startswith("x-tl-") and not (k == "title" and isinstance(v, str))
+        }
+    if isinstance(schema, list):
+        return [_clean(item) for item in schema]
+    return schema
+
+
+def _description(prop: dict[str, Any]) -> str:
+    text = str(prop.get("description", ""))
+    note = prop.get("x-tl-note")
+    return f"{text} {note}".strip() if note else text
+
+
+def _query_parameter(name: str, prop: dict[str, Any], required: bool) -> dict[str, Any]:
+    parameter: dict[str, Any] = {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": _description(prop),
+    }
+    schema = _clean({k: v for k, v in prop.items() if k != "description"})
+    if prop.get("x-tl-json"):
+        # JSON text in the query string: `paginate_position=[1700000000.5,12]`.
+        parameter["content"] = {"application/json": {"schema": schema}}
+    else:
+        if prop.get("x-tl-list"):
+            parameter["style"] = "form"
+            parameter["explode"] = False
+        parameter["schema"] = schema
+    return parameter
+
+
+def describe(
+    model: type[ApiParams], *, body: bool, files: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """`openapi_extra` for an endpoint: every parameter in the query, and for writes a body.
+
+    `files` names the multipart file fields the endpoint reads, with their descriptions.
+    """
     schema = model.model_json_schema(mode="validation")
-    defs = schema.get("$defs", {})
-    schema = _inline(schema, defs)
+    schema = _inline(schema, schema.get("$defs", {}))
     required = set(schema.get("required", []))
-    parameters = []
-    for name, prop in schema.get("properties", {}).items():
-        parameters.append(
-            {
-                "name": name,
-                "in": "query",
-                "required": name in required and not body,
-                "description": prop.get("description", ""),
-                "schema": {k: v for k, v in prop.items() if k != "description"},
-            }
-        )
+    properties: dict[str, Any] = {
+        name: prop for name, prop in schema.get("properties", {}).items() if name not in _NOT_LISTED
+    }
+    parameters = [
+        _query_parameter(name, prop, name in required and not body)
+        for name, prop in properties.items()
+    ]
     extra: dict[str, Any] = {"parameters": parameters}
     if body:
-        content_schema = {k: v for k, v in schema.items() if k != "title"}
+        props = {
+            name: {**_clean(prop), "description": _description(prop)}
+            for name, prop in properties.items()
+        }
+        content_schema: dict[str, Any] = {"type": "object", "properties": props}
+        if required:
+            content_schema["required"] = sorted(required)
+        json_text = {
+            name: {"contentType": "application/json"}
+            for name, prop in properties.items()
+            if prop.get("x-tl-json")
+        }
+        form_schema = content_schema
+        if files:
+            form_schema = {
+                **content_schema,
+                "properties": {
+                    **props,
+                    **{
+                        name: {"type": "string", "format": "binary", "description": text}
+                        for name, text in files.items()
+                    },
+                },
+            }
+        form: dict[str, Any] = {"schema": content_schema}
+        multipart: dict[str, Any] = {"schema": form_schema}
+        if json_text:
+            form["encoding"] = json_text
+            multipart["encoding"] = json_text
         extra["requestBody"] = {
             "required": False,
-            "description": "Any parameter may also be sent in the body (the body wins).",
+            "description": "Any parameter may be sent in the query string, a JSON body, or a "
+            "urlencoded or multipart form; the body wins. In a form, arrays and objects are "
+            "JSON text.",
             "content": {
                 "application/json": {"schema": content_schema},
-                "application/x-www-form-urlencoded": {"schema": content_schema},
-                "multipart/form-data": {"schema": content_schema},
+                "application/x-www-form-urlencoded": form,
+                "multipart/form-data": multipart,
             },
         }
     return extra

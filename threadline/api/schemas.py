@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Annotated, Any, Generic, NotRequired, TypeVar
 
-from pydantic import PlainSerializer, SerializationInfo, TypeAdapter
+from pydantic import ConfigDict, PlainSerializer, SerializationInfo, TypeAdapter
 from typing_extensions import TypedDict
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -212,9 +212,23 @@ class TokenCreated(TokenOut):
     token: str
 
 
+class ErrorMeta(TypedDict):
+    status: int
+    # The vendor's machine name: BadRequest, NotFound, Throttled ...
+    error: str
+    # For a person; a bad parameter is named first (`count: ...`).
+    error_message: str
+
+
+class NoData(TypedDict):
+    """The `{}` of an error."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+
+
 class ErrorEnvelope(TypedDict):
-    meta: Meta
-    data: Empty
+    meta: ErrorMeta
+    data: NoData
 
 
 @cache

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from threadline.api.attachments import Uploads, accept_upload
 from threadline.api.auth import AS_USER, Caller, ReadCaller, WriteCaller
 from threadline.api.common import (
+    DEFAULT_ADMIN,
     DEFAULT_USER,
     AppPath,
     ConversationId,
@@ -42,7 +43,10 @@ from threadline.api.params import (
     RandomId,
     StrList,
     VBool,
+    author,
+    blank_choice,
     describe,
+    text,
 )
 from threadline.api.present import Presenter
 from threadline.api.schemas import ConversationOut, Empty, Envelope, PartOut, PartRef
@@ -55,6 +59,7 @@ from threadline.core import events as ev
 from threadline.core.enums import AssistantType, PartType, SentVia
 from threadline.core.errors import NotFound
 from threadline.core.model import Author
+from threadline.core.rules import MAX_BODY_CHARS, MAX_TAG_CHARS
 
 router = APIRouter(tags=["conversations"])
 
@@ -67,12 +72,14 @@ class InboxParams(PageParams):
     include_not_assigned: VBool = Field(
         None, description="Unassigned conversations are left out unless this is true."
     )
-    tags: StrList = Field(default_factory=list, description="Tags the conversation must all have.")
+    tags: StrList = Field(
+        default_factory=list, description="Tags the conversation must all have.", examples=[["vip"]]
+    )
     include_no_tags: VBool = Field(
         None, description="With `tags`: also conversations that have no tag at all."
     )
     channel: OptionalIdOrZero = Field(None, description="Channel id; 0 means no channel.")
-    assistant_type: Annotated[AssistantType | None, Blank] = Field(
+    assistant_type: Annotated[AssistantType | None, Blank, blank_choice(AssistantType)] = Field(
         None, description="The managing bot."
     )
 
@@ -186,18 +193,27 @@ async def list_parts(
 
 
 class ReplyParams(ApiParams):
-    body: str = Field("", description="The text (HTML allowed for operators).")
-    body_json: JsonObject = Field(None, description="Structured content, a JSON object.")
-    from_user: str | None = Field(
-        None, description="Write as the user: their id or `default_user` (needs `as-user`)."
+    body: Annotated[str, text(MAX_BODY_CHARS)] = Field(
+        "",
+        description="The text (HTML allowed for operators); may be empty with an "
+        "`attachment` or `body_json`. Longer than allowed: `ReplyTooBig`.",
+        examples=["Thanks, we are looking into it."],
     )
-    from_admin: str | None = Field(
-        None, description="The admin's id, or `default_admin` (the app's sender; the default)."
+    body_json: JsonObject = Field(None, description="Structured content, a JSON object.")
+    from_user: Annotated[str | None, author(DEFAULT_USER, "the conversation's user")] = Field(
+        None, description="Write as the user (needs `as-user`)."
+    )
+    from_admin: Annotated[str | None, author(DEFAULT_ADMIN, "the app's sender")] = Field(
+        None, description="The admin who writes; the app's sender by default."
     )
     type: Literal["reply_admin", "note", "article"] = Field(
-        "reply_admin", description="Ignored with `from_user`."
+        "reply_admin",
+        description="A reply the user sees, an internal note, or an article. "
+        "Ignored with `from_user`.",
     )
-    external_id: str | None = Field(None, max_length=255)
+    external_id: Annotated[str | None, text(255)] = Field(
+        None, max_length=255, description="The part's id in an external service."
+    )
     random_id: RandomId = Field(None, description="Idempotency key: a retry creates nothing.")
     auto_assign: OptionalId = Field(
         None, description="Assign to this admin first (an `assigned` part before the reply)."
@@ -215,7 +231,11 @@ _CONTENT = {"note": PartType.NOTE, "article": PartType.ARTICLE}
     "/conversations/{conversation_id}/reply",
     response_model=Envelope[PartOut],
     summary="Reply, or add a note",
-    openapi_extra=describe(ReplyParams, body=True),
+    openapi_extra=describe(
+        ReplyParams,
+        body=True,
+        files={"attachment": "A file sent with the reply (multipart only)."},
+    ),
 )
 async def reply(
     conversation_id: ConversationId,
@@ -314,9 +334,13 @@ async def _reply(
 
 
 class AssignParams(ApiParams):
-    admin: OptionalIdOrZero = Field(description="The admin to assign; empty or 0 unassigns.")
-    from_admin: str | None = Field(None, description="Who assigns: an admin id or the sender.")
-    random_id: RandomId = None
+    admin: OptionalIdOrZero = Field(
+        description="The admin to assign; empty or 0 unassigns.", examples=[0]
+    )
+    from_admin: Annotated[str | None, author(DEFAULT_ADMIN, "the app's sender")] = Field(
+        None, description="Who assigns; the app's sender by default."
+    )
+    random_id: RandomId = Field(None, description="Idempotency key: a retry changes nothing.")
 
 
 @router.post(
@@ -338,8 +362,10 @@ async def assign(
 
 
 class ActorParams(ApiParams):
-    from_admin: str | None = Field(None, description="Who acts: an admin id or the sender.")
-    random_id: RandomId = None
+    from_admin: Annotated[str | None, author(DEFAULT_ADMIN, "the app's sender")] = Field(
+        None, description="Who acts; the app's sender by default."
+    )
+    random_id: RandomId = Field(None, description="Idempotency key: a retry changes nothing.")
 
 
 @router.post(
@@ -361,8 +387,12 @@ async def close(
 
 
 class TagParams(ActorParams):
-    tag: str = Field(description="The tag, 1-255 characters.")
-    action: Literal["add", "delete"] = Field("add", description="v1 only.")
+    tag: Annotated[str, text(MAX_TAG_CHARS, blank=False)] = Field(
+        description="The tag, 1-255 characters.", examples=["vip"]
+    )
+    action: Literal["add", "delete"] = Field(
+        "add", description="v1 only: add the tag, or delete it."
+    )
 
 
 @router.post(
@@ -392,7 +422,9 @@ async def add_tag(
 
 
 class UntagParams(ActorParams):
-    tag: str = Field(description="The tag to remove.")
+    tag: Annotated[str, text(MAX_TAG_CHARS, blank=False)] = Field(
+        description="The tag to remove.", examples=["vip"]
+    )
 
 
 @router.delete(

@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Request
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 from starlette.responses import Response
 
 from threadline.api.auth import AS_USER, AdminCaller, Caller, WriteCaller
 from threadline.api.common import (
+    DEFAULT_ADMIN,
     DEFAULT_USER,
     AppPath,
     ConversationId,
@@ -27,12 +28,16 @@ from threadline.api.params import (
     ApiParams,
     Blank,
     IdOrZero,
+    IdParam,
     OptionalId,
     RandomId,
     StrList,
     TimestampOrZero,
     VBool,
+    author,
+    blank_choice,
     describe,
+    text,
 )
 from threadline.api.present import Presenter, channel_out
 from threadline.api.schemas import (
@@ -48,6 +53,7 @@ from threadline.api.schemas import (
 from threadline.api.state import storage_of
 from threadline.apps import manage
 from threadline.apps import queries as app_q
+from threadline.apps.manage import MAX_NAME_CHARS
 from threadline.apps.repository import AppRepository
 from threadline.apps.service import ALL_SCOPES
 from threadline.attachments import service as files
@@ -76,7 +82,8 @@ async def _conversation_answer(
 class ReadParams(ApiParams):
     by: Literal["admin", "user"] = Field(
         description="`admin`: the operators read the user's parts; `user`: the reverse "
-        "(needs `as-user`)."
+        "(needs `as-user`).",
+        examples=["admin"],
     )
 
 
@@ -99,7 +106,9 @@ async def mark_read(
 
 
 class ActorParams(ApiParams):
-    from_admin: str | None = Field(None, description="Who acts: an admin id or the sender.")
+    from_admin: Annotated[str | None, author(DEFAULT_ADMIN, "the app's sender")] = Field(
+        None, description="Who acts; the app's sender by default."
+    )
     random_id: RandomId = Field(None, description="Idempotency key: a retry changes nothing.")
 
 
@@ -123,7 +132,8 @@ async def reopen(
 
 class DelayParams(ActorParams):
     until: TimestampOrZero = Field(
-        description="Snooze until this Unix time (in the future); 0 clears the snooze."
+        description="Snooze until this Unix time (in the future); 0 clears the snooze.",
+        examples=[4102444800],
     )
 
 
@@ -146,7 +156,9 @@ async def delay(
 
 
 class ChannelParams(ActorParams):
-    channel: IdOrZero = Field(description="The channel's id; 0 takes it out of any channel.")
+    channel: IdOrZero = Field(
+        description="The channel's id; 0 takes it out of any channel.", examples=[0]
+    )
 
 
 @router.post(
@@ -175,11 +187,15 @@ MAX_DRAFT_CHARS = 65_536
 
 
 class TypingParams(ApiParams):
-    body: str = Field("", max_length=MAX_DRAFT_CHARS, description="The draft so far.")
-    from_user: str | None = Field(
-        None, description="Typing as the user: their id or `default_user` (needs `as-user`)."
+    body: str = Field(
+        "", max_length=MAX_DRAFT_CHARS, description="The draft so far.", examples=["Hel"]
     )
-    from_admin: str | None = Field(None, description="Typing as this admin (or the sender).")
+    from_user: Annotated[str | None, author(DEFAULT_USER, "the conversation's user")] = Field(
+        None, description="Typing as the user (needs `as-user`)."
+    )
+    from_admin: Annotated[str | None, author(DEFAULT_ADMIN, "the app's sender")] = Field(
+        None, description="Typing as this admin; the app's sender by default."
+    )
 
 
 @router.post(
@@ -213,7 +229,9 @@ async def typing(
 
 
 class StatusParams(ApiParams):
-    status: MessageStatus = Field(description="The starter message's delivery status.")
+    status: MessageStatus = Field(
+        description="The starter message's delivery status.", examples=["delivered"]
+    )
 
 
 @router.post(
@@ -232,11 +250,15 @@ async def update_status(
 
 
 class AssistantParams(ApiParams):
-    assistant_type: Annotated[AssistantType | None, Blank] = Field(
-        None, description="The bot that takes over; empty or absent hands off to operators."
+    assistant_type: Annotated[AssistantType | None, Blank, blank_choice(AssistantType)] = Field(
+        None,
+        description="The bot that takes over; empty or absent hands off to operators.",
+        examples=["lead_bot"],
     )
     admin: OptionalId = Field(None, description="On hand-off: assign to this admin.")
-    from_admin: str | None = Field(None, description="Who hands off: an admin id or the sender.")
+    from_admin: Annotated[str | None, author(DEFAULT_ADMIN, "the app's sender")] = Field(
+        None, description="Who hands off; the app's sender by default."
+    )
 
 
 @router.post(
@@ -317,9 +339,13 @@ async def list_admins(app: AppPath, caller: AdminCaller) -> Response:
 
 
 class AdminParams(ApiParams):
-    name: str = Field(description="Shown to users next to the admin's replies.")
+    name: Annotated[str, text(MAX_NAME_CHARS, blank=False)] = Field(
+        description="Shown to users next to the admin's replies.", examples=["Ann"]
+    )
     email: str | None = Field(None, max_length=320, description="Unique in the app.")
-    avatar: str | None = Field(None, max_length=1024, description="An image URL.")
+    avatar: str | None = Field(
+        None, max_length=1024, description="An image URL.", examples=["https://example.com/a.png"]
+    )
     password: str | None = Field(None, max_length=1024, description="For the operators' UI.")
 
 
@@ -338,15 +364,7 @@ async def add_admin(app: AppPath, caller: AdminCaller, p: Params[AdminParams]) -
 
 
 class RemoveParams(ApiParams):
-    id: OptionalId = Field(None, description="The object's id, when not in the path.")
-
-
-def _target(path_value: str | None, p: RemoveParams) -> int:
-    if path_value is not None:
-        return path_id("id", path_value)
-    if p.id is None:
-        raise InvalidParameter("id", "is required")
-    return p.id
+    id: IdParam = Field(description="The object's id.")
 
 
 @router.delete(
@@ -370,7 +388,7 @@ async def remove_admin(app: AppPath, admin_id: ObjectId, caller: AdminCaller) ->
 async def remove_admin_by_param(
     app: AppPath, caller: AdminCaller, p: Params[RemoveParams]
 ) -> Response:
-    await manage.remove_admin(caller.db, caller.app(app), _target(None, p))
+    await manage.remove_admin(caller.db, caller.app(app), p.id)
     return respond(Empty, {}, context=caller.context)
 
 
@@ -388,7 +406,9 @@ async def list_channels(app: AppPath, caller: AdminCaller) -> Response:
 
 
 class NewChannelParams(ApiParams):
-    name: str = Field(description="The channel's name.")
+    name: Annotated[str, text(MAX_NAME_CHARS, blank=False)] = Field(
+        description="The channel's name.", examples=["Support"]
+    )
     type: str = Field("default", max_length=32, description="A label for the kind of channel.")
     avatar: str | None = Field(None, max_length=1024, description="An image URL.")
 
@@ -427,7 +447,7 @@ async def remove_channel(app: AppPath, channel_id: ObjectId, caller: AdminCaller
 async def remove_channel_by_param(
     app: AppPath, caller: AdminCaller, p: Params[RemoveParams]
 ) -> Response:
-    await manage.remove_channel(caller.db, caller.app(app), _target(None, p))
+    await manage.remove_channel(caller.db, caller.app(app), p.id)
     return respond(Empty, {}, context=caller.context)
 
 
@@ -455,8 +475,21 @@ async def list_tokens(app: AppPath, caller: AdminCaller) -> Response:
 
 
 class NewTokenParams(ApiParams):
-    name: str = Field(description="What the token is for.")
-    scopes: StrList = Field(description=f"Any of: {', '.join(ALL_SCOPES)}.")
+    name: Annotated[str, text(MAX_NAME_CHARS, blank=False)] = Field(
+        description="What the token is for.", examples=["CRM integration"]
+    )
+    scopes: Annotated[
+        StrList,
+        WithJsonSchema(
+            {
+                "type": "array",
+                "items": {"type": "string", "enum": list(ALL_SCOPES)},
+                "minItems": 1,
+                "x-tl-list": True,
+                "x-tl-note": "A JSON array, or comma-separated (`a,b`).",
+            }
+        ),
+    ] = Field(description="What the token may do.", examples=[["conversations-read"]])
 
 
 @router.post(
@@ -491,5 +524,5 @@ async def revoke_token(app: AppPath, token_id: ObjectId, caller: AdminCaller) ->
 async def revoke_token_by_param(
     app: AppPath, caller: AdminCaller, p: Params[RemoveParams]
 ) -> Response:
-    await manage.revoke_token(caller.db, caller.app(app), _target(None, p))
+    await manage.revoke_token(caller.db, caller.app(app), p.id)
     return respond(Empty, {}, context=caller.context)

@@ -9,7 +9,7 @@ from pydantic import Field
 from starlette.responses import Response
 
 from threadline.api.attachments import Uploads, accept_upload
-from threadline.api.auth import AS_USER, ReadCaller, SendCaller, WriteCaller
+from threadline.api.auth import ReadCaller, SendCaller, UserWriteCaller
 from threadline.api.common import Params, base_url
 from threadline.api.envelope import respond
 from threadline.api.pagination import (
@@ -20,7 +20,7 @@ from threadline.api.pagination import (
     v1_after_timestamp,
     v2_meta,
 )
-from threadline.api.params import ApiParams, Blank, RandomId, VBool, describe
+from threadline.api.params import ApiParams, Blank, RandomId, VBool, blank_choice, describe, text
 from threadline.api.present import Presenter
 from threadline.api.schemas import ConversationOut, ConversationRef, Envelope, MessageStarted
 from threadline.api.state import storage_of
@@ -31,7 +31,7 @@ from threadline.conversations import service
 from threadline.core import events as ev
 from threadline.core.enums import AuthorKind, ConversationType, RecipientType, ReplyType, SentVia
 from threadline.core.model import Author
-from threadline.core.rules import check_body
+from threadline.core.rules import MAX_BODY_CHARS, check_body
 from threadline.users import service as users
 
 router = APIRouter(tags=["users"])
@@ -46,7 +46,7 @@ class UserConversationsParams(PageParams):
     with_user_replies_only: VBool = Field(
         None, description="Only conversations in which the user has replied."
     )
-    recipient_type: Annotated[RecipientType | None, Blank] = Field(
+    recipient_type: Annotated[RecipientType | None, Blank, blank_choice(RecipientType)] = Field(
         None, description="`all`, `web` or `sdk`."
     )
 
@@ -96,7 +96,11 @@ async def user_conversations(
 
 
 class StartParams(ApiParams):
-    body: str = Field("", description="The user's first message (may be empty with a file).")
+    body: Annotated[str, text(MAX_BODY_CHARS)] = Field(
+        "",
+        description="The user's first message (may be empty with a `file`).",
+        examples=["Hello, I have a question about my order."],
+    )
     filename: str | None = Field(None, description="Name of the `file` sent with it.")
     random_id: RandomId = Field(None, description="Idempotency key: a retry starts nothing new.")
     referrer: str | None = Field(None, description="The page the user wrote from.")
@@ -109,16 +113,21 @@ class StartParams(ApiParams):
     "/users/{user}/startconversation",
     response_model=Envelope[ConversationRef],
     summary="The user starts a conversation",
-    openapi_extra=describe(StartParams, body=True),
+    openapi_extra=describe(
+        StartParams, body=True, files={"file": "A file the user sends (multipart only)."}
+    ),
 )
 async def start_conversation(
-    user: UserPath, caller: WriteCaller, p: Params[StartParams], uploads: Uploads, request: Request
+    user: UserPath,
+    caller: UserWriteCaller,
+    p: Params[StartParams],
+    uploads: Uploads,
+    request: Request,
 ) -> Response:
     """Answers `{id}` of the new conversation (needs `as-user`).
 
     A file goes in the multipart field `file` (its name in `filename`).
     """
-    caller.need(AS_USER)
     ref = users.parse_user_ref(user, bool(p.by_user_id))
     has_file = "file" in uploads.files
     # Refuse before a user is created (or a file stored) for nothing.
@@ -149,7 +158,9 @@ async def start_conversation(
 
 
 class SendMessageParams(ApiParams):
-    body: str = Field(description="The message.")
+    body: Annotated[str, text(MAX_BODY_CHARS, blank=False)] = Field(
+        description="The message.", examples=["Hi! Can we help you with anything?"]
+    )
     type: Literal["popup_chat", "popup_small", "popup_big", "email"] = Field(
         "popup_chat", description="How the message is shown or sent."
     )
