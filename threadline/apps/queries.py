@@ -13,40 +13,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from threadline.core.model import Admin, Channel, Sender, User
 from threadline.db.schema import admins, api_tokens, apps, channels, senders, users
 
-
-@dataclass(frozen=True, slots=True)
-class AdminRow:
-    id: int
-    name: str
-    avatar: str | None
-    email: str | None
-    created: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class SenderRow:
-    id: int
-    name: str
-    avatar: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelRow:
-    id: int
-    name: str
-    type: str
-    avatar: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class UserRow:
-    id: int
-    user_id: str | None
-    props: dict[str, Any]
-    created: datetime
-    removed: datetime | None
+# The read side returns the core's entities under the names its callers use.
+AdminRow = Admin
+SenderRow = Sender
+ChannelRow = Channel
+UserRow = User
 
 
 @dataclass(frozen=True, slots=True)

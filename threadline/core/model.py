@@ -21,6 +21,72 @@ JSONObject = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
+class App:
+    """A workspace (tenant): everything else belongs to exactly one app."""
+
+    id: int
+    name: str
+    created: datetime
+    default_channel_id: int | None
+    default_sender_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """An operator. Embedded in conversations as `{id, name, avatar, type: "admin"}`."""
+
+    id: int
+    name: str
+    avatar: str | None
+    email: str | None
+    created: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """A message sender: the name outbound messages (and the app's default replies) carry."""
+
+    id: int
+    name: str
+    avatar: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A group of conversations and the admins who work on it."""
+
+    id: int
+    name: str
+    type: str
+    avatar: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """An end user; `user_id` is the site's own id for them, `props` their name, e-mail..."""
+
+    id: int
+    user_id: str | None
+    props: dict[str, Any]
+    created: datetime
+    removed: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """An outbound (starter) message; its body becomes the first part of its conversation."""
+
+    id: int
+    type: ConversationType
+    reply_type: ReplyType
+    recipient_type: RecipientType
+    sender_id: int | None
+    admin_id: int | None
+    body: str
+    created: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Author:
     """Who performs an event. `id` is the internal id of the user, admin or sender."""
 
