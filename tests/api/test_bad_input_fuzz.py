@@ -38,18 +38,20 @@ async def test_no_parameter_value_causes_a_server_error(
 ) -> None:
     cid = await assigned(app_db, world)
     fuzz_user = await apps.create_user(app_db, world.app_id, site_user_id="fuzz")
-    fill = {
-        "conversation_id": str(cid),
-        "user": str(fuzz_user),
-        "app": "$self_app",
-        "admin_id": str(MISSING),
-        "channel_id": str(MISSING),
-        "token_id": str(MISSING),
-        "attachment_id": str(MISSING),
-    }
+
+    def fill(path: str) -> dict[str, str]:
+        """The path's `{id}` names the conversation, the user, or an unknown object."""
+        if path.startswith("/conversations/") or path.startswith("/ext/conversations/"):
+            ident = str(cid)
+        elif path.startswith(("/users/", "/ext/users/")):
+            ident = str(fuzz_user)
+        else:
+            ident = str(MISSING)
+        return {"app": "$self_app", "id": ident}
+
     seen_statuses: set[int] = set()
     for path, operations in app.openapi()["paths"].items():
-        url = path.format(**fill)
+        url = path.format(**fill(path))
         for method, operation in operations.items():
             names = [
                 p["name"]

@@ -103,10 +103,10 @@ async def test_three_token_schemes_and_the_scopes_of_each_operation(
         assert "Token scopes:" in operation["description"]
     # Spot checks against api.md.
     assert scopes[("get", "/apps/{app}/conversations")] == ("conversations-read",)
-    assert scopes[("post", "/users/{user}/startconversation")] == ("conversations-write", "as-user")
-    assert scopes[("post", "/users/{user}/sendmessage")] == ("messages-manual-send-one",)
+    assert scopes[("post", "/users/{id}/startconversation")] == ("conversations-write", "as-user")
+    assert scopes[("post", "/users/{id}/sendmessage")] == ("messages-manual-send-one",)
     assert scopes[("post", "/ext/apps/{app}/tokens")] == ("admin",)
-    assert scopes[("get", "/ext/attachments/{attachment_id}")] == ()
+    assert scopes[("get", "/ext/attachments/{id}")] == ()
 
 
 async def test_answers_and_errors_are_described_in_the_envelope(document: dict[str, Any]) -> None:
@@ -122,7 +122,7 @@ async def test_answers_and_errors_are_described_in_the_envelope(document: dict[s
         for status in ERRORS:
             schema = responses[status]["content"]["application/json"]["schema"]
             assert schema == {"$ref": "#/components/schemas/ErrorEnvelope"}
-        if path == "/ext/attachments/{attachment_id}":
+        if path == "/ext/attachments/{id}":
             continue
         ok_schema = responses["200"]["content"]["application/json"]["schema"]
         envelope = components[ok_schema["$ref"].rsplit("/", 1)[1]]
@@ -137,7 +137,7 @@ async def test_every_parameter_is_described(document: dict[str, Any]) -> None:
             assert "schema" in parameter or "content" in parameter, where
             if parameter["in"] == "path":
                 assert parameter["required"] is True
-                if parameter["name"] != "user":
+                if not path.startswith(("/users/", "/ext/users/")):
                     ids = parameter["schema"].get("anyOf", [parameter["schema"]])
                     assert any(s.get("type") == "integer" and s["minimum"] == 1 for s in ids)
         body = operation.get("requestBody")
@@ -178,7 +178,7 @@ async def test_hand_parsed_types_are_described(document: dict[str, Any]) -> None
     app = parameter(listing, "get", "app")["schema"]
     assert {"type": "string", "enum": ["$self_app"]} in app["anyOf"]
 
-    reply = document["paths"]["/conversations/{conversation_id}/reply"]["post"]
+    reply = document["paths"]["/conversations/{id}/reply"]["post"]
     multipart = reply["requestBody"]["content"]["multipart/form-data"]
     assert multipart["schema"]["properties"]["attachment"]["format"] == "binary"
     assert multipart["encoding"]["body_json"]["contentType"] == "application/json"
@@ -187,7 +187,7 @@ async def test_hand_parsed_types_are_described(document: dict[str, Any]) -> None
     assert body["type"]["enum"] == ["reply_admin", "note", "article"]
     random_id = body["random_id"]["anyOf"][0]
     assert (random_id["minimum"], random_id["maximum"]) == (0, 2**63 - 1)
-    start = document["paths"]["/users/{user}/startconversation"]["post"]
+    start = document["paths"]["/users/{id}/startconversation"]["post"]
     start_form = start["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert start_form["properties"]["file"]["format"] == "binary"
     token = document["paths"]["/ext/apps/{app}/tokens"]["post"]["requestBody"]
@@ -291,12 +291,14 @@ async def test_every_documented_parameter_is_read(
         # DELETE /ext/apps/{app}/admins (the id a parameter) deletes a fresh object each time.
         kind = path.split("/")[-1] if method == "delete" else ""
         cid = by_message if path.endswith("/status") else await started(app_db, world)
-        fill = {
-            "app": "$self_app",
-            "conversation_id": cid,
-            "user": world.user_id,
-            "attachment_id": attachment,
-        }
+        ident = (
+            cid
+            if "/conversations/{id}" in path
+            else world.user_id
+            if path.startswith("/users/")
+            else attachment
+        )
+        fill = {"app": "$self_app", "id": ident}
         query_params = [p for p in operation["parameters"] if p["in"] == "query"]
         body_schema = (
             operation.get("requestBody", {})
@@ -314,28 +316,28 @@ async def test_every_documented_parameter_is_read(
                 schema = body_schema["properties"][name]
             for validity in ("valid", "invalid"):
                 spare = await create(kind) if kind in ("admins", "channels", "tokens") else None
-                url = path.format(**fill, **await _fresh_path_ids(path, create))
-                if path == "/ext/users/{user}":
+                url = path.format(**{**fill, **await _fresh_path_ids(path, create)})
+                if path == "/ext/users/{id}":
                     url = "/ext/users/to-erase"
                 values = {
                     other: _valid(other, _schema_of(operation, other), path, world, spare)
                     for other in required
                     if other != name
                 }
-                if path == "/ext/users/{user}":
+                if path == "/ext/users/{id}":
                     values["by_user_id"] = True
                 value = _valid(name, schema, path, world, spare)
                 if validity == "invalid":
                     value = _invalid(schema, in_body)
                     if value is None:
                         continue
-                if name == "by_user_id" and path == "/ext/users/{user}":
+                if name == "by_user_id" and path == "/ext/users/{id}":
                     continue
                 values[name] = value
                 if name in V1_ONLY:
                     values["version"] = 1
                 response = await _send(api, method, url, values, in_body)
-                if response.status_code == 200 and path == "/ext/attachments/{attachment_id}":
+                if response.status_code == 200 and path == "/ext/attachments/{id}":
                     assert response.content == b"hello"
                     continue
                 body = response.json()
@@ -353,11 +355,10 @@ async def test_every_documented_parameter_is_read(
 
 async def _fresh_path_ids(path: str, create: Callable[[str], Awaitable[int]]) -> dict[str, int]:
     """For DELETE by path: a new object to delete."""
-    last = path.rsplit("/", 1)[1]
-    kinds = {"{admin_id}": "admins", "{channel_id}": "channels", "{token_id}": "tokens"}
-    if last not in kinds:
+    parts = path.split("/")
+    if parts[-1] != "{id}" or parts[-2] not in ("admins", "channels", "tokens"):
         return {}
-    return {last.strip("{}"): await create(kinds[last])}
+    return {"id": await create(parts[-2])}
 
 
 def _schema_of(operation: dict[str, Any], name: str) -> dict[str, Any]:

@@ -195,19 +195,22 @@ def _seed(url: str, db_url: str) -> Seeded:
 
 def _real_path_parameters(seeded: Seeded, path: str) -> dict[str, Any]:
     """Path parameters naming seeded objects; deletions get objects of their own."""
-    user = seeded.victim_user if path == "/ext/users/{user}" else seeded.world.user_id
-    conversation = (
-        seeded.message_conversation_id if path.endswith("/status") else seeded.conversation_id
-    )
-    return {
-        "app": "$self_app",
-        "conversation_id": conversation,
-        "user": str(user),
-        "admin_id": seeded.victims["admins"],
-        "channel_id": seeded.victims["channels"],
-        "token_id": seeded.victims["tokens"],
-        "attachment_id": seeded.attachment_id,
-    }
+    parts = path.split("/")
+    if path == "/ext/users/{id}":
+        ident: Any = str(seeded.victim_user)
+    elif path.startswith("/users/"):
+        ident = str(seeded.world.user_id)
+    elif path.endswith("/status"):
+        ident = seeded.message_conversation_id
+    elif "/conversations/{id}" in path:
+        ident = seeded.conversation_id
+    elif path.startswith("/ext/attachments/"):
+        ident = seeded.attachment_id
+    elif parts[-1] == "{id}":
+        ident = seeded.victims[parts[-2]]
+    else:
+        ident = None
+    return {"app": "$self_app", "id": ident}
 
 
 def _spare(case: Any, seeded: Seeded) -> None:
@@ -217,18 +220,17 @@ def _spare(case: Any, seeded: Seeded) -> None:
     path: str = case.operation.path
     if case.method.upper() != "DELETE":
         return
-    if path == "/ext/users/{user}":
-        value = str(case.path_parameters.get("user", ""))
+    if path == "/ext/users/{id}":
+        value = str(case.path_parameters.get("id", ""))
         if _as_int(value) in seeded.protected["users"] or value.strip() == "u-1":
-            case.path_parameters["user"] = str(seeded.victim_user)
+            case.path_parameters["id"] = str(seeded.victim_user)
         return
     for kind, spare in seeded.spares.items():
         if not path.startswith(f"/ext/apps/{{app}}/{kind}"):
             continue
-        if path.endswith("}"):  # by path: its victim is the one to delete
-            key = next(iter(set(case.path_parameters) - {"app"}))
-            if _as_int(case.path_parameters[key]) in seeded.protected[kind]:
-                case.path_parameters[key] = spare
+        if path.endswith("/{id}"):  # by path: its victim is the one to delete
+            if _as_int(case.path_parameters.get("id")) in seeded.protected[kind]:
+                case.path_parameters["id"] = spare
             continue
         keep = seeded.protected[kind] | {seeded.victims[kind]}
         for container in (case.query, case.body):
@@ -356,9 +358,7 @@ def test_schemathesis_over_every_operation(live: tuple[str, Any], db_url: str) -
                 # 64 KiB body in the query string) before the app sees it.
                 assume(False)
             tally.add(case.operation.label, response)
-            if case.operation.path == "/ext/attachments/{attachment_id}" and (
-                response.status_code == 200
-            ):
+            if case.operation.path == "/ext/attachments/{id}" and (response.status_code == 200):
                 return  # the file itself, not an envelope
             try:
                 body = _check_envelope(response)
@@ -375,7 +375,7 @@ def test_schemathesis_over_every_operation(live: tuple[str, Any], db_url: str) -
         operation_started = time.monotonic()
         real = _real_path_parameters(seeded, operation.path)
         names = {p.name for p in operation.path_parameters}
-        pinned = {k: v for k, v in real.items() if k in names}
+        pinned = {k: v for k, v in real.items() if k in names and v is not None}
         for example in schema.get_strategies_from_examples(operation):
             failure = _run(
                 operation, _pinned(example, pinned), 1, call_with(GenerationMode.POSITIVE)

@@ -60,14 +60,14 @@ async def accept_upload(
 
 
 @router.get(
-    "/attachments/{attachment_id}",
+    "/attachments/{id}",
     summary="Download an attachment",
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}, "description": "The file."}},
     openapi_extra=describe(ApiParams, body=False),
 )
 async def download(
-    attachment_id: Annotated[str, Path(description="The attachment's id.")],
+    attachment_id: Annotated[str, Path(alias="id", description="The attachment's id.")],
     caller: AnyCaller,
     request: Request,
 ) -> Response:

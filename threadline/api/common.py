@@ -20,7 +20,14 @@ from threadline.core.model import Author, Part
 DEFAULT_ADMIN = "default_admin"
 DEFAULT_USER = "default_user"
 
-ConversationId = Annotated[str, Path(description="The conversation's id.")]
+ConversationId = Annotated[str, Path(alias="id", description="The conversation's id.")]
+UserPath = Annotated[
+    str,
+    Path(
+        alias="id",
+        description="Threadline's user id, or with `by_user_id=true` the site's own id.",
+    ),
+]
 AppPath = Annotated[str, Path(description="The app's id, or `$self_app` for the token's app.")]
 
 

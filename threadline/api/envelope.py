@@ -19,6 +19,7 @@ from threadline.api.errors import (
     RouteNotFound,
     Throttled,
 )
+from threadline.api.routing import allowed_methods
 from threadline.api.schemas import Envelope, ErrorEnvelope, adapter
 
 log = logging.getLogger("threadline.api")
@@ -71,6 +72,8 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
     return error_response("BadRequest", f"{name}: {message}", 400)
 
 
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
 _BY_STATUS: dict[int, type[DomainError]] = {
     401: AuthenticationFailed,
     403: PermissionDenied,
@@ -79,14 +82,17 @@ _BY_STATUS: dict[int, type[DomainError]] = {
 }
 
 
-async def _http_error(_request: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 404:
         return error_response("NotFound", "no such endpoint", 404)
     if exc.status_code == 405:
         response = error_response("MethodNotAllowed", "method not allowed on this endpoint", 405)
-        if exc.headers and "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
+        allowed = allowed_methods(request.app, request.scope["path"])
+        if not allowed and exc.headers and "Allow" in exc.headers:
+            allowed = {m.strip() for m in exc.headers["Allow"].split(",")}
+        if allowed:
+            response.headers["Allow"] = ", ".join(m for m in _METHOD_ORDER if m in allowed)
         return response
     kind = _BY_STATUS.get(exc.status_code)
     if kind is not None:

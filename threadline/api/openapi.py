@@ -8,31 +8,33 @@ prefixes, and no trace of FastAPI's 422 answer (a bad parameter is a 400 here).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
-import fastapi.routing
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from threadline.api.auth import SCOPES_ATTRIBUTE
 from threadline.api.params import MAX_ID
+from threadline.api.routing import served_routes
 
 _ID = {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ID}
 
 # Path parameters are read as text and parsed by hand (a bad one is a 400 naming it).
-PATH_SCHEMAS: dict[str, dict[str, Any]] = {
-    "app": {"anyOf": [{"type": "string", "enum": ["$self_app"]}, _ID]},
-    "conversation_id": _ID,
-    "admin_id": _ID,
-    "channel_id": _ID,
-    "token_id": _ID,
-    "attachment_id": _ID,
-    # Threadline's user id; with `by_user_id=true` the site's own id, any text.
-    "user": {"type": "string", "minLength": 1, "maxLength": 255},
-}
+_APP = {"anyOf": [{"type": "string", "enum": ["$self_app"]}, _ID]}
+# Threadline's user id; with `by_user_id=true` the site's own id, any text.
+_USER = {"type": "string", "minLength": 1, "maxLength": 255}
+
+
+def path_schema(path: str, name: str) -> dict[str, Any] | None:
+    """The schema of path parameter `name` of `path`."""
+    if name == "app":
+        return _APP
+    if name == "id":
+        return _USER if path.startswith(("/users/", "/ext/users/")) else _ID
+    return None
+
 
 SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
     "TokenHeader": {
@@ -57,9 +59,9 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
 
 # Scopes an operation asks for only with some parameters.
 CONDITIONAL_SCOPES: dict[tuple[str, str], str] = {
-    ("post", "/conversations/{conversation_id}/reply"): "`as-user` with `from_user`",
-    ("post", "/ext/conversations/{conversation_id}/read"): "`as-user` with `by=user`",
-    ("post", "/ext/conversations/{conversation_id}/typing"): "`as-user` with `from_user`",
+    ("post", "/conversations/{id}/reply"): "`as-user` with `from_user`",
+    ("post", "/ext/conversations/{id}/read"): "`as-user` with `by=user`",
+    ("post", "/ext/conversations/{id}/typing"): "`as-user` with `from_user`",
 }
 
 SERVERS = [
@@ -69,32 +71,6 @@ SERVERS = [
 ]
 
 _VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
-
-
-@dataclass(frozen=True, slots=True)
-class ServedRoute:
-    """An API route as the app serves it: with the prefixes of the routers it is in."""
-
-    route: APIRoute
-    path: str
-    methods: frozenset[str]
-    include_in_schema: bool
-
-
-def served_routes(app: FastAPI) -> Iterator[ServedRoute]:
-    # FastAPI >= 0.16x keeps included routers as such and resolves their routes lazily;
-    # older releases copy each route into `app.routes`.
-    iterate = getattr(fastapi.routing, "iter_route_contexts", None)
-    contexts: Iterable[Any] = iterate(app.routes) if iterate is not None else app.routes
-    for context in contexts:
-        original = getattr(context, "original_route", context)
-        if isinstance(original, APIRoute):
-            yield ServedRoute(
-                route=original,
-                path=str(context.path_format),
-                methods=frozenset(context.methods or ()),
-                include_in_schema=bool(context.include_in_schema),
-            )
 
 
 def _dependants(dependant: Dependant) -> Iterator[Dependant]:
@@ -140,8 +116,9 @@ def finish(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
         for method, operation in operations.items():
             operation.get("responses", {}).pop("422", None)
             for parameter in operation.get("parameters", []):
-                if parameter["in"] == "path" and parameter["name"] in PATH_SCHEMAS:
-                    parameter["schema"] = PATH_SCHEMAS[parameter["name"]]
+                schema_of = path_schema(path, parameter["name"])
+                if parameter["in"] == "path" and schema_of is not None:
+                    parameter["schema"] = schema_of
             scopes = scopes_of.get((method, path))
             if scopes is None:
                 continue

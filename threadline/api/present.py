@@ -40,10 +40,15 @@ def attachment_url(base_url: str, attachment_id: int) -> str:
 class Presenter:
     """Turns engine objects into answer dicts for one app, loading what they embed."""
 
-    def __init__(self, conn: AsyncConnection, app_id: int, base_url: str) -> None:
+    def __init__(
+        self, conn: AsyncConnection, app_id: int, base_url: str, *, ids_as_strings: bool = False
+    ) -> None:
         self.conn = conn
         self.app_id = app_id
         self.base_url = base_url
+        # `id_as_string`: the serializer turns the answer's typed ids into strings; ids
+        # inside a system part's `body_json` are turned here.
+        self.ids_as_strings = ids_as_strings
         self.admins: dict[int, app_q.AdminRow] = {}
         self.senders: dict[int, app_q.SenderRow] = {}
 
@@ -103,7 +108,7 @@ class Presenter:
             "conversation": p.conversation_id,
             "part_group": p.part_group,
             "body": p.body,
-            "body_json": p.body_json,
+            "body_json": self._body_json(p),
             "type": p.type.value,
             "from": self._author(p.author),
             "direction": p.direction,
@@ -118,6 +123,14 @@ class Presenter:
         elif p.type is PartType.ASSIGNED:
             out["assignee"] = self._admin(p.assignee_id)
         return out
+
+    def _body_json(self, p: Part) -> Any:
+        body_json = p.body_json
+        if self.ids_as_strings and p.type is PartType.CHANNEL_CHANGED and body_json:
+            channel = body_json.get("channel")
+            if isinstance(channel, int) and not isinstance(channel, bool):
+                return {**body_json, "channel": str(channel)}
+        return body_json
 
     async def parts(self, parts: Sequence[Part]) -> list[dict[str, Any]]:
         await self._load_people((), parts)

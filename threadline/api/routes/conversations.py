@@ -111,7 +111,9 @@ async def list_conversations(
         after = v1_after_timestamp(p)
         async with caller.db.read() as conn:
             page = await conv_q.inbox_page(conn, app_id, f, v1=(after, p.count))
-            data = await Presenter(conn, app_id, base_url(request)).conversations(page.states)
+            data = await Presenter(
+                conn, app_id, base_url(request), ids_as_strings=caller.id_as_string
+            ).conversations(page.states)
         next_after = page.next_after_v1
         return respond(
             list[ConversationOut],
@@ -124,7 +126,9 @@ async def list_conversations(
     page_req = page_request(p, timed=True)
     async with caller.db.read() as conn:
         page = await conv_q.inbox_page(conn, app_id, f, request=page_req)
-        data = await Presenter(conn, app_id, base_url(request)).conversations(page.states)
+        data = await Presenter(
+            conn, app_id, base_url(request), ids_as_strings=caller.id_as_string
+        ).conversations(page.states)
     return respond(
         list[ConversationOut],
         ordered(data, p),
@@ -134,7 +138,7 @@ async def list_conversations(
 
 
 @router.get(
-    "/conversations/{conversation_id}",
+    "/conversations/{id}",
     response_model=Envelope[ConversationOut],
     summary="One conversation",
     openapi_extra=describe(ApiParams, body=False),
@@ -148,14 +152,14 @@ async def get_conversation(
         state = await conv_q.conversation(conn, caller.app_id, cid)
         if state is None:
             raise NotFound("conversation", cid)
-        (data,) = await Presenter(conn, caller.app_id, base_url(request)).conversations(
-            [state], channel=True
-        )
+        (data,) = await Presenter(
+            conn, caller.app_id, base_url(request), ids_as_strings=caller.id_as_string
+        ).conversations([state], channel=True)
     return respond(ConversationOut, data, context=caller.context)
 
 
 @router.get(
-    "/conversations/{conversation_id}/parts",
+    "/conversations/{id}/parts",
     response_model=Envelope[list[PartOut]],
     summary="A conversation's parts",
     openapi_extra=describe(PageParams, body=False),
@@ -175,7 +179,9 @@ async def list_parts(
             page = await conv_q.parts_page(conn, cid, v1=(after, p.count))
         else:
             page = await conv_q.parts_page(conn, cid, request=page_req)
-        data = await Presenter(conn, caller.app_id, base_url(request)).parts(page.parts)
+        data = await Presenter(
+            conn, caller.app_id, base_url(request), ids_as_strings=caller.id_as_string
+        ).parts(page.parts)
     if v1:
         nxt = page.next_after_v1
         return respond(
@@ -228,7 +234,7 @@ _CONTENT = {"note": PartType.NOTE, "article": PartType.ARTICLE}
 
 
 @router.post(
-    "/conversations/{conversation_id}/reply",
+    "/conversations/{id}/reply",
     response_model=Envelope[PartOut],
     summary="Reply, or add a note",
     openapi_extra=describe(
@@ -269,7 +275,9 @@ async def reply(
     )
     assert part is not None
     async with caller.db.read() as conn:
-        (data,) = await Presenter(conn, caller.app_id, base_url(request)).parts([part])
+        (data,) = await Presenter(
+            conn, caller.app_id, base_url(request), ids_as_strings=caller.id_as_string
+        ).parts([part])
     return respond(PartOut, data, context=caller.context)
 
 
@@ -344,7 +352,7 @@ class AssignParams(ApiParams):
 
 
 @router.post(
-    "/conversations/{conversation_id}/assign",
+    "/conversations/{id}/assign",
     response_model=Envelope[PartRef | Empty],
     summary="Assign or unassign",
     openapi_extra=describe(AssignParams, body=True),
@@ -369,7 +377,7 @@ class ActorParams(ApiParams):
 
 
 @router.post(
-    "/conversations/{conversation_id}/close",
+    "/conversations/{id}/close",
     response_model=Envelope[PartRef | Empty],
     summary="Close",
     openapi_extra=describe(ActorParams, body=True),
@@ -396,7 +404,7 @@ class TagParams(ActorParams):
 
 
 @router.post(
-    "/conversations/{conversation_id}/tag",
+    "/conversations/{id}/tag",
     response_model=Envelope[PartRef | Empty],
     summary="Add a tag (v1: add or delete)",
     openapi_extra=describe(TagParams, body=True),
@@ -428,7 +436,7 @@ class UntagParams(ActorParams):
 
 
 @router.delete(
-    "/conversations/{conversation_id}/tag",
+    "/conversations/{id}/tag",
     response_model=Envelope[PartRef | Empty],
     summary="Remove a tag",
     openapi_extra=describe(UntagParams, body=True),

@@ -16,6 +16,7 @@ from threadline.api.common import (
     AppPath,
     ConversationId,
     Params,
+    UserPath,
     admin_author,
     base_url,
     part_ref,
@@ -66,16 +67,16 @@ from threadline.users import service as users
 
 router = APIRouter(prefix="/ext", tags=["extensions"])
 
-ObjectId = Annotated[str, Path(description="The object's id.")]
+ObjectId = Annotated[str, Path(alias="id", description="The object's id.")]
 
 
 async def _conversation_answer(
     caller: Caller, state: ConversationState, request: Request
 ) -> Response:
     async with caller.db.read() as conn:
-        (data,) = await Presenter(conn, caller.app_id, base_url(request)).conversations(
-            [state], user=False, embeds=False
-        )
+        (data,) = await Presenter(
+            conn, caller.app_id, base_url(request), ids_as_strings=caller.id_as_string
+        ).conversations([state], user=False, embeds=False)
     return respond(ConversationOut, data, context=caller.context)
 
 
@@ -88,7 +89,7 @@ class ReadParams(ApiParams):
 
 
 @router.post(
-    "/conversations/{conversation_id}/read",
+    "/conversations/{id}/read",
     response_model=Envelope[ConversationOut],
     summary="Mark read",
     openapi_extra=describe(ReadParams, body=True),
@@ -113,7 +114,7 @@ class ActorParams(ApiParams):
 
 
 @router.post(
-    "/conversations/{conversation_id}/reopen",
+    "/conversations/{id}/reopen",
     response_model=Envelope[PartRef | Empty],
     summary="Reopen",
     openapi_extra=describe(ActorParams, body=True),
@@ -138,7 +139,7 @@ class DelayParams(ActorParams):
 
 
 @router.post(
-    "/conversations/{conversation_id}/delay",
+    "/conversations/{id}/delay",
     response_model=Envelope[PartRef | Empty],
     summary="Snooze, or clear the snooze",
     openapi_extra=describe(DelayParams, body=True),
@@ -162,7 +163,7 @@ class ChannelParams(ActorParams):
 
 
 @router.post(
-    "/conversations/{conversation_id}/channel",
+    "/conversations/{id}/channel",
     response_model=Envelope[PartRef | Empty],
     summary="Move to a channel",
     openapi_extra=describe(ChannelParams, body=True),
@@ -199,7 +200,7 @@ class TypingParams(ApiParams):
 
 
 @router.post(
-    "/conversations/{conversation_id}/typing",
+    "/conversations/{id}/typing",
     response_model=Envelope[Empty],
     summary="Someone is typing",
     openapi_extra=describe(TypingParams, body=True),
@@ -235,7 +236,7 @@ class StatusParams(ApiParams):
 
 
 @router.post(
-    "/conversations/{conversation_id}/status",
+    "/conversations/{id}/status",
     response_model=Envelope[ConversationOut],
     summary="Delivery status of the starting message",
     openapi_extra=describe(StatusParams, body=True),
@@ -262,7 +263,7 @@ class AssistantParams(ApiParams):
 
 
 @router.post(
-    "/conversations/{conversation_id}/assistant",
+    "/conversations/{id}/assistant",
     response_model=Envelope[ConversationOut],
     summary="A bot takes over, or hands off",
     openapi_extra=describe(AssistantParams, body=True),
@@ -295,13 +296,13 @@ class EraseParams(ApiParams):
 
 
 @router.delete(
-    "/users/{user}",
+    "/users/{id}",
     response_model=Envelope[Empty],
     summary="Erase a user (GDPR)",
     openapi_extra=describe(EraseParams, body=True),
 )
 async def erase_user(
-    user: ObjectId, caller: AdminCaller, p: Params[EraseParams], request: Request
+    user: UserPath, caller: AdminCaller, p: Params[EraseParams], request: Request
 ) -> Response:
     """Every conversation of the user is removed (bodies and files erased), props wiped."""
     ref = users.parse_user_ref(user, bool(p.by_user_id))
@@ -368,7 +369,7 @@ class RemoveParams(ApiParams):
 
 
 @router.delete(
-    "/apps/{app}/admins/{admin_id}",
+    "/apps/{app}/admins/{id}",
     response_model=Envelope[Empty],
     summary="Remove an admin",
     openapi_extra=describe(ApiParams, body=False),
@@ -427,7 +428,7 @@ async def add_channel(app: AppPath, caller: AdminCaller, p: Params[NewChannelPar
 
 
 @router.delete(
-    "/apps/{app}/channels/{channel_id}",
+    "/apps/{app}/channels/{id}",
     response_model=Envelope[Empty],
     summary="Remove a channel",
     openapi_extra=describe(ApiParams, body=False),
@@ -505,7 +506,7 @@ async def add_token(app: AppPath, caller: AdminCaller, p: Params[NewTokenParams]
 
 
 @router.delete(
-    "/apps/{app}/tokens/{token_id}",
+    "/apps/{app}/tokens/{id}",
     response_model=Envelope[Empty],
     summary="Revoke a token",
     openapi_extra=describe(ApiParams, body=False),

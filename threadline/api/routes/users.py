@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from pydantic import Field
 from starlette.responses import Response
 
 from threadline.api.attachments import Uploads, accept_upload
 from threadline.api.auth import ReadCaller, SendCaller, UserWriteCaller
-from threadline.api.common import Params, base_url
+from threadline.api.common import Params, UserPath, base_url
 from threadline.api.envelope import respond
 from threadline.api.pagination import (
     PageParams,
@@ -36,10 +36,6 @@ from threadline.users import service as users
 
 router = APIRouter(tags=["users"])
 
-UserPath = Annotated[
-    str, Path(description="Threadline's user id, or with `by_user_id=true` the site's own id.")
-]
-
 
 class UserConversationsParams(PageParams):
     by_user_id: VBool = Field(None, description="The path's id is the site's own user id.")
@@ -52,7 +48,7 @@ class UserConversationsParams(PageParams):
 
 
 @router.get(
-    "/users/{user}/conversations",
+    "/users/{id}/conversations",
     response_model=Envelope[list[ConversationOut]],
     summary="A user's conversations",
     openapi_extra=describe(UserConversationsParams, body=False),
@@ -76,9 +72,9 @@ async def user_conversations(
             request=page_req,
             v1=(after, p.count) if v1 else None,
         )
-        data = await Presenter(conn, caller.app_id, base_url(request)).conversations(
-            page.states, user=False
-        )
+        data = await Presenter(
+            conn, caller.app_id, base_url(request), ids_as_strings=caller.id_as_string
+        ).conversations(page.states, user=False)
     if v1:
         nxt = page.next_after_v1
         return respond(
@@ -110,7 +106,7 @@ class StartParams(ApiParams):
 
 
 @router.post(
-    "/users/{user}/startconversation",
+    "/users/{id}/startconversation",
     response_model=Envelope[ConversationRef],
     summary="The user starts a conversation",
     openapi_extra=describe(
@@ -168,7 +164,7 @@ class SendMessageParams(ApiParams):
 
 
 @router.post(
-    "/users/{user}/sendmessage",
+    "/users/{id}/sendmessage",
     response_model=Envelope[MessageStarted],
     summary="Send a message that opens a conversation",
     openapi_extra=describe(SendMessageParams, body=True),
