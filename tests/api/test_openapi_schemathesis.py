@@ -48,8 +48,8 @@ from threadline.settings import Settings
 from threadline.web.app import create_app
 
 # Cases per operation and database: small, so the whole run stays well under a minute.
-POSITIVE_EXAMPLES = 12
-NEGATIVE_EXAMPLES = 8
+POSITIVE_EXAMPLES = 10
+NEGATIVE_EXAMPLES = 6
 SERVER_REFUSAL = "Invalid HTTP request received."
 
 
