@@ -196,7 +196,22 @@ _SELECT_STATE = select(*_STATE_COLUMNS, conv_t.c.tags)
 _BY_ID = conv_t.c.id == bindparam("conversation_id")
 _GET = _SELECT_STATE.where(_BY_ID, conv_t.c.app_id == bindparam("app_id"))
 _LOCK = {
-    "postgresql": DirectSelect(_GET.with_for_update()),
+    # The advisory lock on the conversation id comes first (the row lock is taken above the
+    # scan that computes it): waiting for it never gives the transaction an id, whereas
+    # waiting for a row lock may (PostgreSQL follows the row's update chain and takes one).
+    # So every writer of a conversation gets its transaction id only after the previous
+    # writer has committed, which is what orders the event log per conversation (see
+    # threadline/events/repository.py). The key space of one-bigint advisory locks belongs
+    # to conversation ids; other advisory locks use the two-integer form.
+    "postgresql": DirectSelect(
+        select(
+            func.pg_advisory_xact_lock(bindparam("conversation_id")).label("_locked"),
+            *_STATE_COLUMNS,
+            conv_t.c.tags,
+        )
+        .where(_BY_ID, conv_t.c.app_id == bindparam("app_id"))
+        .with_for_update(of=conv_t)
+    ),
     # SQLite needs no row lock: its write transactions are already exclusive.
     "sqlite": DirectSelect(_GET),
 }

@@ -14,8 +14,8 @@ from datetime import datetime
 from threadline.apps.repository import AppRepository
 from threadline.apps.service import utcnow
 from threadline.conversations.repository import ConversationRepository
+from threadline.core import eventlog, rules
 from threadline.core import events as ev
-from threadline.core import rules
 from threadline.core.enums import (
     AuthorKind,
     ConversationType,
@@ -29,6 +29,7 @@ from threadline.core.model import Author, ConversationState, JSONObject, Part
 from threadline.core.recompute import Drift, drifts, repaired
 from threadline.db.engine import Database
 from threadline.db.schema import admins, channels, senders, users
+from threadline.events import repository as event_log
 
 
 @dataclass(slots=True)
@@ -141,7 +142,7 @@ async def perform(
             await _check_references(AppRepository(conn, repo.driver), app_id, events)
             before = state
             created: list[Part] = []
-            changed = False
+            logged: list[eventlog.LogEvent] = []
             for event in events:
                 try:
                     change = rules.apply(state, event, now)
@@ -152,16 +153,19 @@ async def perform(
                 if not change.changed:
                     continue
                 await _store(repo, change, now)
+                logged.extend(eventlog.derive(state, change))
                 state = change.state
                 created.extend(change.parts)
-                changed = True
-            if changed:
+            if state is not before:
                 await repo.save(state, before)
+                await event_log.append(repo.driver, app_id, now, logged)
             elif key and await repo.find_part(conversation_id, *key):
                 raise _AlreadyDone
-            return Outcome(state, created)
     except _AlreadyDone:
         return await _first_result(db, app_id, conversation_id, key)
+    if logged:
+        db.events_committed(app_id)
+    return Outcome(state, created)
 
 
 async def _first_result(
@@ -226,13 +230,15 @@ async def start_by_user(
             change = rules.apply(state, reply, now)
             await _store(repo, change, now)
             await repo.save(change.state)
-            return Outcome(change.state, change.parts)
+            await event_log.append(repo.driver, app_id, now, eventlog.derive(None, change))
     except _AlreadyDone:
         assert reply.random_id
         async with db.read() as conn:
             ident = await ConversationRepository(conn).find_started(user_id, reply.random_id)
         assert ident is not None
         return await _first_result(db, app_id, ident, ("reply", reply.random_id))
+    db.events_committed(app_id)
+    return Outcome(change.state, change.parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +299,9 @@ async def start_by_message(
             part.conversation_id = change.state.id
         await _store(repo, change, now)
         await repo.save(change.state)
-        return StartedByMessage(Outcome(change.state, change.parts), message_id)
+        await event_log.append(repo.driver, app_id, now, eventlog.derive(None, change))
+    db.events_committed(app_id)
+    return StartedByMessage(Outcome(change.state, change.parts), message_id)
 
 
 async def get_conversation(db: Database, app_id: int, conversation_id: int) -> ConversationState:
@@ -335,4 +343,9 @@ async def _repair(db: Database, conversation_id: int) -> None:
             return
         locked = await repo.lock(state.app_id, conversation_id)
         assert locked is not None
-        await repo.save(repaired(locked, await repo.parts(conversation_id)))
+        fixed = repaired(locked, await repo.parts(conversation_id))
+        await repo.save(fixed)
+        logged = eventlog.derive(locked, rules.Change(state=fixed))
+        await event_log.append(repo.driver, state.app_id, utcnow(), logged)
+    if logged:
+        db.events_committed(state.app_id)

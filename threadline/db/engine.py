@@ -9,7 +9,8 @@ and conversation rows are locked with `SELECT ... FOR UPDATE` by the repository.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from threadline.db.direct import DriverConnection
+
+log = logging.getLogger("threadline.db")
 
 # Long enough to ride out another process's write transaction, short enough to surface a hang.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -101,6 +104,17 @@ class Database:
         # bound: a pool checkout and reset cost more than a typical conversation write.
         self._idle_writers: list[AsyncConnection] = []
         self._max_idle_writers = max(1, pool_size // 2)
+        # Told the app id after a transaction that appended to the event log has committed
+        # (the realtime bus and the webhook worker listen here). Never told of a rollback.
+        self.commit_listeners: list[Callable[[int], None]] = []
+
+    def events_committed(self, app_id: int) -> None:
+        """Called by the writer once its transaction, which appended events, committed."""
+        for listener in self.commit_listeners:
+            try:
+                listener(app_id)
+            except Exception:  # the write is committed: a listener's failure must not undo it
+                log.exception("commit listener failed")
 
     @property
     def dialect(self) -> str:

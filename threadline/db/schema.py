@@ -233,3 +233,24 @@ attachments = Table(
     Column("removed", UTCDateTime, nullable=True),
     Index("ix_attachments_conversation", "conversation_id"),
 )
+
+# The event log: every committed change of a conversation, in commit-safe order. `id` is the
+# cursor. On PostgreSQL it is (transaction id << 16) + the event's index in its transaction,
+# so that readers can serve exactly the events below the oldest running transaction (see
+# threadline/events/repository.py); on SQLite, whose writes are serialised, it is an
+# AUTOINCREMENT rowid (never reused, even after pruning). No foreign keys: a log is not a
+# relation, and the write path stays one cheap insert.
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=False),
+    Column("app_id", BigInteger, nullable=False),
+    Column("conversation_id", BigInteger, nullable=False),
+    # The conversation's user: routes the event to the user's own realtime channels.
+    Column("user_id", BigInteger, nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+    Column("data", Json, nullable=False),
+    Index("ix_events_app_id", "app_id", "id"),
+    sqlite_autoincrement=True,
+)

@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from threadline import __version__, api
 from threadline.db.engine import Database
+from threadline.events import routes as events
 from threadline.settings import Settings, get_settings
 
 
@@ -47,4 +48,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return RedirectResponse("/docs")
 
     api.register(app)
+    events.register(app)
     return app

@@ -1,0 +1,1 @@
+"""The event log and what is built on it: catch-up reads, realtime streams, webhooks."""

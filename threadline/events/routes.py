@@ -1,0 +1,80 @@
+"""`GET /ext/apps/{app}/events`: the app's event log after a cursor, to catch up."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Request
+from pydantic import Field
+from starlette.responses import Response
+
+from threadline.api.auth import ReadCaller
+from threadline.api.common import AppPath, Params, base_url
+from threadline.api.envelope import respond
+from threadline.api.params import ApiParams, IdOrZero, describe
+from threadline.api.schemas import Envelope, ErrorEnvelope
+from threadline.events import repository as log
+from threadline.events.present import EventOut, render, string_ids
+
+router = APIRouter(tags=["events"])
+
+_ERRORS = {
+    status: {"model": ErrorEnvelope, "description": name}
+    for status, name in (
+        (400, "BadRequest"),
+        (401, "AuthenticationFailed"),
+        (403, "PermissionDenied"),
+        (404, "NotFound (also for objects of another app)"),
+        (429, "Throttled"),
+    )
+}
+
+
+def register(app: FastAPI) -> None:
+    """Mount the event log's endpoints on `app`, the way `threadline.api.register` does."""
+    app.include_router(router, responses=_ERRORS)  # type: ignore[arg-type]
+
+
+# A catch-up page: large enough that a client back from a short outage needs one request.
+MAX_EVENTS_PAGE = 500
+DEFAULT_EVENTS_PAGE = 100
+
+
+class EventsParams(ApiParams):
+    after: IdOrZero = Field(
+        0,
+        description="The cursor: `meta.next_after` of the previous answer (or the `tag` of a "
+        "realtime message); 0 or absent: from the oldest event kept.",
+    )
+    count: Annotated[int, Field(ge=1, le=MAX_EVENTS_PAGE)] = Field(
+        DEFAULT_EVENTS_PAGE, description=f"Events per answer, 1-{MAX_EVENTS_PAGE}."
+    )
+
+
+@router.get(
+    "/ext/apps/{app}/events",
+    response_model=Envelope[list[EventOut]],
+    summary="The event log after a cursor",
+    openapi_extra=describe(EventsParams, body=False),
+)
+async def list_events(
+    app: AppPath, caller: ReadCaller, p: Params[EventsParams], request: Request
+) -> Response:
+    """The app's events after `after`, oldest first: every committed change of a
+    conversation, as realtime streams and webhooks carry them.
+
+    `meta.next_after` is where to continue. An answer shorter than `count` means the
+    client has caught up, and `meta.next_after` is then a position at "now": a later change
+    is always after it. Events of rolled-back writes never appear; events of writes still
+    committing appear once every write that started before them has ended.
+    """
+    app_id = caller.app(app)
+    async with caller.db.read() as conn:
+        batch = await log.read_after(conn, p.after, p.count, app_id)
+        data = await render(conn, batch.events, base_url(request))
+    if caller.id_as_string:
+        data = [{**e, "changes": string_ids(e["changes"])} for e in data]
+        next_after: int | str = str(batch.position)
+    else:
+        next_after = batch.position
+    return respond(list[EventOut], data, context=caller.context, next_after=next_after)
