@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.conftest import World
+from tests.conftest import World, postgres_base_url
 from threadline.conversations import service
 from threadline.conversations.repository import ConversationRepository
 from threadline.core import eventlog
@@ -26,7 +27,7 @@ from threadline.core.enums import AssistantType, AuthorKind, MessageStatus
 from threadline.core.errors import InvalidParameter
 from threadline.core.model import Author
 from threadline.db.direct import DriverConnection
-from threadline.db.engine import Database
+from threadline.db.engine import Database, async_url
 from threadline.events import repository as log
 from threadline.users import service as users
 
@@ -233,6 +234,27 @@ async def test_an_event_waits_for_older_transactions_and_is_never_skipped(
     found, _ = await all_events(pg, world.app_id, batch.position)
     assert [e.type for e in found] == ["conversation_updated", "conversation_reply"]
     assert found[0].conversation_id == one.state.id
+
+
+async def test_a_long_write_in_another_database_does_not_hold_events_back(
+    pg: Database, world: World
+) -> None:
+    """The horizon counts this database's transactions only."""
+    other = create_async_engine(async_url(postgres_base_url() or ""))
+    try:
+        async with other.connect() as conn:
+            await conn.execute(text("SELECT pg_current_xact_id()"))  # holds a transaction id
+            _, position = await all_events(pg, world.app_id)
+            await service.start_by_user(
+                pg, world.app_id, world.user_id, ev.UserReply(body="not held back")
+            )
+            async with pg.read() as read:
+                batch = await log.read_after(read, position, 50, world.app_id)
+            assert [e.type for e in batch.events] == ["conversation_started", "conversation_reply"]
+            assert not batch.pending
+            await conn.rollback()
+    finally:
+        await other.dispose()
 
 
 async def test_a_writer_waiting_for_a_conversation_has_no_transaction_id_yet(

@@ -15,12 +15,16 @@ PostgreSQL runs writes concurrently, and ids taken from a sequence would commit 
 order: a reader could see id 7 while id 6 is still in flight, move past 6 and miss it.
 So an event's id is `(its transaction id << 16) + its index in the transaction`
 (`pg_current_xact_id()`, 64 bits, never wraps), and readers serve only the ids below the
-*horizon* `pg_snapshot_xmin(pg_current_snapshot()) << 16`: every transaction with an id
-below the oldest still running one has ended, so every event below the horizon is either
-visible (committed) or will never be (rolled back). Transaction ids assigned later are
-larger than that xmin, so no event can ever appear below a horizon once it was computed.
-The horizon is read in a statement *before* the one reading the events, so the events
-statement's snapshot sees everything the horizon promises.
+*horizon*: the oldest transaction id of this database still running (from the snapshot's
+in-progress list, matched to this database's backends in `pg_stat_activity`), or, with
+none running, the snapshot's next transaction id; shifted left by 16. Every transaction of
+this database with a smaller id has ended, so every event below the horizon is either
+visible (committed) or will never be (rolled back); transaction ids assigned later are
+larger, so no event can ever appear below a horizon once it was computed. The horizon is
+read in a statement *before* the one reading the events, so the events statement's
+snapshot sees everything the horizon promises. (The cluster-wide
+`pg_snapshot_xmin(pg_current_snapshot())` would be simpler, but a long write in any other
+database of the server would then hold this database's events back.)
 
 Order within one conversation: every transaction that appends events about a conversation
 takes the conversation's row lock (`SELECT ... FOR UPDATE`) as its first statement that
@@ -130,11 +134,35 @@ class Batch:
     pending: bool
 
 
-_HORIZON_SQL = text(f"SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {INDEX_BITS}")
+# The oldest transaction of *this* database still running, else the next transaction id to
+# be assigned. The snapshot is the statement's (both calls return the same one); the
+# backends are matched on the low 32 bits of their transaction id (two running
+# transactions cannot share them). Transactions of other databases on the same server are
+# left out, so a long write elsewhere (a migration, an index build) never holds events back.
+_HORIZON_SQL = text(
+    """
+    SELECT COALESCE(
+        (SELECT min(x::text::bigint)
+         FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+         WHERE (x::text::bigint & 4294967295) IN (
+             SELECT a.backend_xid::text::bigint
+             FROM pg_stat_activity AS a
+             WHERE a.datname = current_database() AND a.backend_xid IS NOT NULL)),
+        pg_snapshot_xmax(pg_current_snapshot())::text::bigint
+    ) << 16
+    """  # 16: INDEX_BITS
+)
 
 
 async def horizon(conn: AsyncConnection) -> int:
-    """Ids below this are final (committed or never to be); call in a read transaction."""
+    """Ids below this are final (committed or never to be).
+
+    Preconditions: a read transaction (no transaction id of its own) in which this is the
+    first look at `pg_stat_activity` (PostgreSQL keeps what it read there until the
+    transaction ends); the writers' sessions are visible to this role in
+    `pg_stat_activity` (the same role, or one with pg_read_all_stats); no prepared
+    (two-phase) transactions write events.
+    """
     if conn.dialect.name != "postgresql":
         return NO_HORIZON
     return int((await conn.execute(_HORIZON_SQL)).scalar_one())
@@ -156,6 +184,14 @@ async def read_after(
     if complete and bound != NO_HORIZON:
         position = max(position, bound - 1)
     return Batch(served, max(position, after), complete, pending)
+
+
+async def read_ids(conn: AsyncConnection, ids: Sequence[int]) -> list[StoredEvent]:
+    """Events by id, in id order."""
+    if not ids:
+        return []
+    query = select(events_t).where(events_t.c.id.in_(sorted(set(ids)))).order_by(events_t.c.id)
+    return [StoredEvent(**row._mapping) for row in await conn.execute(query)]
 
 
 async def head(conn: AsyncConnection) -> int:

@@ -30,9 +30,20 @@ _ERRORS = {
 }
 
 
+def register_first(app: FastAPI) -> None:
+    """What must sit inside the API's middleware (call before `threadline.api.register`)."""
+    from threadline.events import stream
+
+    app.add_middleware(stream.TypingStream)
+
+
 def register(app: FastAPI) -> None:
     """Mount the event log's endpoints on `app`, the way `threadline.api.register` does."""
+    from threadline.events import stream
+
     app.include_router(router, responses=_ERRORS)  # type: ignore[arg-type]
+    app.include_router(stream.router)
+    app.add_route("/sse/{channels:path}", stream.sse_stream, methods=["GET"])
 
 
 # A catch-up page: large enough that a client back from a short outage needs one request.

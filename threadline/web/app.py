@@ -12,6 +12,7 @@ from sqlalchemy import text
 from threadline import __version__, api
 from threadline.db.engine import Database
 from threadline.events import routes as events
+from threadline.events.realtime import start_realtime
 from threadline.settings import Settings, get_settings
 
 
@@ -22,7 +23,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(settings.database_url, pool_size=settings.pool_size)
         try:
-            yield
+            app.state.realtime = await start_realtime(
+                app.state.db, settings.database_url, settings.redis_url
+            )
+            try:
+                yield
+            finally:
+                await app.state.realtime.stop()
         finally:
             await app.state.db.dispose()
 
@@ -47,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The operator inbox will be served here; until then the root opens the API explorer.
         return RedirectResponse("/docs")
 
+    events.register_first(app)
     api.register(app)
     events.register(app)
     return app

@@ -1,0 +1,28 @@
+"""Settings of realtime streams (environment, prefix THREADLINE_)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RealtimeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="THREADLINE_", extra="ignore")
+
+    # `auto`: Redis when THREADLINE_REDIS_URL is set, else LISTEN/NOTIFY on PostgreSQL,
+    # else memory (SQLite: one process).
+    bus: Literal["auto", "memory", "redis", "postgres"] = "auto"
+    # The Redis pub/sub channel (and NOTIFY channel) the processes of one deployment share.
+    bus_channel: str = "threadline_events"
+    # Proxies and NATs cut connections idle for a minute or so; 25 s stays well inside.
+    realtime_heartbeat_seconds: float = 25.0
+    # The event log is read this often even without a bus message: a lost wake-up (bus
+    # down, a process that crashed after its commit) delays events by at most this much.
+    realtime_poll_seconds: float = 1.0
+    # Events waiting for one slow client; beyond, the client is dropped (it reconnects
+    # with its tag and catches up from the log).
+    realtime_queue_size: int = 1000
+    # An SSE response ends after this long so that load rebalances; EventSource reconnects
+    # by itself with Last-Event-ID.
+    sse_lifetime_seconds: float = 600.0

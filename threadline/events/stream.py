@@ -1,0 +1,290 @@
+"""Realtime endpoints: `/websocket/<channels...>` and `/sse/<channels...>`, and typing.
+
+Both take the token as `auth_token` (browsers cannot set headers on a WebSocket) or in the
+Authorization header, `tag` to resume after the last message seen (SSE also reads the
+`Last-Event-ID` header) and `id_as_string`. A bad token is refused with code 3401, a
+channel the token may not read with 3403 (WebSocket close codes; for SSE in the JSON
+error of a 401 / 403 answer). Messages are `{"id", "channel", "message", "tag", "time"}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import orjson
+from fastapi import APIRouter, Request, WebSocket
+from starlette.responses import Response, StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from threadline.api.auth import Caller
+from threadline.api.common import admin_author
+from threadline.api.params import RawParams, parse_id, vendor_bool
+from threadline.apps.service import authenticate
+from threadline.conversations import service
+from threadline.db.engine import Database
+from threadline.events.channels import Channel, ChannelRefused, parse
+from threadline.events.hub import Client
+from threadline.events.realtime import Realtime
+
+router = APIRouter()
+log = logging.getLogger("threadline.events.stream")
+
+# Where the API's token dependency and parameter parsing leave their results in the
+# request scope (threadline/api/auth.py, threadline/api/params.py).
+CALLER_SCOPE_KEY = "threadline.caller"
+RAW_PARAMS_SCOPE_KEY = "threadline.raw_params"
+
+BAD_TOKEN = 3401
+CHANNEL_NOT_ALLOWED = 3403
+BAD_REQUEST = 3400
+# The client's queue overflowed (WebSocket "try again later"): reconnect with the tag.
+TOO_SLOW = 1013
+GOING_AWAY = 1001
+
+
+class Refused(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    app_id: int
+    channels: list[Channel]
+    after: int | None
+    id_as_string: bool
+
+
+def _token(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+    header = headers.get("authorization")
+    if header:
+        scheme, _, credentials = header.strip().partition(" ")
+        if scheme.lower() in ("token", "bearer") and credentials.strip():
+            return credentials.strip()
+        return None
+    value = query.get("auth_token", "").strip()
+    return value or None
+
+
+async def _access(
+    db: Database,
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    path: str,
+    last_event_id: str | None = None,
+) -> Access:
+    token = _token(headers, query)
+    record = await authenticate(db, token) if token else None
+    if record is None:
+        raise Refused(BAD_TOKEN, "the API token is not valid")
+    try:
+        channels = parse(path, record.app_id, record.scopes)
+    except ChannelRefused as exc:
+        raise Refused(CHANNEL_NOT_ALLOWED, str(exc)) from None
+    raw_tag = query.get("tag") or last_event_id
+    try:
+        after = parse_id(raw_tag.strip()) if raw_tag and raw_tag.strip() else None
+        id_as_string = bool(vendor_bool(query.get("id_as_string")))
+    except ValueError as exc:
+        raise Refused(BAD_REQUEST, f"tag: {exc}") from None
+    return Access(record.app_id, channels, after, id_as_string)
+
+
+def _realtime(app_state: object) -> Realtime:
+    realtime = getattr(app_state, "realtime", None)
+    assert isinstance(realtime, Realtime), "the realtime hub starts with the app's lifespan"
+    return realtime
+
+
+async def _subscribe(realtime: Realtime, access: Access) -> Client:
+    return await realtime.hub.subscribe(
+        access.app_id, access.channels, after=access.after, id_as_string=access.id_as_string
+    )
+
+
+@router.websocket("/websocket/{channels:path}")
+async def websocket_stream(websocket: WebSocket, channels: str) -> None:
+    realtime = _realtime(websocket.app.state)
+    try:
+        access = await _access(realtime.db, websocket.headers, websocket.query_params, channels)
+    except Refused as refused:
+        await websocket.accept()  # the vendor's codes are close codes, sent after the opening
+        await websocket.close(code=refused.code, reason=refused.reason[:120])
+        return
+    # Registered before the handshake completes: a client that sees the connection open
+    # receives every change committed from then on.
+    client = await _subscribe(realtime, access)
+    try:
+        await websocket.accept()
+    except BaseException:
+        realtime.hub.unsubscribe(client)
+        raise
+    heartbeat = realtime.settings.realtime_heartbeat_seconds
+
+    async def send() -> None:
+        stream = realtime.hub.stream(client, heartbeat, replay=access.after is not None)
+        async for _tag, message in stream:
+            if not message:
+                message = client.ping() or b""
+                if not message:
+                    continue
+            await websocket.send_text(message.decode())
+        # The stream ended: the client was too slow, or the server is stopping.
+        await websocket.close(code=TOO_SLOW if client.dropped else GOING_AWAY)
+
+    async def receive() -> None:
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:  # what the client sends is ignored; this notices it leaving
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+
+    tasks = [asyncio.create_task(send()), asyncio.create_task(receive())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        realtime.hub.unsubscribe(client)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                await task
+        if websocket.client_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(RuntimeError):
+                await websocket.close(code=GOING_AWAY)
+
+
+_SSE_ERRORS = {
+    BAD_TOKEN: (401, "AuthenticationFailed"),
+    CHANNEL_NOT_ALLOWED: (403, "PermissionDenied"),
+    BAD_REQUEST: (400, "BadRequest"),
+}
+
+
+async def sse_stream(request: Request) -> Response:
+    """Server-Sent Events: each message is one `data:` line, its `id:` the tag.
+
+    A plain Starlette route (not an API operation): a stream has no envelope to document.
+    """
+    channels = str(request.path_params["channels"])
+    realtime = _realtime(request.app.state)
+    try:
+        access = await _access(
+            realtime.db,
+            request.headers,
+            request.query_params,
+            channels,
+            request.headers.get("last-event-id"),
+        )
+    except Refused as refused:
+        status, name = _SSE_ERRORS[refused.code]
+        body = {
+            "meta": {
+                "status": status,
+                "error": name,
+                "error_message": f"{refused.code}: {refused.reason}",
+                "code": refused.code,
+            },
+            "data": {},
+        }
+        return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    client = await _subscribe(realtime, access)
+    settings = realtime.settings
+
+    async def events() -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + settings.sse_lifetime_seconds
+        heartbeat = min(settings.realtime_heartbeat_seconds, settings.sse_lifetime_seconds)
+        try:
+            yield b"retry: 2000\n\n"
+            stream = realtime.hub.stream(client, heartbeat, replay=access.after is not None)
+            async for tag, message in stream:
+                if message:
+                    head = f"id: {tag}\n".encode() if tag else b""
+                    yield head + b"data: " + message + b"\n\n"
+                else:
+                    ping = client.ping()
+                    yield b": ping\n\n" + (b"data: " + ping + b"\n\n" if ping else b"")
+                if loop.time() >= ends:
+                    return  # EventSource reconnects with Last-Event-ID
+        finally:
+            realtime.hub.unsubscribe(client)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+_TYPING_PATH = re.compile(r"/ext/conversations/([^/]+)/typing/?")
+
+
+class TypingStream:
+    """Pure ASGI middleware: after a successful `POST /ext/conversations/{id}/typing`, the
+    draft goes to the conversation's typing channels.
+
+    The endpoint (`threadline.api.routes.ext.typing`) validates and answers; this only
+    observes a 200 and reads what the request's authentication and parameter parsing left
+    in the scope, so the typing endpoint stays the API's own.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = (
+            _TYPING_PATH.fullmatch(scope["path"])
+            if scope["type"] == "http" and scope.get("method") == "POST"
+            else None
+        )
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        status = 0
+
+        async def observe(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        await self.app(scope, receive, observe)
+        if status == 200:
+            try:
+                await _stream_typing(scope, match.group(1))
+            except Exception:  # the answer is sent; a lost typing notice is harmless
+                log.exception("typing: not streamed")
+
+
+async def _stream_typing(scope: Scope, conversation: str) -> None:
+    caller = scope.get(CALLER_SCOPE_KEY)
+    raw = scope.get(RAW_PARAMS_SCOPE_KEY)
+    if not isinstance(caller, Caller) or not isinstance(raw, RawParams):
+        return
+    realtime = _realtime(scope["app"].state)
+    cid = parse_id(conversation)
+    state = await service.get_conversation(caller.db, caller.app_id, cid)
+    from_user = raw.values.get("from_user")
+    if isinstance(from_user, str | int) and str(from_user).strip():
+        author: dict[str, object] = {"kind": "user", "id": state.user_id}
+    else:
+        from_admin = raw.values.get("from_admin")
+        who = await admin_author(caller, str(from_admin) if from_admin is not None else None)
+        author = {"kind": who.kind.value, "id": who.id}
+    body = raw.values.get("body")
+    realtime.typing(
+        app_id=caller.app_id,
+        conversation_id=cid,
+        user_id=state.user_id,
+        author=author,
+        body=body if isinstance(body, str) else "",
+    )
