@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, make_url
 from tests.conftest import _admin_execute, _worker, postgres_base_url
 from threadline.db.engine import create_engine
 from threadline.db.migrate import downgrade, upgrade
-from threadline.db.schema import metadata
+from threadline.db.schema import include_object, metadata
 
 EXPECTED_TABLES = {table.name for table in metadata.sorted_tables}
 
@@ -48,7 +48,11 @@ def _inspect(connection: Connection) -> tuple[set[str], list[Any]]:
     tables = set(inspect(connection).get_table_names())
     context = MigrationContext.configure(
         connection,
-        opts={"compare_type": True, "render_as_batch": connection.dialect.name == "sqlite"},
+        opts={
+            "compare_type": True,
+            "render_as_batch": connection.dialect.name == "sqlite",
+            "include_object": include_object,
+        },
     )
     return tables, compare_metadata(context, metadata)
 

@@ -86,6 +86,8 @@ def matrix(
         ("DELETE", "/ext/apps/$self_app/tokens", {"id": token_id}),
         ("GET", f"/ext/attachments/{attachment_id}", {}),
         ("GET", f"/ext/apps/{a}/events", {}),
+        ("GET", f"/ext/apps/{a}/inbox", {}),
+        ("GET", f"/ext/apps/{a}/search", {"q": "hello"}),
     ]
 
 

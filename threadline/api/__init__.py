@@ -9,7 +9,7 @@ from threadline.api.config import ApiSettings
 from threadline.api.envelope import install_error_handlers
 from threadline.api.errors import AuthenticationFailed, BadRequest, PermissionDenied
 from threadline.api.ratelimit import parse_limits
-from threadline.api.routes import apps, conversations, ext, users
+from threadline.api.routes import apps, conversations, ext, inbox, users
 from threadline.api.schemas import ErrorEnvelope
 from threadline.api.versioning import VersionPrefix
 
@@ -34,7 +34,7 @@ def register(app: FastAPI) -> None:
     parse_limits(settings.rate_limit)  # a bad THREADLINE_RATE_LIMIT fails at start, not later
     app.state.api_settings = settings
     install_error_handlers(app)
-    for module in (conversations, users, apps, ext, attachments):
+    for module in (conversations, users, apps, ext, inbox, attachments):
         app.include_router(module.router, responses=_ERRORS)  # type: ignore[arg-type]
     app.add_middleware(VersionPrefix)
     openapi.install(app)

@@ -30,6 +30,7 @@ from threadline.core.recompute import Drift, drifts, repaired
 from threadline.db.engine import Database
 from threadline.db.schema import admins, channels, senders, users
 from threadline.events import repository as event_log
+from threadline.inbox import maintain as inbox
 
 
 @dataclass(slots=True)
@@ -158,6 +159,7 @@ async def perform(
                 created.extend(change.parts)
             if state is not before:
                 await repo.save(state, before)
+                await inbox.maintain(conn, before, state)
                 await event_log.append(repo.driver, app_id, now, logged)
             elif key and await repo.find_part(conversation_id, *key):
                 raise _AlreadyDone
@@ -230,6 +232,7 @@ async def start_by_user(
             change = rules.apply(state, reply, now)
             await _store(repo, change, now)
             await repo.save(change.state)
+            await inbox.maintain(conn, None, change.state)
             await event_log.append(repo.driver, app_id, now, eventlog.derive(None, change))
     except _AlreadyDone:
         assert reply.random_id
@@ -299,6 +302,7 @@ async def start_by_message(
             part.conversation_id = change.state.id
         await _store(repo, change, now)
         await repo.save(change.state)
+        await inbox.maintain(conn, None, change.state)
         await event_log.append(repo.driver, app_id, now, eventlog.derive(None, change))
     db.events_committed(app_id)
     return StartedByMessage(Outcome(change.state, change.parts), message_id)
@@ -345,6 +349,7 @@ async def _repair(db: Database, conversation_id: int) -> None:
         assert locked is not None
         fixed = repaired(locked, await repo.parts(conversation_id))
         await repo.save(fixed)
+        await inbox.maintain(conn, locked, fixed)
         logged = eventlog.derive(locked, rules.Change(state=fixed))
         await event_log.append(repo.driver, state.app_id, utcnow(), logged)
     if logged:

@@ -15,9 +15,11 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
+    and_,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -253,4 +255,147 @@ events = Table(
     Column("data", Json, nullable=False),
     Index("ix_events_app_id", "app_id", "id"),
     sqlite_autoincrement=True,
+)
+
+
+# ---------------------------------------------------------------------------
+# The operators' inbox (threadline.inbox): views, their counts, search.
+
+# A conversation is in the inbox when it is replied and not removed. The view indexes are
+# partial on exactly this expression, and the inbox queries repeat it word for word (SQLite
+# uses a partial index only when the query's WHERE holds the index's terms).
+IN_INBOX = and_(conversations.c.replied.is_(True), conversations.c.removed.is_(None))
+_OPEN_SNOOZED = and_(
+    IN_INBOX, conversations.c.closed.is_(False), conversations.c.delayed_until.is_not(None)
+)
+
+
+def _inbox_index(name: str, *columns: str, where: object = IN_INBOX) -> Index:
+    return Index(
+        name,
+        *(conversations.c[c] for c in columns),
+        sqlite_where=where,
+        postgresql_where=where,
+    )
+
+
+# One index per leading filter, each sorted by (last_update, id) within a status and
+# carrying the other filter columns, so a view walks one index in order and tests the
+# remaining filters on index entries.
+_inbox_index(
+    "ix_inbox_status",
+    "app_id", "closed", "last_update", "id", "assignee_id", "channel_id", "important",
+    "delayed_until",
+)  # fmt: skip
+_inbox_index(
+    "ix_inbox_assignee",
+    "app_id", "assignee_id", "closed", "last_update", "id", "channel_id", "important",
+    "delayed_until",
+)  # fmt: skip
+_inbox_index(
+    "ix_inbox_channel",
+    "app_id", "channel_id", "closed", "last_update", "id", "assignee_id", "important",
+    "delayed_until",
+)  # fmt: skip
+# Snoozed conversations by the end of their snooze: "delayed now" is a range of it.
+_inbox_index(
+    "ix_inbox_snoozed",
+    "app_id", "delayed_until", "channel_id", "assignee_id", "important",
+    where=_OPEN_SNOOZED,
+)  # fmt: skip
+
+# One row per tag of a conversation, carrying a copy of the conversation's view columns
+# (written in the same transaction as the conversation), so that a tag view is one index
+# walk in `last_update` order and tags are never looked for inside the JSON column.
+conversation_tags = Table(
+    "conversation_tags",
+    metadata,
+    Column(
+        "conversation_id",
+        BigId,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("tag", String(255), primary_key=True),
+    _app_id(),
+    # The conversation is in the inbox: replied and not removed.
+    Column("inbox", Boolean, nullable=False),
+    Column("closed", Boolean, nullable=False),
+    Column("delayed_until", UTCDateTime, nullable=True),
+    Column("channel_id", BigInteger, nullable=True),
+    Column("assignee_id", BigInteger, nullable=True),
+    Column("important", Boolean, nullable=False),
+    Column("last_update", UTCDateTime, nullable=False),
+)
+TAG_IN_INBOX = conversation_tags.c.inbox.is_(True)
+_TAG_OPEN_SNOOZED = and_(
+    TAG_IN_INBOX,
+    conversation_tags.c.closed.is_(False),
+    conversation_tags.c.delayed_until.is_not(None),
+)
+Index(
+    "ix_conversation_tags_view",
+    *(
+        conversation_tags.c[c]
+        for c in (
+            "app_id", "tag", "closed", "last_update", "conversation_id", "assignee_id",
+            "channel_id", "important", "delayed_until",
+        )
+    ),
+    sqlite_where=TAG_IN_INBOX,
+    postgresql_where=TAG_IN_INBOX,
+)  # fmt: skip
+Index(
+    "ix_conversation_tags_snoozed",
+    *(
+        conversation_tags.c[c]
+        for c in ("app_id", "delayed_until", "tag", "channel_id", "assignee_id", "important")
+    ),
+    sqlite_where=_TAG_OPEN_SNOOZED,
+    postgresql_where=_TAG_OPEN_SNOOZED,
+)
+
+# Search indexes are created by hand per dialect (threadline/db/migrations, revision 0005):
+# PostgreSQL GIN indexes on part bodies, SQLite FTS5 tables (and their shadow tables).
+# Schema comparisons leave them out.
+SEARCH_OBJECTS = (
+    "ix_conversation_parts_words",
+    "ix_conversation_parts_trigram",
+    "parts_words",
+    "parts_trigram",
+)
+
+
+def include_object(
+    _obj: object, name: str | None, _type: str, reflected: bool, compare_to: object
+) -> bool:
+    """Alembic's filter: everything but the hand-written search objects."""
+    return not (reflected and compare_to is None and (name or "").startswith(SEARCH_OBJECTS))
+
+
+# Exact inbox counts, kept by the write that changes a conversation (threadline.inbox.counts).
+# `kind` 0: every inbox conversation once, by (closed, channel, assignee, important);
+# 1: per tag, by closed; 2: per tag, by (closed, channel, assignee, important).
+# A missing channel or assignee is 0. Each cell is split over `shard` rows (the
+# conversation id modulo a small number) so that concurrent writes of one app do not
+# queue on a single row; readers sum the shards.
+inbox_counts = Table(
+    "inbox_counts",
+    metadata,
+    Column(
+        "app_id",
+        BigId,
+        ForeignKey("apps.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("kind", SmallInteger, primary_key=True, autoincrement=False),
+    Column("tag", String(255), primary_key=True),
+    Column("closed", Boolean, primary_key=True),
+    Column("channel_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("assignee_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("important", Boolean, primary_key=True),
+    Column("shard", SmallInteger, primary_key=True, autoincrement=False),
+    Column("n", BigInteger, nullable=False),
 )
