@@ -9,18 +9,25 @@ drawn by weight.
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 import random
 import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import select
+
+from threadline import demo_bulk as bulk_path
 from threadline.apps import service as apps
 from threadline.apps.repository import AppRepository
 from threadline.conversations import service
 from threadline.core import events as ev
+from threadline.core import rules
 from threadline.core.enums import (
     AssistantType,
     AuthorKind,
@@ -31,8 +38,9 @@ from threadline.core.enums import (
     ReplyType,
     SentVia,
 )
-from threadline.core.model import Author
+from threadline.core.model import Author, ConversationState, Part
 from threadline.db.engine import Database
+from threadline.db.schema import channels as channels_t
 
 DEMO_OPERATOR_EMAIL = "operator@example.com"
 DEMO_OPERATOR_NAME = "Olivia Bennett"
@@ -702,13 +710,20 @@ async def fill(
     seed: int | None = None,
     now: datetime | None = None,
     on_progress: Callable[[], None] | None = None,
+    bulk: bool | None = None,
 ) -> DemoResult:
-    """Create a demo app in the (migrated) database and fill it with `conversations`."""
+    """Create a demo app in the (migrated) database and fill it with `conversations`.
+
+    `bulk`: compute the conversations in memory and load them by batch (see
+    `threadline.demo_bulk`); by default from `BULK_FROM` conversations on.
+    """
     if conversations < 0:
         raise ValueError("the number of conversations must not be negative")
     rng = random.Random(seed)
     password = password or secrets.token_urlsafe(9)
     present = now or datetime.now(UTC)
+    if bulk or (bulk is None and conversations >= bulk_path.BULK_FROM):
+        return await _fill_bulk(db, conversations, password, rng, present, on_progress)
     demo = _Demo(db, rng, present)
     token = await demo.create_people(max(8, conversations * 2 // 3), password)
     result = DemoResult(demo.app_id, token, DEMO_OPERATOR_EMAIL, password)
@@ -729,4 +744,300 @@ async def fill(
         result.scenarios[scenario_name(scenario)] += 1
         if on_progress is not None:
             on_progress()
+    return result
+
+
+# ---------------------------------------------------------------------------
+# The bulk path: the same scenarios, computed in memory and loaded by batch
+# (see threadline.demo_bulk). Batches are independent: each has its own random source
+# (from the seed and its number) and its own blocks of ids, so worker processes compute
+# and load them in parallel.
+
+
+class _BulkDemo(_Demo):
+    """The demo app at scale: more operators, channels and tags."""
+
+    def __init__(self, db: Database, rng: random.Random, present: datetime) -> None:
+        super().__init__(db, rng, present)
+        self.default_channel = 0
+        self.extra_channels: list[int] = []
+        self.vocabulary = bulk_path.vocabulary()
+        self.batch = bulk_path.Batch(postgres=not db.is_sqlite if db is not None else True)
+        self.conversation_ids = bulk_path.IdBlock(0)
+        self.part_ids = bulk_path.IdBlock(0)
+        self.message_ids = bulk_path.IdBlock(0)
+
+    async def create_people(self, users: int, password: str) -> str:
+        created = await apps.create_app(self.db, "Acme Demo")
+        self.app_id, self.sender_id = created.app_id, created.default_sender_id
+        self.default_channel = created.default_channel_id
+        self.channels = {
+            name: await apps.create_channel(self.db, self.app_id, name) for name in CHANNELS
+        }
+        self.admins.append(
+            await apps.create_admin(
+                self.db, self.app_id, DEMO_OPERATOR_NAME, email=DEMO_OPERATOR_EMAIL,
+                password=password,
+            )
+        )  # fmt: skip
+        for name, email in OPERATORS:
+            self.admins.append(await apps.create_admin(self.db, self.app_id, name, email=email))
+        more_admins, extra = await bulk_path.create_organisation(self.db, self.app_id)
+        self.admins.extend(more_admins)
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(channels_t.c.id).where(
+                    channels_t.c.app_id == self.app_id, channels_t.c.name.in_(extra)
+                )
+            )
+            self.extra_channels = sorted(int(r.id) for r in rows)
+        people: list[_Person] = []
+
+        def make(index: int) -> tuple[str, dict[str, Any], datetime]:
+            first = self.rng.choice(FIRST_NAMES)
+            last = self.rng.choice(LAST_NAMES)
+            email = f"{first}.{last}{self.rng.randint(1, 99)}@{self.rng.choice(MAIL_DOMAINS)}"
+            email = email.lower().replace("ü", "u").replace("á", "a")
+            phone = f"+1 555 {self.rng.randint(100, 999)} {self.rng.randint(1000, 9999)}"
+            people.append(_Person(0, first, email, phone))
+            props = {
+                "$name": f"{first} {last}", "$email": email, "$phone": phone,
+                "$city": self.rng.choice(CITIES), "plan": self.rng.choice(PLANS),
+            }  # fmt: skip
+            signed_up = self.present - HISTORY - timedelta(days=self.rng.randint(1, 365))
+            return f"demo-{index + 1}", props, signed_up
+
+        ids = await bulk_path.load_people(self.db, self.app_id, users, make)
+        for person, ident in zip(people, ids, strict=True):
+            person.id = ident
+        self.users = people
+        return created.token
+
+    def channel_for(self, topic: Topic) -> int:
+        """Mostly the topic's channel; now and then one of the other teams'."""
+        if self.extra_channels and self.rng.random() < 0.35:
+            index = min(int(self.rng.expovariate(0.35)), len(self.extra_channels) - 1)
+            return self.extra_channels[index]
+        return self.channels[topic.channel]
+
+    def extra_tag(self) -> str:
+        tags = bulk_path.EXTRA_TAGS
+        return tags[min(int(self.rng.expovariate(0.15)), len(tags) - 1)]
+
+
+# The longest back-and-forth added to a bulk demo conversation (parts).
+LONGEST_TAIL = 60
+
+
+class _BulkThread(_Thread):
+    """One scenario's conversation, computed with the pure rules instead of stored."""
+
+    demo: _BulkDemo
+
+    def __init__(self, demo: _BulkDemo, start: datetime) -> None:
+        super().__init__(demo, start)
+        self.state: ConversationState | None = None
+        self.parts: list[Part] = []
+
+    def text(self, template: str) -> str:
+        line = super().text(template)
+        if self.demo.rng.random() < 0.5:
+            line = f"{line} {self.demo.vocabulary.sentence(self.demo.rng)}"
+        return line
+
+    def _apply(self, state: ConversationState, *events: ev.Event) -> None:
+        self.state = bulk_path.apply_events(state, self.parts, events, self.now, self.demo.part_ids)
+        self.id = self.state.id
+
+    def _new(self, channel_id: int) -> ConversationState:
+        d = self.demo
+        return rules.new_conversation(
+            conversation_id=d.conversation_ids.take(), app_id=d.app_id, user_id=self.user.id,
+            now=self.now, channel_id=channel_id,
+        )  # fmt: skip
+
+    async def user_starts(
+        self,
+        *,
+        in_topic_channel: bool = True,
+        external_service: str | None = None,
+        external_id: str | None = None,
+    ) -> None:
+        d = self.demo
+        state = self._new(d.channel_for(self.topic) if in_topic_channel else d.default_channel)
+        state.external_service = external_service
+        state.external_id = external_id
+        self._apply(state, ev.UserReply(body=self.text(self.topic.lines[0])))
+
+    async def by_message(self, starter: Starter, sender: Author) -> None:
+        d = self.demo
+        message_id = d.message_ids.take()
+        body = self.text(starter.body)
+        d.batch.messages.append(
+            (
+                message_id, d.app_id, starter.type.value, starter.reply_type.value,
+                starter.recipient_type.value,
+                sender.id if sender.kind is AuthorKind.SENDER else None,
+                sender.id if sender.kind is AuthorKind.ADMIN else None, body, self.now,
+            )
+        )  # fmt: skip
+        start = ev.StartByMessage(
+            message_id=message_id, type=starter.type, reply_type=starter.reply_type,
+            sender=sender, body=body, body_json=None, recipient_type=starter.recipient_type,
+            status=MessageStatus.CREATED, sended_time=None, sent_via=starter.sent_via,
+        )  # fmt: skip
+        self._apply(self._new(d.default_channel), start)
+        # Delivery statuses leave no part: only the last one shows, so only it is applied.
+        path = bulk_path.status_path(d.rng, starter.statuses)
+        await self.do(ev.UpdateStatus(path[-1]), gap=(0, len(path)))
+
+    async def do(self, *events: ev.Event, gap: tuple[int, int] = (1, 20)) -> None:
+        assert self.state is not None
+        rng = self.demo.rng
+        step = timedelta(minutes=rng.randint(*gap), seconds=rng.random())
+        self.now = min(self.now + step, self.demo.latest)
+        self._apply(self.state, *events)
+
+    async def dialogue(self, lines: int) -> None:
+        await super().dialogue(lines)
+        rng = self.demo.rng
+        if rng.random() < 0.06:
+            # Now and then a long back-and-forth: conversation lengths are skewed.
+            for index in range(min(LONGEST_TAIL, int(rng.paretovariate(1.5) * 3))):
+                body = self.demo.vocabulary.sentence(rng)
+                if index % 2 == 0:
+                    await self.do(ev.UserReply(body=body), gap=(0, 10))
+                else:
+                    await self.do(ev.AdminReply(author=self.operator, body=body), gap=(0, 10))
+
+    async def finish(self) -> None:
+        """More tags on some conversations, from a longer list."""
+        if self.state is None or self.state.removed is not None:
+            return
+        if self.demo.rng.random() < 0.3:
+            await self.do(ev.AddTag(self.demo.extra_tag(), by=self.operator, strict=False))
+
+
+@dataclass(slots=True)
+class _BulkPlan:
+    """What every batch needs to know; sent once to each worker process."""
+
+    seed: int
+    present: datetime
+    conversations: int
+    app_id: int
+    sender_id: int
+    default_channel: int
+    channels: dict[str, int]
+    extra_channels: list[int]
+    admins: list[int]
+    users: list[_Person]
+    blocks: bulk_path.Blocks
+    postgres: bool
+    url: str
+
+
+async def _compute_batch(plan: _BulkPlan, number: int) -> bulk_path.Batch:
+    """Batch `number`: its conversations, computed in memory."""
+    rng = random.Random(plan.seed * 1_000_003 + number)
+    demo = _BulkDemo(cast(Database, None), rng, plan.present)
+    demo.app_id, demo.sender_id = plan.app_id, plan.sender_id
+    demo.default_channel, demo.channels = plan.default_channel, plan.channels
+    demo.extra_channels, demo.admins, demo.users = plan.extra_channels, plan.admins, plan.users
+    demo.conversation_ids = bulk_path.IdBlock(plan.blocks.conversations(number))
+    demo.part_ids = bulk_path.IdBlock(plan.blocks.parts(number))
+    demo.message_ids = bulk_path.IdBlock(plan.blocks.messages(number))
+    batch = demo.batch = bulk_path.Batch(plan.postgres)
+    scenarios = [s for s, _ in SCENARIOS]
+    weights = [w for _, w in SCENARIOS]
+    first = plan.present - HISTORY
+    step = (HISTORY - HISTORY_END) / max(plan.conversations, 1)
+    begin = number * plan.blocks.size
+    for index in range(begin, min(plan.conversations, begin + plan.blocks.size)):
+        # Every scenario once first, so that a small demo still shows every state.
+        scenario = (
+            scenarios[index] if index < len(scenarios) else rng.choices(scenarios, weights)[0]
+        )
+        thread = _BulkThread(demo, first + step * index + step * rng.random() * 0.5)
+        await scenario(thread)
+        await thread.finish()
+        assert thread.state is not None
+        batch.add(thread.state, thread.parts)
+        batch.scenarios[scenario_name(scenario)] += 1
+    bulk_path.check_block(plan.blocks, number, demo.part_ids.next, demo.message_ids.next)
+    return batch
+
+
+_worker_plan: _BulkPlan | None = None
+
+
+def _worker_start(plan: _BulkPlan) -> None:
+    global _worker_plan
+    _worker_plan = plan
+
+
+def _worker_batch(number: int) -> bulk_path.BatchSummary:
+    """In a worker process: compute batch `number` and load it into PostgreSQL."""
+    plan = _worker_plan
+    assert plan is not None
+
+    async def work() -> bulk_path.BatchSummary:
+        batch = await _compute_batch(plan, number)
+        await bulk_path.copy_batch(plan.url, batch)
+        return batch.summary()
+
+    return asyncio.run(work())
+
+
+async def _fill_bulk(
+    db: Database,
+    conversations: int,
+    password: str,
+    rng: random.Random,
+    present: datetime,
+    on_progress: Callable[[], None] | None,
+) -> DemoResult:
+    demo = _BulkDemo(db, rng, present)
+    token = await demo.create_people(max(8, conversations * 2 // 3), password)
+    result = DemoResult(demo.app_id, token, DEMO_OPERATOR_EMAIL, password)
+    batches = -(-conversations // bulk_path.BATCH)  # rounded up
+    plan = _BulkPlan(
+        seed=rng.randrange(2**31), present=present, conversations=conversations,
+        app_id=demo.app_id, sender_id=demo.sender_id, default_channel=demo.default_channel,
+        channels=demo.channels, extra_channels=demo.extra_channels, admins=demo.admins,
+        users=demo.users, blocks=await bulk_path.take_blocks(db, batches, bulk_path.BATCH),
+        postgres=not db.is_sqlite, url=db.url,
+    )  # fmt: skip
+    summaries: list[bulk_path.BatchSummary] = []
+
+    def done(summary: bulk_path.BatchSummary) -> None:
+        summaries.append(summary)
+        result.conversations += summary.conversations
+        result.scenarios.update(summary.scenarios)
+        for _ in range(summary.conversations if on_progress is not None else 0):
+            assert on_progress is not None
+            on_progress()
+
+    aside = await bulk_path.set_aside(db)
+    try:
+        workers = bulk_path.workers_for(db, conversations)
+        if workers <= 1:
+            for number in range(batches):
+                batch = await _compute_batch(plan, number)
+                async with db.write() as conn:
+                    await batch.store(conn)
+                done(batch.summary())
+        else:
+            with ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_start, initargs=(plan,),
+            ) as pool:  # fmt: skip
+                loop = asyncio.get_running_loop()
+                pending = [loop.run_in_executor(pool, _worker_batch, n) for n in range(batches)]
+                for finished in asyncio.as_completed(pending):
+                    done(await finished)
+        await bulk_path.finish(db, plan.app_id, plan.blocks, summaries)
+    finally:
+        await bulk_path.restore(db, aside)
+    await bulk_path.analyze(db)
     return result
