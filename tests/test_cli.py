@@ -296,11 +296,11 @@ def test_installed_command_runs(tmp_path: Path) -> None:
     """The `threadline` entry point itself, as a newcomer's shell would run it."""
     command = Path(sys.executable).parent / "threadline"
     url = f"sqlite:///{tmp_path / 'cmd.db'}"
-    init = subprocess.run(  # noqa: S603  (our own entry point, fixed arguments)
+    init = subprocess.run(
         [str(command), "init", "--database-url", url], capture_output=True, text=True, check=False
     )
     assert init.returncode == 0, init.stderr
-    created = subprocess.run(  # noqa: S603
+    created = subprocess.run(
         [str(command), "app", "create", "Acme", "--database-url", url],
         capture_output=True,
         text=True,
@@ -308,7 +308,7 @@ def test_installed_command_runs(tmp_path: Path) -> None:
     )
     assert created.returncode == 0, created.stderr
     assert json.loads(created.stdout)["app"] == 1
-    failed = subprocess.run(  # noqa: S603
+    failed = subprocess.run(
         [str(command), "check", "--database-url", UNREACHABLE_POSTGRES],
         capture_output=True,
         text=True,

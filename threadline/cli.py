@@ -277,6 +277,20 @@ def serve(
     )
 
 
+@cli.command()
+def worker(database_url: DatabaseUrl = None) -> None:
+    """Deliver webhooks, apart from the servers (run those with THREADLINE_WEBHOOK_WORKER=off).
+
+    Runs until interrupted. On PostgreSQL any number may run: one delivers at a time.
+    """
+    from threadline.webhooks.worker import run_worker
+
+    settings = _settings(database_url)
+    out.print(f"Webhook worker on {_safe_url(settings.database_url)}")
+    with reported(settings.database_url):
+        asyncio.run(run_worker(settings.database_url, settings.redis_url))
+
+
 def _show(drift: Drift) -> str:
     return (
         f"conversation {drift.conversation_id}: {drift.field} "
@@ -322,3 +336,7 @@ def check(
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -88,6 +88,11 @@ def matrix(
         ("GET", f"/ext/apps/{a}/events", {}),
         ("GET", f"/ext/apps/{a}/inbox", {}),
         ("GET", f"/ext/apps/{a}/search", {"q": "hello"}),
+        ("GET", f"/ext/apps/{a}/webhooks", {}),
+        ("POST", f"/ext/apps/{a}/webhooks", {"url": "https://receiver.example/x"}),
+        ("DELETE", f"/ext/apps/{a}/webhooks", {"webhook": 1}),
+        ("GET", f"/ext/apps/{a}/webhooks/deliveries", {"webhook": 1}),
+        ("POST", f"/ext/apps/{a}/webhooks/replay", {"delivery": 1}),
     ]
 
 

@@ -94,8 +94,14 @@ async def test_pages_in_order_with_a_cursor(
 async def test_ids_as_strings(api: httpx.AsyncClient, app_db: Database, world: World) -> None:
     cid = await started(app_db, world)
     await service.perform(app_db, world.app_id, cid, ev.Assign(world.admin_id, admin(world)))
+    await service.perform(
+        app_db, world.app_id, cid, ev.ChangeChannel(world.channel_id, admin(world))
+    )
     r = await api.get(EVENTS, params={"id_as_string": "true"})
     events = ok(r)
+    moved = events.pop()
+    assert moved["part"]["body_json"] == {"channel": str(world.channel_id)}
+    assert moved["changes"]["channel"] == str(world.channel_id)
     assert isinstance(r.json()["meta"]["next_after"], str)
     assert all(isinstance(e["id"], str) and e["conversation"] == str(cid) for e in events)
     assert events[0]["changes"]["channel"] == str(world.default_channel_id)

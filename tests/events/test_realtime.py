@@ -293,7 +293,9 @@ async def test_ids_as_strings_in_messages(live: Live) -> None:
     w = live.world
     async with connect(live.ws_url(f"conversation.{w.app_id}", id_as_string="true")) as ws:
         cid = await start(live)
-        got = await receive_many(ws, 2)
+        await service.perform(live.db, w.app_id, cid, ev.ChangeChannel(w.channel_id, admin(w)))
+        got = await receive_many(ws, 3)
+    assert got[2]["message"]["part"]["body_json"] == {"channel": str(w.channel_id)}
     assert got[0]["id"] == got[0]["tag"]
     assert got[0]["message"]["conversation"] == str(cid)
     assert got[0]["message"]["changes"]["channel"] == str(w.default_channel_id)

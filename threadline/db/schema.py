@@ -399,3 +399,65 @@ inbox_counts = Table(
     Column("shard", SmallInteger, primary_key=True, autoincrement=False),
     Column("n", BigInteger, nullable=False),
 )
+
+# Webhooks: endpoints per app, and one delivery row per (event, endpoint). The event log is
+# the transactional outbox: the worker turns log events into deliveries and moves its
+# cursor (`webhook_state`) in one transaction, so each event is delivered at least once.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    _id(),
+    _app_id(),
+    Column("url", String(2048), nullable=False),
+    # Log event types it receives; empty: every type.
+    Column("events", Json, nullable=False),
+    # `json` (the event as the events API shows it) or `vendor` (the vendor's chat webhook).
+    Column("format", String(16), nullable=False),
+    # The HMAC-SHA256 key, `whsec_<base64>` (the standard-webhooks form); shown once.
+    Column("secret", String(128), nullable=False),
+    # Sent as the `token` field of vendor-format deliveries.
+    Column("token", String(64), nullable=False),
+    # Only events after this log position are delivered (the head when it was created).
+    Column("start_after", BigInteger, nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+    Column("removed", UTCDateTime, nullable=True),
+    Index("ix_webhook_endpoints_app", "app_id", "id"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    _id(),
+    _app_id(),
+    Column(
+        "endpoint_id",
+        BigId,
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("event_id", BigInteger, nullable=False),
+    Column("conversation_id", BigInteger, nullable=False),
+    # `pending`, `delivered` or `dead` (every attempt failed; can be replayed).
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_attempt_at", UTCDateTime, nullable=True),
+    # The receiver's HTTP status of the last attempt (null: no answer), and what went wrong.
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", String(500), nullable=True),
+    Column("latency_ms", Integer, nullable=True),
+    Column("created", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    Index("uq_webhook_deliveries_endpoint_event", "endpoint_id", "event_id", unique=True),
+    # The oldest pending delivery per (endpoint, conversation) is the next one to send.
+    Index("ix_webhook_deliveries_order", "endpoint_id", "conversation_id", "status", "id"),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+)
+
+# The worker's cursor in the event log (one row, key `deliveries`).
+webhook_state = Table(
+    "webhook_state",
+    metadata,
+    Column("key", String(32), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)

@@ -265,7 +265,8 @@ class PostgresBus(_RemoteBus):
             subscribed()
             while not lost.is_set():
                 try:
-                    await asyncio.wait_for(lost.wait(), 10)
+                    async with asyncio.timeout(10):
+                        await lost.wait()
                 except TimeoutError:
                     await conn.execute("SELECT 1")  # notices a dead connection
             raise ConnectionError("LISTEN connection closed")

@@ -225,8 +225,10 @@ class Hub:
         failing = False
         while True:
             timeout = retry or (self.poll_interval if self.clients else None)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 async with self._lock:
@@ -319,7 +321,8 @@ class Hub:
             if client.closed and client.queue.empty():
                 return
             try:
-                item: Item | None = await asyncio.wait_for(client.queue.get(), heartbeat)
+                async with asyncio.timeout(heartbeat):
+                    item: Item | None = await client.queue.get()
             except TimeoutError:
                 yield None, b""
                 continue

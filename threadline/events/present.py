@@ -46,7 +46,11 @@ def string_ids(changes: dict[str, Any]) -> dict[str, Any]:
 
 
 async def render(
-    conn: AsyncConnection, events: Sequence[StoredEvent], base_url: str
+    conn: AsyncConnection,
+    events: Sequence[StoredEvent],
+    base_url: str,
+    *,
+    ids_as_strings: bool = False,
 ) -> list[dict[str, Any]]:
     """The operators' view of `events` (of any apps), parts loaded in one query per app."""
     wanted: dict[int, tuple[set[int], set[int]]] = defaultdict(lambda: (set(), set()))
@@ -59,7 +63,7 @@ async def render(
     rendered: dict[int, dict[str, Any]] = {}
     for app_id, (conversations, parts) in wanted.items():
         found = await conv_q.parts_by_id(conn, sorted(conversations), sorted(parts))
-        presenter = Presenter(conn, app_id, base_url)
+        presenter = Presenter(conn, app_id, base_url, ids_as_strings=ids_as_strings)
         for out in await presenter.parts(list(found.values())):
             rendered[out["id"]] = out
     return [event_out(e, rendered) for e in events]
@@ -95,7 +99,20 @@ def user_projection(out: dict[str, Any]) -> dict[str, Any] | None:
     return {**out, "changes": view.get("changes", {})}
 
 
+def _string_part_ids(part: dict[str, Any]) -> dict[str, Any]:
+    """Ids inside a part's `body_json` (a channel change's channel), as strings."""
+    body_json = part.get("body_json")
+    if part.get("type") == "channel_changed" and isinstance(body_json, dict):
+        channel = body_json.get("channel")
+        if isinstance(channel, int) and not isinstance(channel, bool):
+            return {**part, "body_json": {**body_json, "channel": str(channel)}}
+    return part
+
+
 def dump(out: dict[str, Any], id_as_string: bool) -> bytes:
+    """JSON of an event rendered for the operators (ids as numbers), with `id_as_string`."""
     if id_as_string:
         out = {**out, "changes": string_ids(out["changes"])}
+        if out.get("part"):
+            out["part"] = _string_part_ids(out["part"])
     return EVENT_ADAPTER.dump_json(out, context={"id_as_string": id_as_string})  # type: ignore[arg-type]

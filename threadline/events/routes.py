@@ -82,7 +82,9 @@ async def list_events(
     app_id = caller.app(app)
     async with caller.db.read() as conn:
         batch = await log.read_after(conn, p.after, p.count, app_id)
-        data = await render(conn, batch.events, base_url(request))
+        data = await render(
+            conn, batch.events, base_url(request), ids_as_strings=caller.id_as_string
+        )
     if caller.id_as_string:
         data = [{**e, "changes": string_ids(e["changes"])} for e in data]
         next_after: int | str = str(batch.position)

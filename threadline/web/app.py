@@ -14,6 +14,8 @@ from threadline.db.engine import Database
 from threadline.events import routes as events
 from threadline.events.realtime import start_realtime
 from threadline.settings import Settings, get_settings
+from threadline.webhooks import routes as webhooks
+from threadline.webhooks.worker import start_worker
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -26,9 +28,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.realtime = await start_realtime(
                 app.state.db, settings.database_url, settings.redis_url
             )
+            app.state.webhooks = await start_worker(app.state.db, app.state.realtime)
             try:
                 yield
             finally:
+                if app.state.webhooks is not None:
+                    await app.state.webhooks.stop()
                 await app.state.realtime.stop()
         finally:
             await app.state.db.dispose()
@@ -57,4 +62,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     events.register_first(app)
     api.register(app)
     events.register(app)
+    webhooks.register(app)
     return app

@@ -1,0 +1,1 @@
+"""Webhooks: endpoints per app, signed deliveries of the event log, retries, dead letters."""

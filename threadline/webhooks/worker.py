@@ -1,0 +1,392 @@
+"""The webhook worker: turns log events into deliveries, and sends them.
+
+Ingesting: the worker reads the final events after its cursor (see events/repository.py
+for why no event is skipped) and, in one transaction, inserts a delivery per interested
+endpoint and moves the cursor: an event is queued for delivery exactly once (the unique
+(endpoint, event) index makes a repeat harmless) and only if its change committed.
+
+Sending: the due deliveries that are the oldest pending of their (endpoint, conversation)
+are sent concurrently, so a conversation's deliveries reach an endpoint in order while
+other conversations proceed. Anything but a 2xx is retried with capped exponential
+backoff (a `Retry-After` is honoured); after the last attempt a delivery is `dead` (and
+no longer holds back its conversation's later ones) until replayed through the API.
+
+One worker sends at a time: on PostgreSQL it holds a session advisory lock, and a worker
+that cannot take it stands by. It runs inside each server process by default; with
+`THREADLINE_WEBHOOK_WORKER=off` the servers leave it to `threadline worker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+import httpx
+import orjson
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import text
+
+from threadline import __version__
+from threadline.api.present import Presenter
+from threadline.conversations.repository import ConversationRepository
+from threadline.core.eventlog import unix_seconds
+from threadline.db.engine import Database
+from threadline.events import repository as log_store
+from threadline.events.present import EVENT_ADAPTER, render
+from threadline.webhooks import repository as repo
+from threadline.webhooks import signing
+
+log = logging.getLogger("threadline.webhooks")
+
+USER_AGENT = f"Threadline-Webhooks/{__version__}"
+# Log events turned into deliveries per transaction.
+INGEST_BATCH = 500
+# After a wake-up, wait this long so that a burst of commits makes one round.
+SETTLE_SECONDS = 0.05
+# The worker's PostgreSQL advisory lock, in the two-integer key space (the one-bigint
+# space belongs to conversation ids): "TLWH", 1.
+_LOCK_PARAMS = {"a": 0x544C5748, "b": 1}
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(:a, :b)")
+_UNLOCK = text("SELECT pg_advisory_unlock(:a, :b)")
+
+
+class WebhookSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="THREADLINE_", extra="ignore")
+
+    # `inline`: each server process runs a worker (one sends at a time); `off`: only
+    # `threadline worker` does.
+    webhook_worker: Literal["inline", "off"] = "inline"
+    # Attempts before a delivery is dead: with the defaults, retries span about a day.
+    webhook_max_attempts: int = 12
+    # Backoff: first retry after this, doubling, never more than the cap (plus 10% jitter).
+    webhook_backoff_seconds: float = 30.0
+    webhook_backoff_cap_seconds: float = 4 * 3600.0
+    # A receiver that has not answered in this time has failed the attempt.
+    webhook_timeout_seconds: float = 10.0
+    # Deliveries in flight at once (each to a different endpoint and conversation).
+    webhook_concurrency: int = 8
+    # Without a wake-up, the log and the due deliveries are looked at this often.
+    webhook_poll_seconds: float = 1.0
+
+
+def backoff(attempts: int, settings: WebhookSettings, retry_after: float | None) -> float:
+    """Seconds before the next attempt, after `attempts` failed ones."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), settings.webhook_backoff_cap_seconds)
+    delay: float = settings.webhook_backoff_seconds * 2.0 ** max(attempts - 1, 0)
+    delay = min(delay, settings.webhook_backoff_cap_seconds)
+    jitter: float = random.uniform(1.0, 1.1)  # spreads the retries of many deliveries
+    return delay * jitter
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """`Retry-After`: delay-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - now).total_seconds(), 0.0)
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        settings: WebhookSettings | None = None,
+        *,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings or WebhookSettings()
+        self._client = client
+        self._own_client = client is None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._lock_conn: Any = None
+        self.leader = False
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self.settings.webhook_timeout_seconds,
+                headers={"User-Agent": USER_AGENT},
+                follow_redirects=False,
+            )
+        self.db.commit_listeners.append(self._committed)
+        self._task = asyncio.create_task(self._run(), name="webhook-worker")
+
+    def _committed(self, _app_id: int) -> None:
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._committed in self.db.commit_listeners:
+            self.db.commit_listeners.remove(self._committed)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._release()
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+
+    async def _run(self) -> None:
+        failing = False
+        while True:
+            delay = self.settings.webhook_poll_seconds
+            try:
+                if await self._lead():
+                    await self.ingest()
+                    await self.send_due()
+                    delay = await self._until_next(delay)
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is away: try again later
+                if not failing:
+                    log.warning("webhook worker: round failed (%s)", exc, exc_info=True)
+                failing = True
+                await self._release()
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+                # Let a burst of commits settle into one round.
+                await asyncio.sleep(SETTLE_SECONDS)
+            self._wake.clear()
+
+    async def _until_next(self, ceiling: float) -> float:
+        async with self.db.read() as conn:
+            when = await repo.next_due(conn)
+        if when is None:
+            return ceiling
+        return min(max((when - datetime.now(UTC)).total_seconds(), 0.0), ceiling)
+
+    async def _lead(self) -> bool:
+        """Whether this worker may send: always on SQLite; with the advisory lock on PG."""
+        if self.db.is_sqlite:
+            self.leader = True
+            return True
+        if self._lock_conn is not None:
+            try:  # still holding it? (a lost session loses its lock)
+                await self._lock_conn.execute(text("SELECT 1"))
+                await self._lock_conn.commit()
+            except Exception:
+                await self._release()
+        if self._lock_conn is None:
+            conn = await self.db.write_engine.connect()
+            try:
+                got = (await conn.execute(_TRY_LOCK, _LOCK_PARAMS)).scalar_one()
+                await conn.commit()
+            except BaseException:
+                await conn.close()
+                raise
+            if not got:
+                await conn.close()
+                self.leader = False
+                return False
+            self._lock_conn = conn
+        self.leader = True
+        return True
+
+    async def _release(self) -> None:
+        conn, self._lock_conn = self._lock_conn, None
+        self.leader = False
+        if conn is None:
+            return
+        try:
+            # A pooled connection outlives close(): unlock explicitly.
+            await conn.execute(_UNLOCK, _LOCK_PARAMS)
+            await conn.commit()
+            await conn.close()
+        except Exception:
+            with contextlib.suppress(Exception):
+                await conn.invalidate()  # ends the session, and the lock with it
+
+    # -- the outbox ---------------------------------------------------------------------
+
+    async def ingest(self) -> int:
+        """Queue a delivery per interested endpoint for every final event after the cursor;
+        returns how many were queued. Without any endpoint it reads nothing and writes
+        nothing (a deployment without webhooks pays one small query per round)."""
+        queued = 0
+        while True:
+            async with self.db.read() as conn:
+                endpoints = await repo.endpoints(conn)
+                if not endpoints:
+                    return queued
+                old = await repo.cursor(conn)
+                # Nothing before the oldest endpoint's start can go anywhere: skip it.
+                start = max(old or 0, min(ep.start_after for ep in endpoints))
+                batch = await log_store.read_after(conn, start, INGEST_BATCH)
+            rows = [(ep, e) for e in batch.events for ep in endpoints if ep.wants(e)]
+            if rows or batch.position != old:
+                async with self.db.write() as conn:
+                    if not await repo.move_cursor(conn, old, batch.position):
+                        raise RuntimeError("another worker moved the webhook cursor")
+                    await repo.add_deliveries(conn, rows, datetime.now(UTC))
+            queued += len(rows)
+            if batch.complete:
+                return queued
+
+    # -- sending --------------------------------------------------------------------------
+
+    async def send_due(self) -> int:
+        """Attempt every due delivery (at most one per endpoint and conversation at a time);
+        returns how many attempts were made."""
+        attempts = 0
+        while True:
+            now = datetime.now(UTC)
+            async with self.db.read() as conn:
+                batch = await repo.due(conn, now, self.settings.webhook_concurrency)
+            if not batch:
+                return attempts
+            await asyncio.gather(*(self._attempt(d) for d in batch))
+            attempts += len(batch)
+
+    async def _attempt(self, delivery: repo.Delivery) -> None:
+        try:
+            request = await self._request(delivery)
+        except Exception:
+            log.exception("webhook delivery %s: could not be built", delivery.id)
+            request = None
+        now = datetime.now(UTC)
+        if request is None:
+            async with self.db.write() as conn:
+                await repo.drop_pending_of_removed(conn, delivery)
+            return
+        url, body, headers = request
+        assert self._client is not None
+        started = time.perf_counter()
+        status: int | None = None
+        error: str | None = None
+        retry_after: float | None = None
+        try:
+            response = await self._client.post(url, content=body, headers=headers)
+            status = response.status_code
+            if not 200 <= status < 300:
+                error = f"HTTP {status}"
+                retry_after = retry_after_seconds(response.headers.get("retry-after"), now)
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
+        latency = int((time.perf_counter() - started) * 1000)
+        now = datetime.now(UTC)
+        if error is None:
+            outcome, next_at = repo.DELIVERED, now
+        elif delivery.attempts + 1 >= self.settings.webhook_max_attempts:
+            outcome, next_at = repo.DEAD, now
+        else:
+            wait = backoff(delivery.attempts + 1, self.settings, retry_after)
+            outcome, next_at = repo.PENDING, now + timedelta(seconds=wait)
+        async with self.db.write() as conn:
+            await repo.record_attempt(
+                conn,
+                delivery,
+                status=outcome,
+                now=now,
+                next_attempt_at=next_at,
+                http_status=status,
+                error=error,
+                latency_ms=latency,
+            )
+
+    async def _request(self, d: repo.Delivery) -> tuple[str, bytes, dict[str, str]] | None:
+        """URL, body and headers of a delivery; None when its endpoint was removed."""
+        async with self.db.read() as conn:
+            found = await repo.endpoints_by_id(conn, [d.endpoint_id])
+            endpoint = found.get(d.endpoint_id)
+            rows = await log_store.read_ids(conn, [d.event_id])
+            if endpoint is None or not rows:
+                return None
+            (event,) = await render(conn, rows, "")
+            if endpoint.format == "vendor":
+                body = await _vendor_body(conn, endpoint, event)
+                content_type = "application/x-www-form-urlencoded"
+            else:
+                body = EVENT_ADAPTER.dump_json(event)  # type: ignore[arg-type]
+                content_type = "application/json"
+        headers = {"Content-Type": content_type, "User-Agent": USER_AGENT}
+        headers |= signing.headers(
+            endpoint.secret, f"msg_{d.id}", int(datetime.now(UTC).timestamp()), body
+        )
+        return endpoint.url, body, headers
+
+
+async def _vendor_body(conn: Any, endpoint: repo.Endpoint, event: dict[str, Any]) -> bytes:
+    """The vendor's chat webhook: `type=conversation`, `token`, and `conversation`, the part
+    as JSON with the conversation's fields added as `conversation_<field>`."""
+    state = await ConversationRepository(conn).get(endpoint.app_id, event["conversation"])
+    part = dict(event.get("part") or {})
+    if state is not None:
+        presenter = Presenter(conn, endpoint.app_id, "")
+        (conversation,) = await presenter.conversations([state], user=False, embeds=False)
+        for key, value in conversation.items():
+            part[f"conversation_{key}"] = value
+    conversation_json = orjson.dumps(part, default=_json_default).decode()
+    return urlencode(
+        {"type": "conversation", "token": endpoint.token, "conversation": conversation_json}
+    ).encode()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return unix_seconds(value)
+    raise TypeError(type(value).__name__)
+
+
+async def start_worker(db: Database, realtime: Any = None) -> Worker | None:
+    """The in-process worker of a server (None with `THREADLINE_WEBHOOK_WORKER=off`).
+
+    `realtime`, when given, also wakes the worker on other processes' commits.
+    """
+    settings = WebhookSettings()
+    if settings.webhook_worker == "off":
+        return None
+    worker = Worker(db, settings)
+    await worker.start()
+    if realtime is not None:
+        realtime.wakers.append(worker.wake)
+    return worker
+
+
+async def run_worker(database_url: str, redis_url: str | None) -> None:
+    """`threadline worker`: a worker of its own, woken by the bus, until SIGINT or SIGTERM."""
+    import signal
+
+    from threadline.events.config import RealtimeSettings
+    from threadline.events.realtime import make_bus
+
+    db = Database(database_url)
+    worker = Worker(db, WebhookSettings(webhook_worker="inline"))
+    bus = make_bus(RealtimeSettings(), database_url, redis_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await bus.start(lambda m: worker.wake() if m.get("kind") == "log" else None)
+        await worker.start()
+        await stop.wait()
+    finally:
+        await worker.stop()
+        await bus.close()
+        await db.dispose()
