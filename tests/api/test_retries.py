@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tests.api.helpers import assigned, ok, started
+from tests.api.helpers import assigned, error, ok, started
 from tests.conftest import World
 from threadline.db.engine import Database
 
@@ -91,6 +91,18 @@ async def test_every_write_that_takes_random_id_is_safe_to_retry(
     first = ok(await api.post(url, json={"body": "Hello", "random_id": 5}))
     assert ok(await api.post(url, data={"body": "Hello", "random_id": "5"})) == first
     covered.add(("POST", "/users/{id}/startconversation"))
+    # sendmessage: per user, one key sends one message (and opens one conversation).
+    url = f"/users/{world.user_id}/sendmessage"
+    listed = f"/users/{world.user_id}/conversations"
+    sent = ok(await api.post(url, json={"body": "Offer", "random_id": 6}))
+    conversations = ok(await api.get(listed))
+    assert ok(await api.post(url, data={"body": "Offer", "random_id": "6"})) == sent
+    assert ok(await api.post(url, json={"body": "Offer", "random_id": 6})) == sent
+    assert ok(await api.get(listed)) == conversations
+    # A key that started the user's own conversation is not a message's.
+    error(await api.post(url, json={"body": "Offer", "random_id": 5}), 400, "BadRequest")
+    assert ok(await api.get(listed)) == conversations
+    covered.add(("POST", "/users/{id}/sendmessage"))
     assert documented - covered <= {("DELETE", "/conversations/{id}/tag")}, documented - covered
 
 

@@ -265,14 +265,70 @@ async def start_by_message(
     body_json: JSONObject | None = None,
     channel_id: int | None = None,
     sent_via: SentVia = SentVia.MESSAGE_MANUAL,
+    random_id: int | None = None,
     now: datetime | None = None,
 ) -> StartedByMessage:
-    """An outbound message opens a conversation; it enters the inbox once the user answers."""
+    """An outbound message opens a conversation; it enters the inbox once the user answers.
+
+    `random_id` makes the call safe to retry: per user, one key sends one message (the key
+    space is the one of conversations the user starts).
+    """
     now = now or utcnow()
+    try:
+        return await _start_by_message(
+            db,
+            app_id,
+            user_id,
+            body=body,
+            sender=sender,
+            type_=type_,
+            reply_type=reply_type,
+            recipient_type=recipient_type,
+            status=status,
+            sended_time=sended_time,
+            body_json=body_json,
+            channel_id=channel_id,
+            sent_via=sent_via,
+            random_id=random_id or None,
+            now=now,
+        )
+    except _AlreadyDone:
+        assert random_id
+        async with db.read() as conn:
+            repo = ConversationRepository(conn)
+            ident = await repo.find_started(user_id, random_id)
+            state = await repo.get(app_id, ident) if ident is not None else None
+            parts = await repo.parts(state.id) if state is not None else []
+        if state is None or state.message_id is None or not parts:
+            # The key started a conversation of another kind (the user wrote first).
+            raise InvalidParameter("random_id", "already used to start another conversation")
+        first = min(parts, key=lambda part: part.id)
+        return StartedByMessage(Outcome(state, [first], duplicate=True), state.message_id)
+
+
+async def _start_by_message(
+    db: Database,
+    app_id: int,
+    user_id: int,
+    *,
+    body: str,
+    sender: Author,
+    type_: ConversationType,
+    reply_type: ReplyType,
+    recipient_type: RecipientType,
+    status: MessageStatus,
+    sended_time: datetime | None,
+    body_json: JSONObject | None,
+    channel_id: int | None,
+    sent_via: SentVia,
+    random_id: int | None,
+    now: datetime,
+) -> StartedByMessage:
     async with db.write() as conn:
         app_repo = AppRepository(conn)
         await _check_references(app_repo, app_id, [ev.AdminReply(author=sender)])
         state = await _new_state(app_repo, app_id, user_id, channel_id, now)
+        state.start_random_id = random_id
         message_id = await app_repo.create_message(
             app_id,
             type_=type_.value,
@@ -297,7 +353,13 @@ async def start_by_message(
         )
         change = rules.apply(state, event, now)  # validates before anything is inserted
         repo = ConversationRepository(conn)
-        change.state.id = await repo.insert(state)
+        if random_id is None:
+            change.state.id = await repo.insert(state)
+        else:
+            ident = await repo.insert_started(state)
+            if ident is None:
+                raise _AlreadyDone
+            change.state.id = ident
         for part in change.parts:
             part.conversation_id = change.state.id
         await _store(repo, change, now)

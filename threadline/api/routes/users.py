@@ -161,6 +161,7 @@ class SendMessageParams(ApiParams):
         "popup_chat", description="How the message is shown or sent."
     )
     by_user_id: VBool = Field(None, description="The path's id is the site's own user id.")
+    random_id: RandomId = Field(None, description="Idempotency key: a retry sends nothing new.")
 
 
 @router.post(
@@ -184,6 +185,7 @@ async def send_message(
         sender=Author(AuthorKind.SENDER, await default_sender(caller.db, caller.app_id)),
         type_=kind,
         reply_type=ReplyType.EMAIL if kind is ConversationType.EMAIL else ReplyType.TEXT,
+        random_id=p.random_id,
     )
     return respond(
         MessageStarted,
