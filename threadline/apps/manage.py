@@ -10,6 +10,7 @@ from threadline.apps import queries as app_q
 from threadline.apps.repository import AppRepository
 from threadline.apps.service import (
     ALL_SCOPES,
+    forget_tokens,
     hash_password,
     hash_token,
     issue_token,
@@ -128,6 +129,7 @@ async def revoke_token(db: Database, app_id: int, token_id: int) -> None:
         )
         if not result.rowcount:
             raise NotFound("token", token_id)
+    forget_tokens(db)
 
 
 async def default_sender(db: Database, app_id: int) -> int:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 
 from threadline.apps.repository import AppRepository, TokenRecord
 from threadline.core.errors import InvalidParameter
@@ -38,6 +41,14 @@ def hash_token(token: str) -> str:
 
 def hash_password(password: str) -> str:
     return _password_hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    """Does `password` match `password_hash`? Slow on purpose (argon2): run it in a thread."""
+    try:
+        return _password_hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):  # a mismatch, or a hash argon2 cannot read
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +85,37 @@ async def create_app(db: Database, name: str) -> CreatedApp:
     return CreatedApp(app_id, token, channel_id, sender_id)
 
 
+# Each process keeps the tokens it authenticated for a few seconds, so that a request costs
+# no token query. A revoked token is refused at once by the process that revoked it (see
+# `forget_tokens`) and within TOKEN_CACHE_SECONDS by the others.
+TOKEN_CACHE_SECONDS = 5.0
+_TOKEN_CACHE_SIZE = 10_000
+_token_caches: WeakKeyDictionary[Database, dict[str, tuple[float, TokenRecord]]] = (
+    WeakKeyDictionary()
+)
+
+
 async def authenticate(db: Database, token: str) -> TokenRecord | None:
+    token_hash = hash_token(token)
+    cache = _token_caches.setdefault(db, {})
+    cached = cache.get(token_hash)
+    now = time.monotonic()
+    if cached is not None and cached[0] > now:
+        return cached[1]
     async with db.read() as conn:
-        return await AppRepository(conn).token_by_hash(hash_token(token))
+        record = await AppRepository(conn).token_by_hash(token_hash)
+    if record is None:  # unknown tokens are never kept: guessing costs a query each time
+        cache.pop(token_hash, None)
+        return None
+    if len(cache) >= _TOKEN_CACHE_SIZE:
+        cache.clear()
+    cache[token_hash] = (now + TOKEN_CACHE_SECONDS, record)
+    return record
+
+
+def forget_tokens(db: Database) -> None:
+    """After revoking tokens: this process authenticates every token anew."""
+    _token_caches.pop(db, None)
 
 
 async def create_admin(

@@ -123,11 +123,13 @@ async def perform(
     conversation_id: int,
     *events: ev.Event,
     now: datetime | None = None,
+    user_id: int | None = None,
 ) -> Outcome:
     """Apply `events` to one conversation, in order, in one transaction.
 
     A retried write (same non-zero random_id and kind) creates nothing and answers the part
-    the first request created. The unique index on parts is what guarantees it.
+    the first request created. The unique index on parts is what guarantees it. With
+    `user_id`, the conversation must be that user's (a write in the user's name).
     """
     keys = [k for k in map(idempotency_key, events) if k is not None]
     key = keys[-1] if keys else None
@@ -137,6 +139,8 @@ async def perform(
             state = await repo.lock(app_id, conversation_id)
             if state is None:
                 raise NotFound("conversation", conversation_id)
+            if user_id is not None and state.user_id != user_id:
+                raise InvalidParameter("from_user", "is not the user of this conversation")
             # Read the clock under the lock: a write that waited for another one is dated
             # after it, so a conversation's parts are in time order and last_update only grows.
             now = now or utcnow()
@@ -301,7 +305,9 @@ async def start_by_message(
             parts = await repo.parts(state.id) if state is not None else []
         if state is None or state.message_id is None or not parts:
             # The key started a conversation of another kind (the user wrote first).
-            raise InvalidParameter("random_id", "already used to start another conversation")
+            raise InvalidParameter(
+                "random_id", "already used to start another conversation"
+            ) from None
         first = min(parts, key=lambda part: part.id)
         return StartedByMessage(Outcome(state, [first], duplicate=True), state.message_id)
 

@@ -23,7 +23,6 @@ from threadline.api.common import (
     written_part,
 )
 from threadline.api.envelope import respond
-from threadline.api.errors import InvalidParameter
 from threadline.api.pagination import (
     PageParams,
     cursor_value,
@@ -286,14 +285,11 @@ async def _reply(
 ) -> service.Outcome:
     attachments = (stored.attachment,) if stored is not None else ()
     events: list[ev.Event] = []
+    user_id: int | None = None  # checked under the conversation's lock
     if p.from_user is not None and p.from_user.strip():
         caller.need(AS_USER)
-        state = await service.get_conversation(caller.db, caller.app_id, cid)
-        if (
-            p.from_user.strip() != DEFAULT_USER
-            and path_id("from_user", p.from_user) != state.user_id
-        ):
-            raise InvalidParameter("from_user", "is not the user of this conversation")
+        if p.from_user.strip() != DEFAULT_USER:
+            user_id = path_id("from_user", p.from_user)
         if p.auto_assign is not None:
             events.append(
                 ev.Assign(p.auto_assign, Author.system(), random_id=p.auto_assign_random_id)
@@ -338,7 +334,7 @@ async def _reply(
                     external_id=p.external_id,
                 )
             )
-    return await service.perform(caller.db, caller.app_id, cid, *events)
+    return await service.perform(caller.db, caller.app_id, cid, *events, user_id=user_id)
 
 
 class AssignParams(ApiParams):
