@@ -10,6 +10,7 @@ is an error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -190,23 +191,21 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
         browser.close()
 
 
+def _person(browser: Browser, width: int, height: int, timezone: str) -> BrowserContext:
+    ctx = browser.new_context(viewport={"width": width, "height": height}, timezone_id=timezone)
+    ctx.set_default_timeout(WAIT_MS)
+    return ctx
+
+
 @pytest.fixture
 def context(browser: Browser) -> Iterator[BrowserContext]:
-    """A fresh browser profile (cookies, local storage) for one person in one test."""
-    ctx = browser.new_context(viewport={"width": 1280, "height": 800}, timezone_id="Europe/Berlin")
-    ctx.set_default_timeout(WAIT_MS)
-    try:
+    """A fresh browser profile (cookies, local storage) for one person: a desktop in Berlin."""
+    with contextlib.closing(_person(browser, 1280, 800, "Europe/Berlin")) as ctx:
         yield ctx
-    finally:
-        ctx.close()
 
 
 @pytest.fixture
 def second_context(browser: Browser) -> Iterator[BrowserContext]:
-    """Another person's browser, apart from `context` (no shared storage)."""
-    ctx = browser.new_context(viewport={"width": 375, "height": 740}, timezone_id="Asia/Tokyo")
-    ctx.set_default_timeout(WAIT_MS)
-    try:
+    """Another person's browser, apart from `context`: a phone (375 px) in Tokyo."""
+    with contextlib.closing(_person(browser, 375, 740, "Asia/Tokyo")) as ctx:
         yield ctx
-    finally:
-        ctx.close()
