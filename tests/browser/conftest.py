@@ -22,6 +22,7 @@ import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -90,6 +91,14 @@ def _threadline(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[
 
 
 _databases = itertools.count()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, each browser module runs in one process: one server per module."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 def _in_thread(work: Coroutine[Any, Any, None]) -> None:
