@@ -44,15 +44,16 @@ async def test_health_is_503_when_the_database_is_unreachable() -> None:
     assert body["error"]
 
 
-async def test_root_opens_the_api_explorer(tmp_path: Path) -> None:
+async def test_root_serves_the_inbox_and_docs_the_api_explorer(tmp_path: Path) -> None:
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'root.db'}"))
     async with (
         LifespanManager(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
     ):
         root = await client.get("/")
-        assert root.status_code == 307
-        assert root.headers["location"] == "/docs"
+        assert root.status_code == 200
+        assert root.headers["content-type"].startswith("text/html")
+        assert 'data-testid="login-email"' in root.text
         docs = await client.get("/docs")
         assert docs.status_code == 200
         assert "swagger" in docs.text.lower()

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from threadline import __version__, api
@@ -14,6 +14,7 @@ from threadline.db.engine import Database
 from threadline.events import routes as events
 from threadline.events.realtime import start_realtime
 from threadline.settings import Settings, get_settings
+from threadline.ui import routes as ui
 from threadline.webhooks import routes as webhooks
 from threadline.webhooks.worker import start_worker
 
@@ -54,13 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         return JSONResponse({"status": "ok", "database": db.dialect, "version": __version__})
 
-    @app.get("/", include_in_schema=False)
-    async def home() -> RedirectResponse:
-        # The operator inbox will be served here; until then the root opens the API explorer.
-        return RedirectResponse("/docs")
-
     events.register_first(app)
     api.register(app)
     events.register(app)
     webhooks.register(app)
+    ui.register(app)
     return app

@@ -1,0 +1,189 @@
+"""The operators' inbox: the page at `/`, its static files, and signing in (`/ui/session`).
+
+These are plain Starlette routes, outside the API's OpenAPI document: the page and its
+sign-in are the inbox's own, and every API operation there is token-authenticated, which
+signing in cannot be. Answers of `/ui/session` use the API's `{"meta", "data"}` envelope.
+
+Static files are read once at start. Their URLs carry a digest of their contents
+(`/ui/static/<digest>/app.js`), so a browser may keep them for a year and a new release
+is fetched at once; the page itself is always revalidated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Annotated, NotRequired
+
+from fastapi import FastAPI, Request
+from pydantic import Field
+from starlette.responses import Response
+from typing_extensions import TypedDict
+
+from threadline.api.auth import require
+from threadline.api.envelope import error_response, respond
+from threadline.api.errors import InvalidParameter
+from threadline.api.params import ApiParams, OptionalId, cached_raw_params, params
+from threadline.api.schemas import Empty, Id
+from threadline.db.engine import Database
+from threadline.ui import service
+
+# Extension -> Content-Type of what the inbox ships.
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".woff2": "font/woff2",
+}
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "no-cache"
+ASSET_ROOT_MARK = "{{asset_root}}"
+# Defence in depth against injected markup: no inline script, no plugin, no framing, and
+# connections to this origin only (WebSocket included).
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+MAX_PASSWORD_CHARS = 1024
+MAX_EMAIL_CHARS = 320
+
+
+@dataclass(frozen=True, slots=True)
+class StaticFile:
+    body: bytes
+    content_type: str
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class Assets:
+    """The page and the files it loads, with the digest their URLs carry."""
+
+    page: StaticFile
+    files: dict[str, StaticFile]
+    digest: str
+
+
+def load_assets() -> Assets:
+    root = resources.files("threadline.ui") / "static"
+    files: dict[str, StaticFile] = {}
+    pending = [(root, "")]
+    while pending:
+        folder, prefix = pending.pop()
+        for entry in folder.iterdir():
+            name = prefix + entry.name
+            if entry.is_dir():
+                pending.append((entry, name + "/"))
+                continue
+            suffix = "." + entry.name.rsplit(".", 1)[-1] if "." in entry.name else ""
+            content_type = CONTENT_TYPES.get(suffix)
+            if content_type is None:
+                continue  # only what the page is made of is served
+            body = entry.read_bytes()
+            etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+            files[name] = StaticFile(body, content_type, etag)
+    template = files.pop("index.html")
+    digest = hashlib.sha256(
+        b"".join(name.encode() + f.etag.encode() for name, f in sorted(files.items()))
+    ).hexdigest()[:16]
+    body = template.body.replace(ASSET_ROOT_MARK.encode(), f"/ui/static/{digest}".encode())
+    page = StaticFile(
+        body, template.content_type, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    )
+    return Assets(page, files, digest)
+
+
+def _serve(request: Request, file: StaticFile, cache: str, extra: dict[str, str]) -> Response:
+    headers = {"Cache-Control": cache, "ETag": file.etag, **extra}
+    if request.headers.get("if-none-match") == file.etag:
+        return Response(status_code=304, headers=headers)
+    return Response(file.body, media_type=file.content_type, headers=headers)
+
+
+class LoginParams(ApiParams):
+    email: Annotated[str, Field(min_length=1, max_length=MAX_EMAIL_CHARS)]
+    password: Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_CHARS)]
+    app: OptionalId = Field(None, description="The app, when the e-mail is an admin's of several.")
+
+
+class SessionOut(TypedDict):
+    app: Id
+    admin: Id
+    name: str
+    email: str | None
+    token: NotRequired[str]
+
+
+def _session_out(session: service.Session) -> dict[str, object]:
+    out: dict[str, object] = {
+        "app": session.app_id,
+        "admin": session.admin_id,
+        "name": session.name,
+        "email": session.email,
+    }
+    if session.token is not None:
+        out["token"] = session.token
+    return out
+
+
+_token_caller = require()
+
+
+async def session(request: Request) -> Response:
+    """POST: sign in ({email, password} in the body); GET: who is signed in; DELETE: sign out."""
+    db: Database = request.app.state.db
+    if request.method == "POST":
+        if "password" in request.query_params:
+            raise InvalidParameter("password", "send it in the request body, never in the URL")
+        p = await params(LoginParams)(await cached_raw_params(request))
+        signed_in = await service.log_in(
+            db,
+            request.app.state.login_guard,
+            email=p.email,
+            password=p.password,
+            app_id=p.app,
+            address=request.client.host if request.client else "",
+        )
+        context = {"id_as_string": bool(p.id_as_string)}
+        return respond(SessionOut, _session_out(signed_in), context=context)
+    caller = await _token_caller(request)
+    if request.method == "DELETE":
+        await service.log_out(db, caller.app_id, caller.token_id)
+        return respond(Empty, {}, context=caller.context)
+    found = await service.current(db, caller.app_id, caller.token_id)
+    return respond(SessionOut, _session_out(found), context=caller.context)
+
+
+def register(app: FastAPI) -> None:
+    """Serve the inbox at `/` and its sign-in at `/ui/session`."""
+    assets = load_assets()
+    app.state.login_guard = service.LoginGuard()
+
+    async def page(request: Request) -> Response:
+        return _serve(request, assets.page, REVALIDATE, PAGE_HEADERS)
+
+    async def static(request: Request) -> Response:
+        file = assets.files.get(str(request.path_params["path"]))
+        if file is None:
+            return error_response("NotFound", "no such file", 404)
+        fresh = request.path_params["digest"] == assets.digest
+        cache = IMMUTABLE if fresh else REVALIDATE
+        return _serve(request, file, cache, {"X-Content-Type-Options": "nosniff"})
+
+    app.add_route("/", page, methods=["GET"], include_in_schema=False)
+    app.add_route(
+        "/ui/static/{digest}/{path:path}", static, methods=["GET"], include_in_schema=False
+    )
+    app.add_route(
+        "/ui/session", session, methods=["GET", "POST", "DELETE"], include_in_schema=False
+    )

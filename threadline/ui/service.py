@@ -1,0 +1,194 @@
+"""Operators signing in to the inbox: a password check, then an API token of their own.
+
+The inbox page talks to the same API as any integration. Signing in trades an operator's
+e-mail and password for a session token of the operator's app (stored hashed in
+`api_tokens` like every token, named after the admin), which the page sends as
+`Authorization: Token ...` and as the WebSocket's `auth_token`. Signing out revokes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+import anyio
+from limits import parse
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from threadline.api.errors import AuthenticationFailed, PermissionDenied, Throttled
+from threadline.apps.repository import AppRepository
+from threadline.apps.service import (
+    forget_tokens,
+    hash_password,
+    issue_token,
+    utcnow,
+    verify_password,
+)
+from threadline.db.engine import Database
+from threadline.db.schema import admins, api_tokens
+
+# What the inbox does: read and write conversations, read users, list admins and channels.
+SESSION_SCOPES = ("conversations-read", "conversations-write", "user-read", "admin")
+_SESSION_NAME = "inbox session of admin {admin_id}"
+_SESSION_NAME_PATTERN = re.compile(r"inbox session of admin (\d+)")
+# The same e-mail may belong to admins of several apps; each is one argon2 check.
+MAX_ACCOUNTS_PER_EMAIL = 5
+# argon2 takes ~64 MiB and a core for a fraction of a second: a burst of sign-ins waits in
+# line instead of exhausting the memory and the thread pool.
+MAX_CONCURRENT_CHECKS = 2
+# Failed sign-ins allowed per client address: plenty for a person mistyping, and a
+# password-guessing client is slowed to a crawl.
+FAILED_LOGIN_LIMIT = "10/minute"
+WRONG_CREDENTIALS = "wrong e-mail or password"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """Who is signed in; `token` is known only at sign-in (it is stored hashed)."""
+
+    app_id: int
+    admin_id: int
+    name: str
+    email: str | None
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Account:
+    admin_id: int
+    app_id: int
+    name: str
+    email: str | None
+    password_hash: str
+
+
+class LoginGuard:
+    """Bounds the cost of password checks: few at a time, few failures per address."""
+
+    def __init__(self, limit: str = FAILED_LOGIN_LIMIT) -> None:
+        self.item = parse(limit)
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.checks = asyncio.Semaphore(MAX_CONCURRENT_CHECKS)
+        self._dummy_hash: str | None = None
+
+    async def check_allowed(self, address: str) -> None:
+        if not await self.limiter.test(self.item, "login", address):
+            stats = await self.limiter.get_window_stats(self.item, "login", address)
+            raise Throttled(max(1, math.ceil(stats.reset_time - time.time())))
+
+    async def failed(self, address: str) -> None:
+        await self.limiter.hit(self.item, "login", address)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        """argon2 in a worker thread; with no hash, a check of a throwaway hash instead, so
+        an unknown e-mail takes as long to refuse as a wrong password."""
+        async with self.checks:
+            if password_hash is None:
+                if self._dummy_hash is None:
+                    self._dummy_hash = await anyio.to_thread.run_sync(
+                        hash_password, secrets.token_urlsafe(16)
+                    )
+                await anyio.to_thread.run_sync(verify_password, self._dummy_hash, password)
+                return False
+            return await anyio.to_thread.run_sync(verify_password, password_hash, password)
+
+
+async def _accounts(conn: AsyncConnection, email: str, app_id: int | None) -> list[_Account]:
+    conditions = [
+        func.lower(admins.c.email) == email,
+        admins.c.removed.is_(None),
+        admins.c.password_hash.is_not(None),
+    ]
+    if app_id is not None:
+        conditions.append(admins.c.app_id == app_id)
+    query = (
+        select(admins.c.id, admins.c.app_id, admins.c.name, admins.c.email, admins.c.password_hash)
+        .where(*conditions)
+        .order_by(admins.c.id)
+        .limit(MAX_ACCOUNTS_PER_EMAIL)
+    )
+    return [
+        _Account(r.id, r.app_id, r.name, r.email, r.password_hash)
+        for r in await conn.execute(query)
+    ]
+
+
+async def log_in(
+    db: Database,
+    guard: LoginGuard,
+    *,
+    email: str,
+    password: str,
+    app_id: int | None,
+    address: str,
+) -> Session:
+    """A new session for the admin with this e-mail and password (in `app_id` if given).
+
+    Refused the same way whichever part is wrong; a client with too many recent failures
+    is `Throttled` before any check.
+    """
+    await guard.check_allowed(address)
+    async with db.read() as conn:
+        accounts = await _accounts(conn, email.strip().lower(), app_id)
+    found: _Account | None = None
+    for account in accounts:
+        if await guard.verify(account.password_hash, password):
+            found = account
+            break
+    if not accounts:
+        await guard.verify(None, password)
+    if found is None:
+        await guard.failed(address)
+        raise AuthenticationFailed(WRONG_CREDENTIALS)
+    name = _SESSION_NAME.format(admin_id=found.admin_id)
+    async with db.write() as conn:
+        token = await issue_token(
+            AppRepository(conn), found.app_id, name, list(SESSION_SCOPES), utcnow()
+        )
+    return Session(found.app_id, found.admin_id, found.name, found.email, token)
+
+
+async def _session_admin(conn: AsyncConnection, app_id: int, token_id: int) -> int:
+    """The admin a session token was issued to; any other token is not a session."""
+    query = select(api_tokens.c.name).where(
+        api_tokens.c.id == token_id,
+        api_tokens.c.app_id == app_id,
+        api_tokens.c.revoked.is_(None),
+    )
+    token_name = (await conn.execute(query)).scalar_one_or_none()
+    matched = _SESSION_NAME_PATTERN.fullmatch(token_name or "")
+    if matched is None:
+        raise PermissionDenied("this token is not an inbox session")
+    return int(matched.group(1))
+
+
+async def current(db: Database, app_id: int, token_id: int) -> Session:
+    """Who the session token belongs to (refused once that admin is removed)."""
+    async with db.read() as conn:
+        admin_id = await _session_admin(conn, app_id, token_id)
+        query = select(admins.c.id, admins.c.name, admins.c.email).where(
+            admins.c.id == admin_id, admins.c.app_id == app_id, admins.c.removed.is_(None)
+        )
+        row = (await conn.execute(query)).first()
+    if row is None:
+        raise AuthenticationFailed("the session's admin no longer exists")
+    return Session(app_id, row.id, row.name, row.email)
+
+
+async def log_out(db: Database, app_id: int, token_id: int) -> None:
+    """Revoke the session token; other tokens are refused (the tokens API revokes those)."""
+    async with db.write() as conn:
+        await _session_admin(conn, app_id, token_id)
+        await conn.execute(
+            update(api_tokens)
+            .where(api_tokens.c.id == token_id, api_tokens.c.app_id == app_id)
+            .values(revoked=utcnow())
+        )
+    forget_tokens(db)  # this process refuses it at once; others within their cache's seconds

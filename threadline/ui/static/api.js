@@ -1,0 +1,125 @@
+// The Threadline API as the inbox uses it: every id as a string, errors as ApiError.
+
+export class ApiError extends Error {
+  constructor(status, name, message) {
+    super(message);
+    this.status = status; // 0: the server could not be reached
+    this.name = name;
+  }
+}
+
+export const UNREACHABLE =
+  "Cannot reach the Threadline server. Check your connection; the inbox keeps trying.";
+
+async function call(method, path, { token, query, body } = {}) {
+  const url = new URL(path, window.location.origin);
+  url.searchParams.set("id_as_string", "true");
+  for (const [key, value] of Object.entries(query || {})) {
+    if (value !== undefined && value !== null) url.searchParams.set(key, String(value));
+  }
+  const headers = { Accept: "application/json" };
+  if (token) headers.Authorization = `Token ${token}`;
+  let payload;
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    payload = JSON.stringify({ ...body, id_as_string: true });
+  }
+  let response;
+  try {
+    response = await fetch(url, { method, headers, body: payload, cache: "no-store" });
+  } catch {
+    throw new ApiError(0, "Unreachable", UNREACHABLE);
+  }
+  let answer = null;
+  try {
+    answer = await response.json();
+  } catch {
+    // A proxy's error page, or a server that went away mid-answer.
+  }
+  if (!response.ok || !answer) {
+    const meta = (answer && answer.meta) || {};
+    const message = meta.error_message
+      || (response.status >= 500 ? "The server had a problem; try again." : UNREACHABLE);
+    const error = new ApiError(response.status, meta.error || "Error", message);
+    error.retryAfter = Number(response.headers.get("Retry-After")) || null;
+    throw error;
+  }
+  return answer;
+}
+
+/** A fresh idempotency key: a retry with it never writes twice. */
+export function randomId() {
+  const [hi, lo] = crypto.getRandomValues(new Uint32Array(2));
+  return String((hi & 0xfffff) * 2 ** 32 + lo + 1);
+}
+
+export function signIn(email, password) {
+  return call("POST", "/ui/session", { body: { email, password } });
+}
+
+/** Everything the signed-in inbox asks, with its token. */
+export class Api {
+  constructor(session) {
+    this.session = session;
+    this.token = session.token;
+    this.app = session.app;
+  }
+
+  get(path, query) { return call("GET", path, { token: this.token, query }); }
+  post(path, body = {}) { return call("POST", path, { token: this.token, body }); }
+  delete(path, body = {}) { return call("DELETE", path, { token: this.token, body }); }
+
+  whoAmI() { return this.get("/ui/session"); }
+  signOut() { return this.delete("/ui/session"); }
+  admins() { return this.get(`/ext/apps/${this.app}/admins`); }
+  channels() { return this.get(`/apps/${this.app}/channels`); }
+
+  /** A page of an inbox view (`filters`: status, assignee, channel, tag). */
+  inbox(filters, { position, count = 20, counts = false } = {}) {
+    return this.get(`/ext/apps/${this.app}/inbox`, {
+      ...filters,
+      counts,
+      paginate_count: count,
+      paginate_position: position ? JSON.stringify(position) : undefined,
+    });
+  }
+
+  search(q, { position, count = 20 } = {}) {
+    return this.get(`/ext/apps/${this.app}/search`, {
+      q,
+      paginate_count: count,
+      paginate_position: position ? JSON.stringify(position) : undefined,
+    });
+  }
+
+  conversation(id) { return this.get(`/conversations/${id}`); }
+  parts(id, position) {
+    return this.get(`/conversations/${id}/parts`, {
+      paginate_count: 50,
+      paginate_position: position ? JSON.stringify(position) : undefined,
+    });
+  }
+  userConversations(userId) {
+    return this.get(`/users/${userId}/conversations`, { paginate_count: 10 });
+  }
+
+  me() { return this.session.admin; }
+  reply(id, body, type, random_id) {
+    return this.post(`/conversations/${id}/reply`, { body, type, random_id, from_admin: this.me() });
+  }
+  read(id) { return this.post(`/ext/conversations/${id}/read`, { by: "admin" }); }
+  typing(id, body) { return this.post(`/ext/conversations/${id}/typing`, { body, from_admin: this.me() }); }
+  assign(id, admin) {
+    return this.post(`/conversations/${id}/assign`, { admin: admin || 0, from_admin: this.me(), random_id: randomId() });
+  }
+  close(id) { return this.post(`/conversations/${id}/close`, { from_admin: this.me(), random_id: randomId() }); }
+  reopen(id) { return this.post(`/ext/conversations/${id}/reopen`, { from_admin: this.me(), random_id: randomId() }); }
+  delay(id, until) {
+    return this.post(`/ext/conversations/${id}/delay`, { until, from_admin: this.me(), random_id: randomId() });
+  }
+  addTag(id, tag) { return this.post(`/conversations/${id}/tag`, { tag, from_admin: this.me(), random_id: randomId() }); }
+  removeTag(id, tag) { return this.delete(`/conversations/${id}/tag`, { tag, from_admin: this.me(), random_id: randomId() }); }
+  moveToChannel(id, channel) {
+    return this.post(`/ext/conversations/${id}/channel`, { channel: channel || 0, from_admin: this.me(), random_id: randomId() });
+  }
+}
