@@ -180,7 +180,9 @@ def live_server(
             server.wait()
 
 
-@pytest.fixture(scope="session")
+# Module scope: sync Playwright keeps an event loop running in this thread while it is
+# started, and the asyncio tests that follow in this process need the thread back.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     path = chromium_path()
     if path is None:
@@ -191,7 +193,7 @@ def playwright() -> Iterator[Playwright]:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
     try:
