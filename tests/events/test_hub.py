@@ -4,6 +4,9 @@ a dropped client resumes from its last tag; the bus wake-ups are coalesced."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
 
 from tests.conftest import World
 from threadline.conversations import service
@@ -82,3 +85,67 @@ async def test_the_memory_bus_delivers_in_this_process() -> None:
     await asyncio.sleep(0)
     assert got == [{"kind": "log"}]
     await bus.close()
+
+
+async def _next_message(stream: AsyncIterator[tuple[str | None, bytes]]) -> bytes:
+    async with asyncio.timeout(10):
+        async for _tag, message in stream:
+            if message:
+                return message
+    raise AssertionError("the stream ended")
+
+
+async def test_clients_of_one_channel_share_one_serialised_message(
+    db: Database, world: World
+) -> None:
+    hub = Hub(db, poll_interval=0.2)
+    await hub.start()
+    db.commit_listeners.append(lambda _app: hub.wake())
+    app = world.app_id
+    operators = parse(f"conversation_reply.{app}", app, ALL)
+    own = parse(f"conversation_reply.{app}.{world.user_id}", app, frozenset({"as-user"}))
+    try:
+        first = await hub.subscribe(app, operators, after=None, id_as_string=False)
+        second = await hub.subscribe(app, operators, after=None, id_as_string=False)
+        strings = await hub.subscribe(app, operators, after=None, id_as_string=True)
+        user = await hub.subscribe(app, own, after=None, id_as_string=False)
+        streams = [hub.stream(c, 5.0, replay=False) for c in (first, second, strings, user)]
+        await service.start_by_user(db, app, world.user_id, ev.UserReply(body="hello"))
+        a, b, c, d = [await _next_message(s) for s in streams]
+        assert a is b  # serialised once for every client of the channel
+        assert orjson.loads(a)["channel"] == f"conversation_reply.{app}"
+        parsed = orjson.loads(c)
+        assert parsed["message"]["id"] == str(orjson.loads(a)["message"]["id"])
+        assert parsed["message"]["conversation"] == str(orjson.loads(a)["message"]["conversation"])
+        assert orjson.loads(d)["channel"] == f"conversation_reply.{app}.{world.user_id}"
+        assert d is not a
+        for stream in streams:
+            await stream.aclose()
+    finally:
+        await hub.stop()
+
+
+async def test_an_idle_client_gets_heartbeats_and_a_gone_one_no_timer(
+    db: Database, world: World
+) -> None:
+    hub = Hub(db, poll_interval=0.2)
+    await hub.start()
+    channels = parse(f"conversation.{world.app_id}", world.app_id, ALL)
+    try:
+        client = await hub.subscribe(world.app_id, channels, after=None, id_as_string=False)
+        stream = hub.stream(client, 0.05, replay=False)
+        beats = 0
+        async with asyncio.timeout(10):
+            async for _tag, message in stream:
+                assert message == b""  # nothing happened: only heartbeats
+                beats += 1
+                if beats == 3:
+                    break
+        await stream.aclose()
+        hub.unsubscribe(client)
+        assert client._beat is None
+        assert client.queue.qsize() <= 1  # no timer keeps filling the queue of a gone client
+        await asyncio.sleep(0.2)
+        assert client.queue.qsize() <= 1
+    finally:
+        await hub.stop()

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -49,6 +51,14 @@ class Item:
     body: dict[str, Any]
     # Serialised bodies, per (user projection, id_as_string), shared by every client.
     cache: dict[tuple[bool, bool], bytes | None] = field(default_factory=dict)
+    # Whole messages of a log event, per (channel name, id_as_string): every client of a
+    # channel sends the same bytes, serialised once.
+    messages: dict[tuple[str, bool], bytes] = field(default_factory=dict)
+    # A log event's (tag, message) pairs per kind of client (`Client.kind`): most clients
+    # of a deployment subscribe to the same few channel sets.
+    per_kind: dict[tuple[tuple[str, ...], bool], list[tuple[str | None, bytes]]] = field(
+        default_factory=dict
+    )
 
     def body_json(self, projected: bool, id_as_string: bool) -> bytes | None:
         key = (projected, id_as_string)
@@ -80,6 +90,51 @@ def _seconds(value: datetime) -> float:
     return value.timestamp()
 
 
+class _Signal(enum.Enum):
+    # Queued by a client's heartbeat timer: nothing was sent for a heartbeat period.
+    HEARTBEAT = enum.auto()
+
+
+Queued = Item | _Signal | None
+
+
+class Mailbox:
+    """A client's bounded FIFO with one reader: what asyncio.Queue does, for less CPU (the
+    hub puts every event into hundreds of these)."""
+
+    __slots__ = ("_items", "_limit", "_waiter")
+
+    def __init__(self, limit: int) -> None:
+        self._items: deque[Queued] = deque()
+        self._limit = limit
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: Queued, *, force: bool = False) -> bool:
+        """Append `item` unless the mailbox is full (`force`: even then); False if not."""
+        if not force and len(self._items) >= self._limit:
+            return False
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return True
+
+    async def get(self) -> Queued:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
 class Client:
     """One connection: its channels, its queue, and the last event id it was sent."""
 
@@ -89,22 +144,26 @@ class Client:
         self.app_id = app_id
         self.channels = channels
         self.id_as_string = id_as_string
-        self.queue: asyncio.Queue[Item | None] = asyncio.Queue(queue_size)
+        self.queue = Mailbox(queue_size)
+        self.kind = (tuple(c.name for c in channels), id_as_string)
         self.user_ids = {c.user_id for c in channels if c.user_id is not None}
         self.wants_all = any(c.user_id is None and c.kind not in (PING,) for c in channels)
         self.dropped = False
         self.closed = False
         self.last_id = 0
         self.start = 0
+        # Heartbeats: one timer per client that fires once per period, rather than a
+        # timeout armed and cancelled around every wait (which cost more than the send).
+        self.active = 0.0  # the event loop's time of the last message handed out
+        self._beat: asyncio.TimerHandle | None = None
+        self._heartbeat = 0.0
 
     def interested(self, item: Item) -> bool:
         return item.app_id == self.app_id and (self.wants_all or item.user_id in self.user_ids)
 
     def offer(self, item: Item) -> bool:
         """Queue `item`; False when the queue is full (the client is then dropped)."""
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
+        if not self.queue.put(item):
             self.dropped = True
             return False
         return True
@@ -112,11 +171,40 @@ class Client:
     def close(self) -> None:
         """End the client's stream once what is queued was sent."""
         self.closed = True
-        with contextlib.suppress(asyncio.QueueFull):  # a full queue has no waiter to wake
-            self.queue.put_nowait(None)
+        self.stop_heartbeat()
+        self.queue.put(None, force=True)
+
+    def start_heartbeat(self, period: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._heartbeat = period
+        self.active = loop.time()
+        self.stop_heartbeat()
+        self._beat = loop.call_at(self.active + period, self._beat_due)
+
+    def stop_heartbeat(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+            self._beat = None
+
+    def _beat_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        # Timers may fire a little early (millisecond resolution): allow for it.
+        if now - self.active >= self._heartbeat - 0.002:
+            self.active = now
+            self.queue.put(_Signal.HEARTBEAT)  # a full queue is no idle client: no beat
+        self._beat = loop.call_at(self.active + self._heartbeat, self._beat_due)
 
     def messages(self, item: Item) -> list[tuple[str | None, bytes]]:
         """The (tag, JSON message) pairs `item` makes for this client: one per channel."""
+        if item.id is None:
+            return self._messages(item)
+        out = item.per_kind.get(self.kind)
+        if out is None:
+            out = item.per_kind[self.kind] = self._messages(item)
+        return out
+
+    def _messages(self, item: Item) -> list[tuple[str | None, bytes]]:
         out: list[tuple[str | None, bytes]] = []
         for channel in self.channels:
             if channel.kind == PING or channel.app_id != item.app_id:
@@ -129,14 +217,19 @@ class Client:
             projected = channel.user_id is not None
             if projected and channel.user_id != item.user_id:
                 continue
-            body = item.body_json(projected, self.id_as_string)
-            if body is None:
-                continue
             if item.id is None:  # typing: not in the log, so it does not move the tag
-                out.append((None, self._message(channel, item, body, self.tag)))
-            else:
-                tag = str(item.id)
-                out.append((tag, self._message(channel, item, body, tag)))
+                body = item.body_json(projected, self.id_as_string)
+                if body is not None:
+                    out.append((None, self._message(channel, item, body, self.tag)))
+                continue
+            key = (channel.name, self.id_as_string)
+            message = item.messages.get(key)
+            if message is None:
+                body = item.body_json(projected, self.id_as_string)
+                if body is None:
+                    continue
+                message = item.messages[key] = self._message(channel, item, body, str(item.id))
+            out.append((str(item.id), message))
         return out
 
     @property
@@ -304,36 +397,40 @@ class Hub:
 
     def unsubscribe(self, client: Client) -> None:
         self.clients.discard(client)
+        client.stop_heartbeat()
 
     async def stream(
         self, client: Client, heartbeat: float, *, replay: bool
-    ) -> AsyncIterator[tuple[str | None, bytes]]:
+    ) -> AsyncGenerator[tuple[str | None, bytes], None]:
         """The client's messages as (tag, JSON): first the missed events, then live ones.
 
         Yields `(None, b"")` when nothing was sent for `heartbeat` seconds.
         """
-        if replay:
-            async for missed in self._replay(client):
-                for message in client.messages(missed):
+        loop = asyncio.get_running_loop()
+        client.start_heartbeat(heartbeat)
+        try:
+            if replay:
+                async for missed in self._replay(client):
+                    for message in client.messages(missed):
+                        client.active = loop.time()
+                        yield message
+                    client.last_id = max(client.last_id, missed.id or 0)
+            while True:
+                item = await client.queue.get()
+                if item is None:
+                    return
+                if item is _Signal.HEARTBEAT:
+                    yield None, b""
+                    continue
+                if item.id is not None:
+                    if item.id <= client.last_id:
+                        continue  # already sent while catching up
+                    client.last_id = item.id
+                for message in client.messages(item):
+                    client.active = loop.time()
                     yield message
-                client.last_id = max(client.last_id, missed.id or 0)
-        while True:
-            if client.closed and client.queue.empty():
-                return
-            try:
-                async with asyncio.timeout(heartbeat):
-                    item: Item | None = await client.queue.get()
-            except TimeoutError:
-                yield None, b""
-                continue
-            if item is None:
-                return
-            if item.id is not None:
-                if item.id <= client.last_id:
-                    continue  # already sent while catching up
-                client.last_id = item.id
-            for message in client.messages(item):
-                yield message
+        finally:
+            client.stop_heartbeat()
 
     async def _replay(self, client: Client) -> AsyncIterator[Item]:
         position = client.last_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +54,7 @@ class Realtime:
         await self.hub.start()
         await self.bus.start(self._on_bus)
         self.db.commit_listeners.append(self._committed)
+        _freeze_startup_objects()
 
     def _on_bus(self, message: Message) -> None:
         self.hub.on_bus(message)
@@ -82,6 +84,20 @@ class Realtime:
             self.db.commit_listeners.remove(self._committed)
         await self.hub.stop()
         await self.bus.close()
+
+
+_frozen = False
+
+
+def _freeze_startup_objects() -> None:
+    """Once per process, when the application is built: move its objects (modules, routes,
+    schemas, the engine) out of the garbage collector's reach. A full collection otherwise
+    walks them all, which stalled every stream of a process for 100 to 300 ms under load."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()  # what is garbage now must not become permanent
+        gc.freeze()
 
 
 async def start_realtime(db: Database, database_url: str, redis_url: str | None) -> Realtime:
