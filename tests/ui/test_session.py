@@ -173,6 +173,8 @@ async def test_a_removed_admin_cannot_sign_in_and_loses_the_session(live: Live) 
     refused(r, 401, "AuthenticationFailed")
     async with bearer(live, token) as http:
         refused(await http.get("/ui/session"), 401, "AuthenticationFailed")
+        # The session token is revoked for the API too.
+        refused(await http.get("/apps/$self_app/conversations"), 401, "AuthenticationFailed")
 
 
 async def test_signing_out_revokes_the_session_everywhere(live: Live) -> None:

@@ -14,6 +14,7 @@ from threadline.apps.service import (
     hash_password,
     hash_token,
     issue_token,
+    session_token_name,
     utcnow,
 )
 from threadline.core.errors import InvalidParameter, NotFound
@@ -67,6 +68,17 @@ async def remove_admin(db: Database, app_id: int, admin_id: int) -> None:
         )
         if not result.rowcount:
             raise NotFound("admin", admin_id)
+        # A removed operator is signed out of the inbox everywhere.
+        await conn.execute(
+            update(api_tokens)
+            .where(
+                api_tokens.c.app_id == app_id,
+                api_tokens.c.name == session_token_name(admin_id),
+                api_tokens.c.revoked.is_(None),
+            )
+            .values(revoked=utcnow())
+        )
+    forget_tokens(db)
 
 
 async def add_channel(

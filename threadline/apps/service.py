@@ -51,6 +51,11 @@ def verify_password(password_hash: str, password: str) -> bool:
         return False
 
 
+def session_token_name(admin_id: int) -> str:
+    """The name of the tokens the inbox issues when an operator signs in."""
+    return f"inbox session of admin {admin_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class CreatedApp:
     app_id: int

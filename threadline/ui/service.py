@@ -28,6 +28,7 @@ from threadline.apps.service import (
     forget_tokens,
     hash_password,
     issue_token,
+    session_token_name,
     utcnow,
     verify_password,
 )
@@ -36,7 +37,6 @@ from threadline.db.schema import admins, api_tokens
 
 # What the inbox does: read and write conversations, read users, list admins and channels.
 SESSION_SCOPES = ("conversations-read", "conversations-write", "user-read", "admin")
-_SESSION_NAME = "inbox session of admin {admin_id}"
 _SESSION_NAME_PATTERN = re.compile(r"inbox session of admin (\d+)")
 # The same e-mail may belong to admins of several apps; each is one argon2 check.
 MAX_ACCOUNTS_PER_EMAIL = 5
@@ -147,7 +147,7 @@ async def log_in(
     if found is None:
         await guard.failed(address)
         raise AuthenticationFailed(WRONG_CREDENTIALS)
-    name = _SESSION_NAME.format(admin_id=found.admin_id)
+    name = session_token_name(found.admin_id)
     async with db.write() as conn:
         token = await issue_token(
             AppRepository(conn), found.app_id, name, list(SESSION_SCOPES), utcnow()
