@@ -93,6 +93,7 @@ def matrix(
         ("DELETE", f"/ext/apps/{a}/webhooks", {"webhook": 1}),
         ("GET", f"/ext/apps/{a}/webhooks/deliveries", {"webhook": 1}),
         ("POST", f"/ext/apps/{a}/webhooks/replay", {"delivery": 1}),
+        ("GET", f"/ext/apps/{a}/widget", {}),
     ]
 
 

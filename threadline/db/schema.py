@@ -56,6 +56,9 @@ apps = Table(
     Column("created", UTCDateTime, nullable=False),
     Column("default_channel_id", BigId, nullable=True),
     Column("default_sender_id", BigId, nullable=True),
+    # The chat widget's HMAC-SHA256 key for signed user ids (threadline.widget); made on
+    # first use, so apps created before the widget get one too.
+    Column("widget_secret", String(64), nullable=True),
 )
 
 api_tokens = Table(
@@ -460,4 +463,17 @@ webhook_state = Table(
     metadata,
     Column("key", String(32), primary_key=True),
     Column("position", BigInteger, nullable=False),
+)
+
+# Chat widget visitors: one row per session token (stored hashed), which acts as exactly
+# one user of one app (threadline.widget).
+widget_sessions = Table(
+    "widget_sessions",
+    metadata,
+    _id(),
+    _app_id(),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created", UTCDateTime, nullable=False),
+    Index("ix_widget_sessions_user", "user_id"),
 )

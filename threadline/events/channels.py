@@ -97,3 +97,13 @@ def parse(path: str, token_app: int, scopes: frozenset[str]) -> list[Channel]:
                 raise ChannelRefused(f"{name!r} needs the {READ_SCOPE} scope")
             channels.append(Channel(name, kind, app_id))
     return channels
+
+
+def parse_for_user(path: str, app_id: int, user_id: int) -> list[Channel]:
+    """The channels of a path for a chat widget visitor, who acts as one user of one app:
+    only that user's own channels (and `ping`); anything else is refused."""
+    channels = parse(path, app_id, frozenset({AS_USER_SCOPE}))
+    for channel in channels:
+        if channel.kind != PING and channel.user_id != user_id:
+            raise ChannelRefused(f"{channel.name!r} is not this visitor's channel")
+    return channels

@@ -28,9 +28,10 @@ from threadline.api.params import RawParams, parse_id, vendor_bool
 from threadline.apps.service import authenticate
 from threadline.conversations import service
 from threadline.db.engine import Database
-from threadline.events.channels import Channel, ChannelRefused, parse
+from threadline.events.channels import Channel, ChannelRefused, parse, parse_for_user
 from threadline.events.hub import Client
 from threadline.events.realtime import Realtime
+from threadline.widget.service import authenticate as authenticate_visitor
 
 router = APIRouter()
 log = logging.getLogger("threadline.events.stream")
@@ -83,10 +84,18 @@ async def _access(
 ) -> Access:
     token = _token(headers, query)
     record = await authenticate(db, token) if token else None
-    if record is None:
+    # A chat widget visitor's session token: that one user's own channels only.
+    visitor = await authenticate_visitor(db, token) if token and record is None else None
+    if record is None and visitor is None:
         raise Refused(BAD_TOKEN, "the API token is not valid")
     try:
-        channels = parse(path, record.app_id, record.scopes)
+        if visitor is not None:
+            app_id = visitor.app_id
+            channels = parse_for_user(path, app_id, visitor.user_id)
+        else:
+            assert record is not None
+            app_id = record.app_id
+            channels = parse(path, app_id, record.scopes)
     except ChannelRefused as exc:
         raise Refused(CHANNEL_NOT_ALLOWED, str(exc)) from None
     raw_tag = query.get("tag") or last_event_id
@@ -95,7 +104,7 @@ async def _access(
         id_as_string = bool(vendor_bool(query.get("id_as_string")))
     except ValueError as exc:
         raise Refused(BAD_REQUEST, f"tag: {exc}") from None
-    return Access(record.app_id, channels, after, id_as_string)
+    return Access(app_id, channels, after, id_as_string)
 
 
 def _realtime(app_state: object) -> Realtime:

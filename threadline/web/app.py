@@ -17,6 +17,7 @@ from threadline.settings import Settings, get_settings
 from threadline.ui import routes as ui
 from threadline.webhooks import routes as webhooks
 from threadline.webhooks.worker import start_worker
+from threadline.widget import routes as widget
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -59,5 +60,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.register(app)
     events.register(app)
     webhooks.register(app)
+    widget.register(app)
     ui.register(app)
     return app

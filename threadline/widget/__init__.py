@@ -1,0 +1,1 @@
+"""The embeddable chat widget: `/widget.js`, the visitor API under `/widget/api/`, a demo page."""

@@ -1,0 +1,297 @@
+"""The widget's HTTP surface: `/widget.js`, the visitor API, the demo page, and the operators'
+`GET /ext/apps/{app}/widget` (the secret a site signs its user ids with).
+
+The visitor API (`/widget/api/...`) is the widget's own, not part of the documented API:
+visitors authenticate with a session token (`Authorization: Bearer tlw_...`), never an
+API token. Its answers use the API's `{"meta", "data"}` envelope and error names, and it
+answers any origin (the widget runs on the customer's site), with no cookies involved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from functools import cache
+from importlib import resources
+from typing import Any, TypeVar
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.responses import HTMLResponse, Response
+from typing_extensions import TypedDict
+
+from threadline.api.auth import AdminCaller
+from threadline.api.common import AppPath, base_url, path_id
+from threadline.api.envelope import JSON, error_response, respond
+from threadline.api.errors import AuthenticationFailed, DomainError, Throttled
+from threadline.api.params import (
+    ApiParams,
+    IdParam,
+    RandomId,
+    bad_request_from,
+    cached_raw_params,
+    describe,
+)
+from threadline.api.schemas import Envelope, ErrorEnvelope, Id
+from threadline.api.state import rate_limiter_of
+from threadline.core.rules import MAX_BODY_CHARS
+from threadline.db.engine import Database
+from threadline.events.realtime import Realtime
+from threadline.widget import repository as repo
+from threadline.widget import service
+from threadline.widget.demo_site import demo_page, no_app_page
+from threadline.widget.service import Visitor
+
+_CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Max-Age": "600",
+}
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def _ok(data: Any) -> Response:
+    return Response(orjson.dumps({"meta": {"status": 200}, "data": data}), media_type=JSON)
+
+
+def _endpoint(
+    handler: Callable[[Request], Awaitable[Any]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """A visitor API endpoint: the envelope, errors rendered here (so they carry the CORS
+    headers a page of another origin needs to read them)."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            response = _ok(await handler(request))
+        except DomainError as exc:
+            response = error_response(exc.error_name, exc.message, exc.status)
+            if isinstance(exc, Throttled):
+                response.headers["Retry-After"] = str(exc.retry_after)
+        response.headers.update(_CORS)
+        return response
+
+    return endpoint
+
+
+async def _params(request: Request, model: type[M]) -> M:
+    raw = await cached_raw_params(request)
+    try:
+        return model.model_validate(raw.values)
+    except ValidationError as exc:
+        raise bad_request_from(exc) from None
+
+
+async def _visitor(request: Request) -> Visitor:
+    header = request.headers.get("authorization", "").strip()
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() not in ("bearer", "token") or not token.strip():
+        raise AuthenticationFailed("no visitor token: send 'Authorization: Bearer <token>'")
+    visitor = await service.authenticate(_db(request), token.strip())
+    if visitor is None:
+        raise AuthenticationFailed("the visitor token is not valid")
+    limiter = rate_limiter_of(request)
+    if limiter is not None:
+        # Negative keys keep visitor sessions apart from API tokens of the same number.
+        retry_after = await limiter.hit(-visitor.session_id)
+        if retry_after is not None:
+            raise Throttled(retry_after)
+    return visitor
+
+
+def _conversation_id(request: Request) -> int:
+    return path_id("id", str(request.path_params["id"]))
+
+
+class _VisitorParams(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, coerce_numbers_to_str=True)
+
+
+class SessionParams(_VisitorParams):
+    app: IdParam
+    user_id: str | None = None
+    user_hash: str | None = None
+
+
+class WriteParams(_VisitorParams):
+    body: str = Field("", max_length=MAX_BODY_CHARS)
+    random_id: RandomId = None
+
+
+class TypingParams(_VisitorParams):
+    body: str = Field("", max_length=service.MAX_DRAFT_CHARS)
+
+
+def _channels(visitor: Visitor) -> list[str]:
+    a, u = visitor.app_id, visitor.user_id
+    return [
+        f"conversation.{a}.{u}",
+        f"conversation_reply.{a}.{u}",
+        f"conversation_typing.{a}.{u}",
+        f"conversation_read.{a}.{u}",
+    ]
+
+
+async def open_session(request: Request) -> Any:
+    """A session for an anonymous visitor, or for a signed user id (`user_id` + `user_hash`)."""
+    p = await _params(request, SessionParams)
+    session = await service.open_session(
+        _db(request), p.app, site_user_id=p.user_id, user_hash=p.user_hash
+    )
+    visitor = session.visitor
+    return {
+        "token": session.token,
+        "app": {"id": visitor.app_id, "name": session.app_name},
+        "user": visitor.user_id,
+        "channels": _channels(visitor),
+    }
+
+
+async def list_conversations(request: Request) -> Any:
+    return await service.list_conversations(_db(request), await _visitor(request))
+
+
+async def start_conversation(request: Request) -> Any:
+    visitor = await _visitor(request)
+    p = await _params(request, WriteParams)
+    return await service.start(_db(request), visitor, p.body, p.random_id, base_url(request))
+
+
+async def get_conversation(request: Request) -> Any:
+    visitor = await _visitor(request)
+    cid = _conversation_id(request)
+    return await service.conversation(_db(request), visitor, cid, base_url(request))
+
+
+async def reply(request: Request) -> Any:
+    visitor = await _visitor(request)
+    cid = _conversation_id(request)
+    p = await _params(request, WriteParams)
+    return await service.reply(_db(request), visitor, cid, p.body, p.random_id, base_url(request))
+
+
+async def mark_read(request: Request) -> Any:
+    visitor = await _visitor(request)
+    return await service.mark_read(_db(request), visitor, _conversation_id(request))
+
+
+async def typing(request: Request) -> Any:
+    visitor = await _visitor(request)
+    cid = _conversation_id(request)
+    p = await _params(request, TypingParams)
+    realtime: Realtime = request.app.state.realtime
+    await service.typing(_db(request), realtime, visitor, cid, p.body)
+    return {}
+
+
+async def preflight(_request: Request) -> Response:
+    return Response(status_code=204, headers=_CORS)
+
+
+@cache
+def _script() -> tuple[bytes, str]:
+    body = resources.files("threadline.widget").joinpath("static/widget.js").read_bytes()
+    return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+async def widget_js(request: Request) -> Response:
+    body, etag = _script()
+    # Revalidated on every page load (a cheap 304), so a new version reaches sites at once.
+    headers = {"ETag": etag, "Cache-Control": "no-cache", **_CORS}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="text/javascript; charset=utf-8", headers=headers)
+
+
+async def demo_site(request: Request) -> Response:
+    """A fake shop page with the widget, for the demo app (the first app, or `?app=`)."""
+    raw = request.query_params.get("app")
+    db = _db(request)
+    async with db.read() as conn:
+        if raw is None:
+            app_id = await repo.first_app_id(conn)
+        else:
+            try:
+                app_id = path_id("app", raw)
+            except DomainError as exc:
+                return HTMLResponse(no_app_page(exc.message), status_code=400)
+            if await repo.app_widget(conn, app_id) is None:
+                app_id = None
+    if app_id is None:
+        return HTMLResponse(no_app_page("No such app. Run `threadline demo` first."), 404)
+    return HTMLResponse(demo_page(app_id))
+
+
+# ---------------------------------------------------------------------------
+# The operators' side: what a site needs to embed the widget.
+
+router = APIRouter(prefix="/ext", tags=["widget"])
+
+
+class WidgetSettings(TypedDict):
+    app: Id
+    secret: str
+    script: str
+    snippet: str
+
+
+@router.get(
+    "/apps/{app}/widget",
+    response_model=Envelope[WidgetSettings],
+    summary="The chat widget: its snippet and the secret for signed user ids",
+    openapi_extra=describe(ApiParams, body=False),
+)
+async def widget_settings(app: AppPath, caller: AdminCaller, request: Request) -> Response:
+    """`snippet` embeds the widget for anonymous visitors. To tie a visitor to the site's
+    own user, add `data-user-id="<id>"` and `data-user-hash="<hex HMAC-SHA256 of the id,
+    keyed with secret>"`, computed on the site's server; keep `secret` there."""
+    app_id = caller.app(app)
+    secret = await service.widget_secret(caller.db, app_id)
+    script = base_url(request).rstrip("/") + "/widget.js"
+    data = {
+        "app": app_id,
+        "secret": secret,
+        "script": script,
+        "snippet": f'<script src="{script}" data-app="{app_id}" async></script>',
+    }
+    return respond(WidgetSettings, data, context=caller.context)
+
+
+_ERRORS = {
+    status: {"model": ErrorEnvelope, "description": name}
+    for status, name in (
+        (400, "BadRequest"),
+        (401, "AuthenticationFailed"),
+        (403, "PermissionDenied"),
+        (404, "NotFound (also for objects of another app)"),
+        (429, "Throttled"),
+    )
+}
+
+_API = "/widget/api"
+
+
+def register(app: FastAPI) -> None:
+    """Mount the widget's routes on `app` (after `threadline.api.register`)."""
+    app.include_router(router, responses=_ERRORS)  # type: ignore[arg-type]
+    # Plain Starlette routes: the visitor API is not an API-token operation to document.
+    app.add_route("/widget.js", widget_js, methods=["GET"])
+    app.add_route("/demo/site", demo_site, methods=["GET"])
+    for path, handler, method in (
+        ("/session", open_session, "POST"),
+        ("/conversations", list_conversations, "GET"),
+        ("/conversations", start_conversation, "POST"),
+        ("/conversations/{id}", get_conversation, "GET"),
+        ("/conversations/{id}/reply", reply, "POST"),
+        ("/conversations/{id}/read", mark_read, "POST"),
+        ("/conversations/{id}/typing", typing, "POST"),
+    ):
+        app.add_route(_API + path, _endpoint(handler), methods=[method])
+    app.add_route(_API + "/{path:path}", preflight, methods=["OPTIONS"])
