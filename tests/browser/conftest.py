@@ -135,6 +135,8 @@ def live_server(
         "THREADLINE_DATABASE_URL": database_url,
         "THREADLINE_DATA_DIR": str(tmp_path_factory.mktemp("data")),
         "THREADLINE_RATE_LIMIT": "",
+        # Every test's browser is a new anonymous visitor, all from 127.0.0.1.
+        "THREADLINE_WIDGET_NEW_VISITOR_LIMIT": "",
     }
     made = _threadline(
         "demo", "-n", "12", "--seed", "7", "--password", "demo-pass", "--json", env=env

@@ -17,6 +17,7 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import func, select
 
 from tests.api.conftest import client_for
 from tests.api.helpers import admin, error, ok, started
@@ -26,6 +27,8 @@ from threadline.conversations import service
 from threadline.core import events as ev
 from threadline.core.enums import PartType
 from threadline.db.engine import Database
+from threadline.db.schema import users as users_table
+from threadline.widget.routes import NewVisitorLimit
 
 API = "/widget/api"
 
@@ -433,3 +436,27 @@ async def test_a_visitor_follows_its_own_channels_only(live: Live) -> None:
     async with connect(live.ws_url(f"conversation.{a}.{user}", token=token, tag=tag)) as ws:
         m = await asyncio.wait_for(_next(ws), 10)
         assert m["message"]["part"]["body"] == "Later"
+
+
+async def test_new_anonymous_visitors_are_limited_per_address(
+    app: FastAPI, api: httpx.AsyncClient, app_db: Database, world: World
+) -> None:
+    app.state.new_visitor_limit = NewVisitorLimit("3/minute")
+
+    async def users() -> int:
+        async with app_db.read() as conn:
+            return int(await conn.scalar(select(func.count()).select_from(users_table)) or 0)
+
+    for _ in range(3):
+        await session(app, world.app_id)
+    before = await users()
+    async with client_for(app) as anon:
+        r = await anon.post(f"{API}/session", json={"app": world.app_id})
+    error(r, 429, "Throttled")
+    assert int(r.headers["retry-after"]) >= 1
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert await users() == before
+    # A site's own signed-in users are not new anonymous visitors: never limited here.
+    secret = ok(await api.get("/ext/apps/$self_app/widget"))["secret"]
+    signed = await session(app, world.app_id, user_id="u-1", user_hash=sign(secret, "u-1"))
+    assert signed["user"] == world.user_id

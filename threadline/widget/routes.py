@@ -10,6 +10,8 @@ answers any origin (the widget runs on the customer's site), with no cookies inv
 from __future__ import annotations
 
 import hashlib
+import math
+import time
 from collections.abc import Awaitable, Callable
 from functools import cache
 from importlib import resources
@@ -17,7 +19,11 @@ from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
+from limits import parse_many
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.responses import HTMLResponse, Response
 from typing_extensions import TypedDict
 
@@ -139,9 +145,27 @@ def _channels(visitor: Visitor) -> list[str]:
     ]
 
 
+class NewVisitorLimit:
+    """Anonymous sessions create users: a few per client address, so a script cannot fill
+    the app with them (`THREADLINE_WIDGET_NEW_VISITOR_LIMIT`, `limits` notation)."""
+
+    def __init__(self, limit: str) -> None:
+        self.items = parse_many(limit) if limit.strip() else []
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    async def hit(self, address: str) -> None:
+        for item in self.items:
+            if not await self.limiter.hit(item, "new-visitor", address):
+                stats = await self.limiter.get_window_stats(item, "new-visitor", address)
+                raise Throttled(max(1, math.ceil(stats.reset_time - time.time())))
+
+
 async def open_session(request: Request) -> Any:
     """A session for an anonymous visitor, or for a signed user id (`user_id` + `user_hash`)."""
     p = await _params(request, SessionParams)
+    if p.user_id is None:
+        limit: NewVisitorLimit = request.app.state.new_visitor_limit
+        await limit.hit(request.client.host if request.client else "")
     session = await service.open_session(
         _db(request), p.app, site_user_id=p.user_id, user_hash=p.user_hash
     )
@@ -278,9 +302,18 @@ _ERRORS = {
 _API = "/widget/api"
 
 
+class VisitorLimits(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="THREADLINE_", extra="ignore")
+
+    # New anonymous visitors per client address; a shop's busiest page view rate from one
+    # office NAT stays well below it. Empty: no limit.
+    widget_new_visitor_limit: str = "20/minute;200/hour"
+
+
 def register(app: FastAPI) -> None:
     """Mount the widget's routes on `app` (after `threadline.api.register`)."""
     app.include_router(router, responses=_ERRORS)  # type: ignore[arg-type]
+    app.state.new_visitor_limit = NewVisitorLimit(VisitorLimits().widget_new_visitor_limit)
     # Plain Starlette routes: the visitor API is not an API-token operation to document.
     app.add_route("/widget.js", widget_js, methods=["GET"])
     app.add_route("/demo/site", demo_site, methods=["GET"])
