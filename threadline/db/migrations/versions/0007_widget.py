@@ -56,5 +56,9 @@ def downgrade() -> None:
     with op.batch_alter_table("widget_sessions", schema=None) as batch_op:
         batch_op.drop_index("ix_widget_sessions_user")
     op.drop_table("widget_sessions")
-    with op.batch_alter_table("apps", schema=None) as batch_op:
-        batch_op.drop_column("widget_secret")
+    if op.get_bind().dialect.name == "sqlite":
+        # SQLite 3.35+ drops a column in place. The batch way copies `apps` and drops the
+        # old table, which SQLite refuses ("database table is locked") once data is there.
+        op.execute("ALTER TABLE apps DROP COLUMN widget_secret")
+    else:
+        op.drop_column("apps", "widget_secret")
