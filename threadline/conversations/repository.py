@@ -316,7 +316,7 @@ class ConversationRepository:
                 return
         params = _state_values(state, names)
         params["b_conversation_id"] = state.id
-        await self.driver.fetch(_UPDATE, params)
+        await self.driver.defer(_UPDATE, params)
 
     async def mark_read(self, conversation_id: int, mark: MarkRead) -> None:
         await self.driver.fetch(_MARK_READ[mark], {"b_conversation_id": conversation_id})

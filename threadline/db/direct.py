@@ -9,6 +9,7 @@ run the SQL on the driver connection inside the transaction SQLAlchemy opened.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -94,6 +95,26 @@ observers: list[Callable[[str, list[Any]], None]] = []
 
 _ADAPTER = "threadline.direct.adapter"
 _DRIVER = "threadline.direct.driver"
+_DEFERRED = "threadline.direct.deferred"
+Pending = list[tuple[str, Any]]
+
+
+def _run_in_thread(
+    conn: sqlite3.Connection, pending: Pending, sql: str | None, args: Any, commit: bool
+) -> list[Any]:
+    """In aiosqlite's thread: the deferred statements, then `sql` (its rows), then COMMIT."""
+    for deferred_sql, deferred_args in pending:
+        conn.execute(deferred_sql, deferred_args)
+    rows: list[Any] = []
+    if sql is not None:
+        cursor = conn.execute(sql, args)
+        try:
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+    if commit:
+        conn.commit()
+    return rows
 
 
 def notify(sql: str, args: list[Any]) -> None:
@@ -126,6 +147,35 @@ class DriverConnection:
             self._driver = info[_DRIVER]
         return self._driver
 
+    def _take_pending(self) -> Pending:
+        pending: Pending = self.conn.info.pop(_DEFERRED, None) or []
+        return pending
+
+    async def defer(self, statement: DirectStatement, params: dict[str, Any]) -> None:
+        """Run a statement that returns nothing, in order, at the latest at COMMIT.
+
+        On SQLite each statement is a hop to aiosqlite's thread and back, which costs more
+        than the statement: deferred ones travel with the next statement or the COMMIT in
+        one hop. On PostgreSQL the statement runs now.
+        """
+        if self.is_postgres:
+            await self.fetch(statement, params)
+            return
+        sql, args = statement.bind(self.dialect, params)
+        notify(sql, args)
+        self.conn.info.setdefault(_DEFERRED, []).append((sql, args))
+
+    async def _sqlite_hop(self, sql: str | None, args: Any, *, commit: bool) -> list[Any]:
+        driver = await self._get()
+        pending = self._take_pending()
+        if not pending and not commit and sql is not None:
+            return list(await driver.execute_fetchall(sql, args))
+        # aiosqlite runs any function on its thread with `_execute`; one call, one hop.
+        rows: list[Any] = await driver._execute(
+            _run_in_thread, driver._conn, pending, sql, args, commit
+        )
+        return rows
+
     async def begin(self) -> None:
         """Open the transaction on the driver (SQLite: BEGIN IMMEDIATE, a write lock)."""
         if self.is_postgres:
@@ -133,20 +183,36 @@ class DriverConnection:
             await self._get()
         else:
             driver = await self._get()
+            self._take_pending()  # nothing is left from an earlier transaction
             notify("BEGIN IMMEDIATE", [])
             await driver.execute_fetchall("BEGIN IMMEDIATE")
 
     async def end(self, *, commit: bool) -> None:
         """Commit or roll back the transaction `begin` opened."""
+        if not commit:
+            self._take_pending()
         if self.conn.in_transaction():
             # SQLAlchemy ran statements here too and tracks the transaction: end it through
             # SQLAlchemy so that its bookkeeping ends with the real transaction.
+            try:
+                if self.conn.info.get(_DEFERRED):
+                    await self._sqlite_hop(None, None, commit=False)
+            except BaseException:
+                await self.conn.rollback()
+                raise
             await (self.conn.commit() if commit else self.conn.rollback())
             return
         notify("COMMIT" if commit else "ROLLBACK", [])
         driver = await self._get()
         if not self.is_postgres:
-            await (driver.commit() if commit else driver.rollback())
+            if not commit:
+                await driver.rollback()
+                return
+            try:
+                await self._sqlite_hop(None, None, commit=True)
+            except BaseException:
+                await driver.rollback()
+                raise
             return
         adapter: Any = self.conn.info[_ADAPTER]
         transaction, adapter._transaction = adapter._transaction, None
@@ -163,5 +229,5 @@ class DriverConnection:
         driver = await self._get()
         if self.is_postgres:
             return list(await driver.fetch(sql, *args))
-        # One hop to aiosqlite's thread for execute, fetch and close together.
-        return list(await driver.execute_fetchall(sql, args))
+        # One hop to aiosqlite's thread for the deferred statements, execute, fetch and close.
+        return await self._sqlite_hop(sql, args, commit=False)

@@ -105,7 +105,7 @@ async def append(
         for names, r in zip(_NAMES, chunk, strict=False):
             values = (app_id, r.conversation_id, r.user_id, r.type, now, dumps(r.data).decode())
             params.update(zip(names, values, strict=True))
-        await driver.fetch(_append_statement(dialect, len(chunk), start), params)
+        await driver.defer(_append_statement(dialect, len(chunk), start), params)
 
 
 @dataclass(frozen=True, slots=True)
