@@ -17,19 +17,14 @@ from sqlalchemy import (
     Select,
     and_,
     case,
-    exists,
     func,
     literal,
-    or_,
     select,
     tuple_,
-    type_coerce,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.conversations.repository import part_from_row, state_from_row
-from threadline.core.enums import PartType
 from threadline.core.model import ConversationState, Part
 from threadline.db.schema import channels
 from threadline.db.schema import conversation_parts as parts_t
@@ -174,55 +169,6 @@ class InboxFilter:
     assistant_type: str | None = None
 
 
-def _has_tag(conn: AsyncConnection, tag: str) -> ColumnElement[bool]:
-    if conn.dialect.name == "postgresql":
-        return type_coerce(conv_t.c.tags, JSONB).contains([tag])
-    each = func.json_each(conv_t.c.tags).table_valued("value")
-    return exists(select(literal(1)).select_from(each).where(each.c.value == tag))
-
-
-def _no_tags(conn: AsyncConnection) -> ColumnElement[bool]:
-    if conn.dialect.name == "postgresql":
-        return func.jsonb_array_length(type_coerce(conv_t.c.tags, JSONB)) == 0
-    return func.json_array_length(conv_t.c.tags) == 0
-
-
-def inbox_conditions(conn: AsyncConnection, f: InboxFilter) -> list[ColumnElement[bool]]:
-    c = conv_t.c
-    where: list[ColumnElement[bool]] = []
-    if f.closed is not None:
-        where.append(c.closed.is_(f.closed))
-    if f.answered is True:
-        where.append(c.reply_last_type == PartType.REPLY_ADMIN.value)
-    elif f.answered is False:
-        where.append(
-            or_(c.reply_last_type.is_(None), c.reply_last_type != PartType.REPLY_ADMIN.value)
-        )
-    if f.delayed is True:
-        where.append(
-            and_(
-                c.delayed_until.is_not(None), c.delayed_until > literal(f.now, c.delayed_until.type)
-            )
-        )
-    elif f.delayed is False:
-        where.append(
-            or_(c.delayed_until.is_(None), c.delayed_until <= literal(f.now, c.delayed_until.type))
-        )
-    if f.assigned is not None:
-        match = c.assignee_id.is_(None) if f.assigned == 0 else c.assignee_id == f.assigned
-        where.append(or_(match, c.assignee_id.is_(None)) if f.include_not_assigned else match)
-    if not f.include_not_assigned:
-        where.append(c.assignee_id.is_not(None))
-    if f.tags:
-        has_all = and_(*(_has_tag(conn, t) for t in f.tags))
-        where.append(or_(has_all, _no_tags(conn)) if f.include_no_tags else has_all)
-    if f.channel is not None:
-        where.append(c.channel_id.is_(None) if f.channel == 0 else c.channel_id == f.channel)
-    if f.assistant_type is not None:
-        where.append(c.assistant_type == f.assistant_type)
-    return where
-
-
 @dataclass(slots=True)
 class ConversationPage:
     states: list[ConversationState]
@@ -249,23 +195,6 @@ async def _conversation_page(
     return ConversationPage(
         [state_from_row(r) for r in page.rows], page.next_before, page.next_after
     )
-
-
-async def inbox_page(
-    conn: AsyncConnection,
-    app_id: int,
-    f: InboxFilter,
-    request: PageRequest | None = None,
-    v1: tuple[datetime | None, int] | None = None,
-) -> ConversationPage:
-    """The operators' list: replied, not removed conversations of the app, filtered."""
-    base = select(conv_t).where(
-        conv_t.c.app_id == app_id,
-        conv_t.c.replied.is_(True),
-        conv_t.c.removed.is_(None),
-        *inbox_conditions(conn, f),
-    )
-    return await _conversation_page(conn, base, request, v1)
 
 
 async def user_page(
