@@ -2,8 +2,10 @@
 
 For each size, a database is filled once with `threadline demo --conversations N` (the
 time it took is printed; the app and its token are kept in bench/results/ for the next
-run), then served by uvicorn (one worker, uvloop, httptools, no access log, no rate limit)
-and measured one request at a time from this process, after a warm-up:
+run). Every size is then served at once by its own uvicorn (one worker, uvloop, httptools,
+no access log, no rate limit) and measured one request at a time from this process, after
+a warm-up, the sizes in turn request by request (so that a busy moment of a shared machine
+weighs on every size alike):
 
 - the first page of each view (`/ext/apps/{app}/inbox?counts=false`), alone and combined;
 - a page at depth 100 (the position of the 100th page of the open view);
@@ -16,10 +18,11 @@ targets: at the largest PostgreSQL size, a first page p95 <= 15 ms, the inbox wi
 p95 <= 30 ms, search p95 <= 100 ms, ratios <= 1.5.
 
     python -m bench.inbox [--db postgres|sqlite] [--sizes 10000,1000000] [--samples 200]
-                          [--rebuild]
+                          [--rebuild] [--database SIZE=URL ...]
 
 PostgreSQL databases are named tl_inbox_<size> on the server of --postgres (default the
-local test server); SQLite files are bench/results/inbox-<size>.db.
+local test server), unless `--database SIZE=URL` names one (kept between runs: its app and
+token are in bench/results/); SQLite files are bench/results/inbox-<size>.db.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from threadline.db.engine import async_url
 from threadline.db.schema import conversation_tags, conversations, inbox_counts
 from threadline.demo_bulk import pseudo_words
 
-console = Console()
+console = Console(width=150)
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 TARGETS = {"page": 15.0, "inbox": 30.0, "search": 100.0}
@@ -87,7 +90,8 @@ async def _admin_sql(postgres: str, *statements: str) -> None:
 
 def prepare(target: Target, kind: str, postgres: str, rebuild: bool) -> None:
     """Fill the database with the demo, unless a previous run did."""
-    saved = RESULTS / f"inbox-{kind}-{target.size}.json"
+    where = Path(make_url(target.url).database or "")
+    saved = RESULTS / f"inbox-{kind}-{target.size}-{where.stem}.json"
     if saved.exists() and not rebuild:
         known = json.loads(saved.read_text())
         target.app, target.token = known["app"], known["token"]
@@ -95,11 +99,11 @@ def prepare(target: Target, kind: str, postgres: str, rebuild: bool) -> None:
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     if kind == "sqlite":
-        path = RESULTS / f"inbox-{target.size}.db"
+        path = where
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
     else:
-        name = f"tl_inbox_{target.size}"
+        name = make_url(target.url).database
         asyncio.run(
             _admin_sql(
                 postgres, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"
@@ -259,35 +263,56 @@ def depth_100(client: httpx.Client, app: int) -> str | None:
     return position
 
 
-def measure(client: httpx.Client, case: dict[str, Any], samples: int) -> tuple[float, float]:
+def _timed(client: httpx.Client, case: dict[str, Any]) -> float:
     params = {k: v for k, v in case.items() if k != "path"}
-    for _ in range(max(5, samples // 10)):
-        response = client.get(case["path"], params=params)
-        response.raise_for_status()
-    timings = []
-    for _ in range(samples):
-        started = time.perf_counter()
-        response = client.get(case["path"], params=params)
-        timings.append((time.perf_counter() - started) * 1000)
-        response.raise_for_status()
-    timings.sort()
+    started = time.perf_counter()
+    response = client.get(case["path"], params=params)
+    elapsed = (time.perf_counter() - started) * 1000
+    response.raise_for_status()
+    return elapsed
+
+
+def _summary(timings: list[float]) -> tuple[float, float]:
+    timings = sorted(timings)
     return statistics.median(timings), timings[int(len(timings) * 0.95) - 1]
 
 
-def run(target: Target, samples: int) -> None:
-    picks = asyncio.run(pick(target.url, target.app))
-    process, base = serve(target.url)
+def run(targets: list[Target], samples: int) -> None:
+    """Every size served at once, and each case measured on them in turn, request by
+    request: whatever else the machine does at a moment weighs on every size alike, so
+    the ratios compare like with like on a shared machine."""
+    processes = []
+    clients: list[httpx.Client] = []
+    cases: list[dict[str, dict[str, Any]]] = []
     try:
-        headers = {"Authorization": f"Token {target.token}"}
-        with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
-            position = depth_100(client, target.app)
-            for name, case in requests_for(target.app, picks, position).items():
-                target.results[name] = measure(client, case, samples)
+        for target in targets:
+            picks = asyncio.run(pick(target.url, target.app))
+            process, base = serve(target.url)
+            processes.append(process)
+            headers = {"Authorization": f"Token {target.token}"}
+            client = httpx.Client(base_url=base, headers=headers, timeout=60)
+            clients.append(client)
+            cases.append(requests_for(target.app, picks, depth_100(client, target.app)))
+        for name in cases[-1]:
+            timings: list[list[float]] = [[] for _ in targets]
+            for _ in range(max(5, samples // 10)):
+                for client, case in zip(clients, cases, strict=True):
+                    _timed(client, case[name])
+            for _ in range(samples):
+                for i, (client, case) in enumerate(zip(clients, cases, strict=True)):
+                    timings[i].append(_timed(client, case[name]))
+            line = [f"  {name:30}"]
+            for target, measured in zip(targets, timings, strict=True):
+                target.results[name] = _summary(measured)
                 p50, p95 = target.results[name]
-                console.print(f"  {name:32} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms")
+                line.append(f"{target.size:>9,}: p50 {p50:6.2f} p95 {p95:6.2f}")
+            console.print("   ".join(line) + f"   (load {os.getloadavg()[0]:.1f})")
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        for client in clients:
+            client.close()
+        for process in processes:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
 
 
 def _kind_of(name: str) -> str:
@@ -301,6 +326,7 @@ def report(kind: str, targets: list[Target]) -> bool:
         table.add_column(f"{t.size:,} p50", justify="right")
         table.add_column(f"{t.size:,} p95", justify="right")
     if len(targets) > 1:
+        table.add_column("p50 ratio", justify="right")
         table.add_column("p95 ratio", justify="right")
     ok = True
     big = targets[-1]
@@ -313,6 +339,7 @@ def report(kind: str, targets: list[Target]) -> bool:
             ok = False
             row[-1] = f"[red]{row[-1]}[/]"
         if len(targets) > 1:
+            row.append(f"{big.results[name][0] / targets[0].results[name][0]:.2f}")
             ratio = big.results[name][1] / targets[0].results[name][1]
             text_ratio = f"{ratio:.2f}"
             if ratio > MAX_RATIO:
@@ -337,15 +364,25 @@ def main() -> None:
         "--postgres", default=os.environ.get("THREADLINE_BENCH_POSTGRES", DEFAULT_PG)
     )
     parser.add_argument("--rebuild", action="store_true", help="fill the databases again")
+    parser.add_argument(
+        "--database",
+        action="append",
+        default=[],
+        metavar="SIZE=URL",
+        help="the database of one size (kept between runs); default tl_inbox_<size>",
+    )
     args = parser.parse_args()
     default_sizes = "10000,1000000" if args.db == "postgres" else "10000,100000"
     sizes = [int(s) for s in (args.sizes or default_sizes).split(",")]
-    targets = [Target(size, database_url(args.db, size, args.postgres)) for size in sizes]
+    chosen = dict(item.split("=", 1) for item in args.database)
+    targets = [
+        Target(size, chosen.get(str(size)) or database_url(args.db, size, args.postgres))
+        for size in sizes
+    ]
     for target in targets:
         prepare(target, args.db, args.postgres, args.rebuild)
-    for target in targets:
-        console.print(f"[bold]{args.db} {target.size:,} conversations[/]")
-        run(target, args.samples)
+    console.print(f"[bold]{args.db}: {', '.join(f'{t.size:,}' for t in targets)} conversations[/]")
+    run(targets, args.samples)
     ok = report(args.db, targets)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"inbox-{args.db}-results.json").write_text(

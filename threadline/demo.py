@@ -947,7 +947,7 @@ async def _compute_batch(plan: _BulkPlan, number: int) -> bulk_path.Batch:
     demo.conversation_ids = bulk_path.IdBlock(plan.blocks.conversations(number))
     demo.part_ids = bulk_path.IdBlock(plan.blocks.parts(number))
     demo.message_ids = bulk_path.IdBlock(plan.blocks.messages(number))
-    batch = demo.batch = bulk_path.Batch(plan.postgres)
+    batch = demo.batch = bulk_path.Batch(plan.postgres, plan.present)
     scenarios = [s for s, _ in SCENARIOS]
     weights = [w for _, w in SCENARIOS]
     first = plan.present - HISTORY
@@ -1036,7 +1036,7 @@ async def _fill_bulk(
                 pending = [loop.run_in_executor(pool, _worker_batch, n) for n in range(batches)]
                 for finished in asyncio.as_completed(pending):
                     done(await finished)
-        await bulk_path.finish(db, plan.app_id, plan.blocks, summaries)
+        await bulk_path.finish(db, plan.app_id, plan.blocks, summaries, plan.present)
     finally:
         await bulk_path.restore(db, aside)
     await bulk_path.analyze(db)

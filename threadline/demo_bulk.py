@@ -53,7 +53,14 @@ from threadline.db.schema import (
     users,
 )
 from threadline.db.types import UTCDateTime
-from threadline.inbox.maintain import add_to_counts, deltas, shard_of, tag_row_values
+from threadline.inbox.maintain import (
+    KIND_WATERMARK,
+    add_to_counts,
+    deltas,
+    shard_of,
+    tag_row_values,
+    to_micros,
+)
 
 # From this many conversations on, `demo.fill` takes the bulk path.
 BULK_FROM = 2_000
@@ -332,8 +339,10 @@ class BatchSummary:
 class Batch:
     """The rows of a batch of conversations, and what they add to each count cell."""
 
-    def __init__(self, postgres: bool) -> None:
+    def __init__(self, postgres: bool, watermark: datetime | None = None) -> None:
         self.postgres = postgres
+        # The snoozed cells count the snoozes that end after this (see inbox.maintain).
+        self.watermark = None if watermark is None else to_micros(watermark)
         self.conversations: list[tuple[Any, ...]] = []
         self.parts: list[tuple[Any, ...]] = []
         self.messages: list[tuple[Any, ...]] = []
@@ -349,7 +358,7 @@ class Batch:
             row = tuple(values[c] for c in _TAG_VALUE_COLUMNS)
             self.tags.extend((state.id, tag, state.app_id, *row) for tag in state.tags)
         shard = shard_of(state.id, "postgresql" if self.postgres else "sqlite")
-        for cell, n in deltas(None, state):
+        for cell, n in deltas(None, state, self.watermark):
             self.counts[(shard, cell)] += n
 
     def tables(self) -> list[tuple[Table, Sequence[str], list[tuple[Any, ...]]]]:
@@ -387,9 +396,14 @@ async def copy_batch(url: str, batch: Batch) -> None:
 
 
 async def finish(
-    db: Database, app_id: int, blocks: Blocks, summaries: Sequence[BatchSummary]
+    db: Database,
+    app_id: int,
+    blocks: Blocks,
+    summaries: Sequence[BatchSummary],
+    watermark: datetime | None = None,
 ) -> None:
-    """Add every batch's count cells, in one transaction."""
+    """Add every batch's count cells, and the watermark they were counted against, in one
+    transaction."""
     total: Counter[tuple[int, Any]] = Counter()
     for summary in summaries:
         total.update(summary.counts)
@@ -401,6 +415,9 @@ async def finish(
         driver = DriverConnection(conn)
         for shard, changes in by_shard.items():
             await add_to_counts(driver, app_id, shard, changes)
+        if watermark is not None:
+            mark = (KIND_WATERMARK, "", False, 0, 0, False)
+            await add_to_counts(driver, app_id, 0, [(mark, to_micros(watermark))])
 
 
 def workers_for(db: Database, conversations: int) -> int:

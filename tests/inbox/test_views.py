@@ -13,10 +13,15 @@ import itertools
 import random
 from datetime import datetime, timedelta
 
+import pytest
+
 from tests.inbox.scene import TAGS, Scene, reference_counts, reference_page
+from threadline.conversations import service as conversations
 from threadline.conversations.queries import PageRequest
+from threadline.core import events as ev
 from threadline.db.engine import Database
-from threadline.inbox import views
+from threadline.inbox import maintain, views
+from threadline.inbox import service as service_module
 from threadline.inbox.counts import counts
 from threadline.inbox.service import inbox, snapshot
 from threadline.inbox.views import View
@@ -77,10 +82,7 @@ async def test_a_snooze_ends_at_its_very_moment(db: Database) -> None:
     await scene.setup(conversations=3)
     target = scene.conversations[0]
     until = scene.now + timedelta(minutes=10)
-    from threadline.conversations import service
-    from threadline.core import events as ev
-
-    await service.perform(
+    await conversations.perform(
         db, scene.app_id, target, ev.Delay(until, scene.admin()), now=scene.tick()
     )
     states = await scene.states()
@@ -91,3 +93,57 @@ async def test_a_snooze_ends_at_its_very_moment(db: Database) -> None:
         assert answer.counts == reference_counts(states, View("delayed"), at)
         opened = await inbox(db, scene.app_id, View("open"), PageRequest(20), now=at)
         assert (target in [s.id for s in opened.page.states]) == (status == "open")
+
+
+async def test_counts_hold_across_sweeps_of_the_snoozed_cells(db: Database) -> None:
+    """The watermark moves (behind "now", at it, even ahead of a later read's "now"); the
+    counts at every moment stay exact, and a sweep never changes what is read."""
+    scene = Scene(db, random.Random(17))
+    await scene.setup(conversations=25)
+    rng = random.Random(5)
+    swept = 0
+    for _ in range(4):
+        for _ in range(50):
+            await scene.step()
+        states = await scene.states()
+        moments = [scene.now + timedelta(seconds=s) for s in (-2000, 0, 1200, 2600)]
+        before = []
+        for at in moments:
+            async with snapshot(db) as conn:
+                before.append(await counts(conn, scene.app_id, View("open"), at))
+        swept += await maintain.sweep(
+            db, scene.app_id, scene.now + timedelta(seconds=rng.randint(-1500, 1500))
+        )
+        for at, earlier in zip(moments, before, strict=True):
+            for view in (
+                View("open"),
+                View("delayed", tag=TAGS[0]),
+                View("delayed", assignee=0),
+                View(None, channel=scene.channels[1], assignee=scene.admins[0]),
+            ):
+                async with snapshot(db) as conn:
+                    found = await counts(conn, scene.app_id, view, at)
+                assert found == reference_counts(states, view, at), (view, at)
+            async with snapshot(db) as conn:
+                assert await counts(conn, scene.app_id, View("open"), at) == earlier
+    assert swept > 0  # some snoozes did leave the cells
+
+
+async def test_a_busy_read_sweeps(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service_module, "SWEEP_AFTER", 1)
+    scene = Scene(db, random.Random(3))
+    await scene.setup(conversations=4)
+    target = scene.conversations[0]
+    until = scene.now + timedelta(minutes=10)
+    await conversations.perform(
+        db, scene.app_id, target, ev.Delay(until, scene.admin()), now=scene.tick()
+    )
+    later = until + timedelta(seconds=1)
+    first = await inbox(db, scene.app_id, View("open"), PageRequest(20), now=later)
+    assert first.counts is not None
+    assert first.counts.behind == 1
+    second = await inbox(db, scene.app_id, View("open"), PageRequest(20), now=later)
+    assert second.counts is not None
+    assert second.counts.behind == 0
+    assert second.counts == first.counts
+    assert second.counts == reference_counts(await scene.states(), View("open"), later)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from threadline.apps.service import utcnow
 from threadline.conversations.queries import ConversationPage, PageRequest
 from threadline.db.engine import Database
-from threadline.inbox import views
+from threadline.inbox import maintain, views
 from threadline.inbox.counts import Counts, counts
 from threadline.inbox.search import SearchPage, parse_query
 from threadline.inbox.search import page as search_page
@@ -35,6 +35,17 @@ async def snapshot(db: Database) -> AsyncIterator[AsyncConnection]:
         repeatable = await conn.execution_options(isolation_level="REPEATABLE READ")
         async with repeatable.begin():
             yield repeatable
+
+
+# A read that had to correct for this many ended snoozes moves the watermark up (see
+# `maintain.sweep`), so that the next reads have fewer to correct for.
+SWEEP_AFTER = 64
+
+
+async def catch_up(db: Database, app_id: int, answer: InboxAnswer) -> None:
+    """After a read: sweep the ended snoozes out of the count cells when they are many."""
+    if answer.counts is not None and answer.counts.behind >= SWEEP_AFTER:
+        await maintain.sweep(db, app_id, answer.now)
 
 
 @dataclass(slots=True)
@@ -75,7 +86,9 @@ async def inbox(
     now: datetime | None = None,
 ) -> InboxAnswer:
     async with snapshot(db) as conn:
-        return await read_inbox(conn, app_id, view, request, v1, now=now)
+        answer = await read_inbox(conn, app_id, view, request, v1, now=now)
+    await catch_up(db, app_id, answer)
+    return answer
 
 
 async def search(

@@ -59,6 +59,7 @@ from threadline.core.enums import AssistantType, PartType, SentVia
 from threadline.core.errors import NotFound
 from threadline.core.model import Author
 from threadline.core.rules import MAX_BODY_CHARS, MAX_TAG_CHARS
+from threadline.inbox import views as inbox_views
 
 router = APIRouter(tags=["conversations"])
 
@@ -109,7 +110,7 @@ async def list_conversations(
     if caller.version == 1:
         after = v1_after_timestamp(p)
         async with caller.db.read() as conn:
-            page = await conv_q.inbox_page(conn, app_id, f, v1=(after, p.count))
+            page = await inbox_views.vendor_page(conn, app_id, f, v1=(after, p.count))
             data = await Presenter(
                 conn, app_id, base_url(request), ids_as_strings=caller.id_as_string
             ).conversations(page.states)
@@ -124,7 +125,7 @@ async def list_conversations(
         )
     page_req = page_request(p, timed=True)
     async with caller.db.read() as conn:
-        page = await conv_q.inbox_page(conn, app_id, f, request=page_req)
+        page = await inbox_views.vendor_page(conn, app_id, f, request=page_req)
         data = await Presenter(
             conn, app_id, base_url(request), ids_as_strings=caller.id_as_string
         ).conversations(page.states)

@@ -140,6 +140,7 @@ async def inbox(
             conn, app_id, view, page_req, v1, with_counts=p.counts is not False
         )
         data = await Presenter(conn, app_id, base_url(request)).conversations(answer.page.states)
+    await service.catch_up(caller.db, app_id, answer)
     body = {
         "conversations": data if v1 else ordered(data, p),
         "counts": None if answer.counts is None else _counts_out(answer.counts),
