@@ -7,22 +7,13 @@ from fastapi import FastAPI
 from threadline.api import attachments, openapi
 from threadline.api.config import ApiSettings
 from threadline.api.envelope import install_error_handlers
-from threadline.api.errors import AuthenticationFailed, BadRequest, PermissionDenied
+from threadline.api.errors import BadRequest
 from threadline.api.ratelimit import parse_limits
 from threadline.api.routes import apps, conversations, ext, inbox, users
-from threadline.api.schemas import ErrorEnvelope
+from threadline.api.schemas import error_responses
 from threadline.api.versioning import VersionPrefix
 
-_ERRORS = {
-    status: {"model": ErrorEnvelope, "description": description}
-    for status, description in (
-        (400, f"{BadRequest.error_name}, LookupError, ReplyTooBig, tag errors"),
-        (401, AuthenticationFailed.error_name),
-        (403, PermissionDenied.error_name),
-        (404, "NotFound (also for objects of another app)"),
-        (429, "Throttled"),
-    )
-}
+_ERRORS = error_responses(f"{BadRequest.error_name}, LookupError, ReplyTooBig, tag errors")
 
 
 def register(app: FastAPI) -> None:
@@ -35,6 +26,6 @@ def register(app: FastAPI) -> None:
     app.state.api_settings = settings
     install_error_handlers(app)
     for module in (conversations, users, apps, ext, inbox, attachments):
-        app.include_router(module.router, responses=_ERRORS)  # type: ignore[arg-type]
+        app.include_router(module.router, responses=_ERRORS)
     app.add_middleware(VersionPrefix)
     openapi.install(app)

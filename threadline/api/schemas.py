@@ -231,6 +231,20 @@ class ErrorEnvelope(TypedDict):
     data: NoData
 
 
+def error_responses(bad_request: str = "BadRequest") -> dict[int | str, dict[str, Any]]:
+    """The error answers every router documents (`bad_request`: what 400 names)."""
+    return {
+        status: {"model": ErrorEnvelope, "description": name}
+        for status, name in (
+            (400, bad_request),
+            (401, "AuthenticationFailed"),
+            (403, "PermissionDenied"),
+            (404, "NotFound (also for objects of another app)"),
+            (429, "Throttled"),
+        )
+    }
+
+
 @cache
 def adapter(kind: Any) -> TypeAdapter[Any]:
     """One TypeAdapter per response type, built on first use and kept for the process."""

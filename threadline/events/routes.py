@@ -12,22 +12,11 @@ from threadline.api.auth import ReadCaller
 from threadline.api.common import AppPath, Params, base_url
 from threadline.api.envelope import respond
 from threadline.api.params import ApiParams, IdOrZero, describe
-from threadline.api.schemas import Envelope, ErrorEnvelope
+from threadline.api.schemas import Envelope, error_responses
 from threadline.events import repository as log
 from threadline.events.present import EventOut, render, string_ids
 
 router = APIRouter(tags=["events"])
-
-_ERRORS = {
-    status: {"model": ErrorEnvelope, "description": name}
-    for status, name in (
-        (400, "BadRequest"),
-        (401, "AuthenticationFailed"),
-        (403, "PermissionDenied"),
-        (404, "NotFound (also for objects of another app)"),
-        (429, "Throttled"),
-    )
-}
 
 
 def register_first(app: FastAPI) -> None:
@@ -41,7 +30,7 @@ def register(app: FastAPI) -> None:
     """Mount the event log's endpoints on `app`, the way `threadline.api.register` does."""
     from threadline.events import stream
 
-    app.include_router(router, responses=_ERRORS)  # type: ignore[arg-type]
+    app.include_router(router, responses=error_responses())
     app.include_router(stream.router)
     app.add_route("/sse/{channels:path}", stream.sse_stream, methods=["GET"])
 

@@ -16,7 +16,7 @@ from threadline.api.common import AppPath, Params
 from threadline.api.envelope import respond
 from threadline.api.errors import InvalidParameter
 from threadline.api.params import ApiParams, IdOrZero, IdParam, OptionalId, StrList, describe
-from threadline.api.schemas import Empty, Envelope, ErrorEnvelope, Id, Ts
+from threadline.api.schemas import Empty, Envelope, Id, Ts, error_responses
 from threadline.apps.service import utcnow
 from threadline.core import eventlog
 from threadline.core.errors import NotFound
@@ -28,17 +28,6 @@ router = APIRouter(prefix="/ext", tags=["webhooks"])
 
 MAX_URL_CHARS = 2048
 MAX_DELIVERIES_PAGE = 100
-
-_ERRORS = {
-    status: {"model": ErrorEnvelope, "description": name}
-    for status, name in (
-        (400, "BadRequest"),
-        (401, "AuthenticationFailed"),
-        (403, "PermissionDenied"),
-        (404, "NotFound (also for objects of another app)"),
-        (429, "Throttled"),
-    )
-}
 
 
 class WebhookOut(TypedDict):
@@ -263,4 +252,4 @@ async def replay_deliveries(app: AppPath, caller: AdminCaller, p: Params[ReplayP
 
 
 def register(app: FastAPI) -> None:
-    app.include_router(router, responses=_ERRORS)  # type: ignore[arg-type]
+    app.include_router(router, responses=error_responses())

@@ -39,7 +39,7 @@ from threadline.api.params import (
     cached_raw_params,
     describe,
 )
-from threadline.api.schemas import Envelope, ErrorEnvelope, Id
+from threadline.api.schemas import Envelope, Id, error_responses
 from threadline.api.state import rate_limiter_of
 from threadline.core.rules import MAX_BODY_CHARS
 from threadline.db.engine import Database
@@ -288,17 +288,6 @@ async def widget_settings(app: AppPath, caller: AdminCaller, request: Request) -
     return respond(WidgetSettings, data, context=caller.context)
 
 
-_ERRORS = {
-    status: {"model": ErrorEnvelope, "description": name}
-    for status, name in (
-        (400, "BadRequest"),
-        (401, "AuthenticationFailed"),
-        (403, "PermissionDenied"),
-        (404, "NotFound (also for objects of another app)"),
-        (429, "Throttled"),
-    )
-}
-
 _API = "/widget/api"
 
 
@@ -312,7 +301,7 @@ class VisitorLimits(BaseSettings):
 
 def register(app: FastAPI) -> None:
     """Mount the widget's routes on `app` (after `threadline.api.register`)."""
-    app.include_router(router, responses=_ERRORS)  # type: ignore[arg-type]
+    app.include_router(router, responses=error_responses())
     app.state.new_visitor_limit = NewVisitorLimit(VisitorLimits().widget_new_visitor_limit)
     # Plain Starlette routes: the visitor API is not an API-token operation to document.
     app.add_route("/widget.js", widget_js, methods=["GET"])
