@@ -6,7 +6,7 @@ never one per row.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -41,9 +41,15 @@ class Presenter:
     """Turns engine objects into answer dicts for one app, loading what they embed."""
 
     def __init__(
-        self, conn: AsyncConnection, app_id: int, base_url: str, *, ids_as_strings: bool = False
+        self,
+        conn: AsyncConnection | None,
+        app_id: int,
+        base_url: str,
+        *,
+        ids_as_strings: bool = False,
     ) -> None:
-        self.conn = conn
+        # None: everything to show is known already (see `know`); a query would be a bug.
+        self._conn = conn
         self.app_id = app_id
         self.base_url = base_url
         # `id_as_string`: the serializer turns the answer's typed ids into strings; ids
@@ -52,7 +58,29 @@ class Presenter:
         self.admins: dict[int, app_q.AdminRow] = {}
         self.senders: dict[int, app_q.SenderRow] = {}
 
-    async def _load_people(self, admin_ids: Iterable[int | None], parts: Iterable[Part]) -> None:
+    @property
+    def conn(self) -> AsyncConnection:
+        assert self._conn is not None, "this presenter has no connection to load with"
+        return self._conn
+
+    def use(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    def know(
+        self, admins: Mapping[int, app_q.AdminRow], senders: Mapping[int, app_q.SenderRow]
+    ) -> None:
+        """People already read (by the write being answered): not loaded again."""
+        self.admins.update(admins)
+        self.senders.update(senders)
+
+    def knows_people_of(self, parts: Iterable[Part]) -> bool:
+        """Can `parts` be shown without loading anyone?"""
+        wanted_admins, wanted_senders = self._missing_people((), parts)
+        return not wanted_admins and not wanted_senders
+
+    def _missing_people(
+        self, admin_ids: Iterable[int | None], parts: Iterable[Part]
+    ) -> tuple[set[int], set[int]]:
         wanted_admins = set(i for i in admin_ids if i is not None)
         wanted_senders: set[int] = set()
         for part in parts:
@@ -63,10 +91,14 @@ class Presenter:
                 wanted_senders.add(author.id)
             if part.type is PartType.ASSIGNED and part.assignee_id is not None:
                 wanted_admins.add(part.assignee_id)
-        wanted_admins -= self.admins.keys()
-        wanted_senders -= self.senders.keys()
-        self.admins.update(await app_q.admins_by_id(self.conn, self.app_id, wanted_admins))
-        self.senders.update(await app_q.senders_by_id(self.conn, self.app_id, wanted_senders))
+        return wanted_admins - self.admins.keys(), wanted_senders - self.senders.keys()
+
+    async def _load_people(self, admin_ids: Iterable[int | None], parts: Iterable[Part]) -> None:
+        wanted_admins, wanted_senders = self._missing_people(admin_ids, parts)
+        if wanted_admins:
+            self.admins.update(await app_q.admins_by_id(self.conn, self.app_id, wanted_admins))
+        if wanted_senders:
+            self.senders.update(await app_q.senders_by_id(self.conn, self.app_id, wanted_senders))
 
     def _admin(self, ident: int | None) -> dict[str, Any] | None:
         return None if ident is None else admin_out(self.admins.get(ident), ident)

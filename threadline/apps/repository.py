@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from threadline.core.model import Admin, Sender
 from threadline.db.direct import DirectSelect, DriverConnection
 from threadline.db.schema import admins, api_tokens, apps, channels, messages, senders, users
 
@@ -28,6 +29,18 @@ def _owned_query(table: Table) -> DirectSelect:
     if "removed" in table.c:
         conditions.append(table.c.removed.is_(None))
     return DirectSelect(select(table.c.id).where(*conditions))
+
+
+@functools.cache
+def _person_query(table: Table) -> DirectSelect:
+    """An admin or sender of the app (not removed), with what answers show of them."""
+    columns = [table.c.id, table.c.name, table.c.avatar]
+    if table is admins:
+        columns += [admins.c.email, admins.c.created]
+    conditions = [table.c.id == bindparam("ident"), table.c.app_id == bindparam("app_id")]
+    if "removed" in table.c:
+        conditions.append(table.c.removed.is_(None))
+    return DirectSelect(select(*columns).where(*conditions))
 
 
 class AppRepository:
@@ -138,6 +151,14 @@ class AppRepository:
         """Does object `ident` of `table` exist in app `app_id` (and is it not removed)?"""
         params = {"ident": ident, "app_id": app_id}
         return bool(await self.driver.fetch(_owned_query(table), params))
+
+    async def admin(self, app_id: int, ident: int) -> Admin | None:
+        rows = await self.driver.select(_person_query(admins), {"ident": ident, "app_id": app_id})
+        return Admin(**rows[0]) if rows else None
+
+    async def sender(self, app_id: int, ident: int) -> Sender | None:
+        rows = await self.driver.select(_person_query(senders), {"ident": ident, "app_id": app_id})
+        return Sender(**rows[0]) if rows else None
 
     async def admin_ids(self, app_id: int) -> list[int]:
         query = select(admins.c.id).where(admins.c.app_id == app_id).order_by(admins.c.id)

@@ -25,10 +25,10 @@ from threadline.core.enums import (
     SentVia,
 )
 from threadline.core.errors import DomainError, InvalidParameter, NotFound
-from threadline.core.model import Author, ConversationState, JSONObject, Part
+from threadline.core.model import Admin, Author, ConversationState, JSONObject, Part, Sender
 from threadline.core.recompute import Drift, drifts, repaired
 from threadline.db.engine import Database
-from threadline.db.schema import admins, channels, senders, users
+from threadline.db.schema import channels, users
 from threadline.events import repository as event_log
 from threadline.inbox import maintain as inbox
 
@@ -43,6 +43,15 @@ class Outcome:
     state: ConversationState
     parts: list[Part] = field(default_factory=list)
     duplicate: bool = False
+    # The admins and senders the write named, as read in its transaction (so an answer
+    # that shows them needs no read of its own).
+    people: People | None = None
+
+
+@dataclass(slots=True)
+class People:
+    admins: dict[int, Admin] = field(default_factory=dict)
+    senders: dict[int, Sender] = field(default_factory=dict)
 
 
 # The "kind of write" half of the idempotency key, per event class.
@@ -72,11 +81,13 @@ class _AlreadyDone(Exception):
     """Raised inside the transaction to roll it back when a retry is detected."""
 
 
-async def _check_references(repo: AppRepository, app_id: int, events: Sequence[ev.Event]) -> None:
+async def _check_references(repo: AppRepository, app_id: int, events: Sequence[ev.Event]) -> People:
     """Every admin, sender and channel an event names must belong to the conversation's app.
 
-    One of another app is answered exactly like one that does not exist.
+    One of another app is answered exactly like one that does not exist. Returns the admins
+    and senders named.
     """
+    people = People()
     admin_ids: set[int | None] = set()
     for event in events:
         for attr in ("author", "by", "sender"):
@@ -85,10 +96,11 @@ async def _check_references(repo: AppRepository, app_id: int, events: Sequence[e
                 continue
             if author.kind is AuthorKind.ADMIN:
                 admin_ids.add(author.id)
-            elif author.kind is AuthorKind.SENDER and (
-                author.id is None or not await repo.owned(senders, app_id, author.id)
-            ):
-                raise NotFound("sender", author.id)
+            elif author.kind is AuthorKind.SENDER and author.id not in people.senders:
+                sender = await repo.sender(app_id, author.id) if author.id is not None else None
+                if sender is None:
+                    raise NotFound("sender", author.id)
+                people.senders[sender.id] = sender
         if isinstance(event, ev.Assign | ev.BotHandOff) and event.admin_id is not None:
             admin_ids.add(event.admin_id)
         if (
@@ -98,8 +110,11 @@ async def _check_references(repo: AppRepository, app_id: int, events: Sequence[e
         ):
             raise NotFound("channel", event.channel_id)
     for admin_id in sorted(admin_ids, key=lambda i: i or 0):
-        if admin_id is None or not await repo.owned(admins, app_id, admin_id):
+        admin = await repo.admin(app_id, admin_id) if admin_id is not None else None
+        if admin is None:
             raise NotFound("admin", admin_id)
+        people.admins[admin.id] = admin
+    return people
 
 
 async def _store(repo: ConversationRepository, change: rules.Change, now: datetime) -> None:
@@ -144,7 +159,7 @@ async def perform(
             # Read the clock under the lock: a write that waited for another one is dated
             # after it, so a conversation's parts are in time order and last_update only grows.
             now = now or utcnow()
-            await _check_references(AppRepository(conn, repo.driver), app_id, events)
+            people = await _check_references(AppRepository(conn, repo.driver), app_id, events)
             before = state
             created: list[Part] = []
             logged: list[eventlog.LogEvent] = []
@@ -171,7 +186,7 @@ async def perform(
         return await _first_result(db, app_id, conversation_id, key)
     if logged:
         db.events_committed(app_id)
-    return Outcome(state, created)
+    return Outcome(state, created, people=people)
 
 
 async def _first_result(
