@@ -48,6 +48,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.engine import pg_admin
 from threadline.db.engine import async_url
 from threadline.db.schema import conversation_tags, conversations, inbox_counts
 from threadline.demo_bulk import pseudo_words
@@ -78,16 +79,6 @@ def database_url(kind: str, size: int, postgres: str) -> str:
     return make_url(postgres).set(database=f"tl_inbox_{size}").render_as_string(False)
 
 
-async def _admin_sql(postgres: str, *statements: str) -> None:
-    engine = create_async_engine(async_url(postgres), isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            for statement in statements:
-                await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 def prepare(target: Target, kind: str, postgres: str, rebuild: bool) -> None:
     """Fill the database with the demo, unless a previous run did."""
     where = Path(make_url(target.url).database or "")
@@ -105,7 +96,7 @@ def prepare(target: Target, kind: str, postgres: str, rebuild: bool) -> None:
     else:
         name = make_url(target.url).database
         asyncio.run(
-            _admin_sql(
+            pg_admin(
                 postgres, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"
             )
         )

@@ -55,6 +55,7 @@ from threadline.db.schema import (
 from threadline.db.types import UTCDateTime
 from threadline.inbox.maintain import (
     KIND_WATERMARK,
+    VIEW_COLUMNS,
     add_to_counts,
     deltas,
     shard_of,
@@ -428,15 +429,7 @@ def workers_for(db: Database, conversations: int) -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-_TAG_VALUE_COLUMNS = (
-    "inbox",
-    "closed",
-    "delayed_until",
-    "channel_id",
-    "assignee_id",
-    "important",
-    "last_update",
-)
+_TAG_VALUE_COLUMNS = ("inbox", *VIEW_COLUMNS)
 _TAG_COLUMNS = ("conversation_id", "tag", "app_id", *_TAG_VALUE_COLUMNS)
 _MESSAGE_COLUMNS = [
     "id", "app_id", "type", "reply_type", "recipient_type", "sender_id", "admin_id", "body",

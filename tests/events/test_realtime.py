@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from tests.api.helpers import admin
 from tests.events.live import (
@@ -24,7 +22,6 @@ from tests.events.live import (
     nothing_more,
     receive,
     receive_many,
-    serve,
 )
 from threadline.apps import service as apps
 from threadline.apps.repository import AppRepository
@@ -32,14 +29,6 @@ from threadline.apps.service import issue_token, utcnow
 from threadline.conversations import service
 from threadline.core import events as ev
 from threadline.core.enums import PartType
-
-
-@pytest.fixture
-async def live(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Live]:
-    monkeypatch.setenv("THREADLINE_REALTIME_HEARTBEAT_SECONDS", "0.3")
-    monkeypatch.setenv("THREADLINE_REALTIME_POLL_SECONDS", "0.5")
-    async with serve(db_url, tmp_path) as server:
-        yield server
 
 
 async def token(live: Live, *scopes: str, app_id: int | None = None) -> str:

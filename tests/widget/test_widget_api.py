@@ -9,20 +9,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from tests.api.conftest import client_for
 from tests.api.helpers import admin, error, ok, started
 from tests.conftest import World
-from tests.events.live import Live, closed_with, connect, receive, serve
+from tests.events.live import Live, closed_with, connect, receive
 from threadline.conversations import service
 from threadline.core import events as ev
 from threadline.core.enums import PartType
@@ -309,14 +306,6 @@ async def test_the_script_the_demo_page_and_cross_origin_calls(app: FastAPI, wor
 
 # ---------------------------------------------------------------------------
 # Realtime
-
-
-@pytest.fixture
-async def live(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Live]:
-    monkeypatch.setenv("THREADLINE_REALTIME_HEARTBEAT_SECONDS", "0.3")
-    monkeypatch.setenv("THREADLINE_REALTIME_POLL_SECONDS", "0.5")
-    async with serve(db_url, tmp_path) as server:
-        yield server
 
 
 async def _live_session(live: Live) -> dict[str, Any]:
