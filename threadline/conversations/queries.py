@@ -186,7 +186,13 @@ async def _conversation_page(
     request: PageRequest | None,
     v1: tuple[datetime | None, int] | None,
 ) -> ConversationPage:
-    keyset = Keyset(conn, base, _SORT)
+    return await states_page(Keyset(conn, base, _SORT), request, v1)
+
+
+async def states_page(
+    keyset: Keyset, request: PageRequest | None, v1: tuple[datetime | None, int] | None
+) -> ConversationPage:
+    """One page of conversations: v2 keyset (`request`) or the old `after` cursor (`v1`)."""
     if v1 is not None:
         rows, next_after = await keyset.page_v1(*v1)
         return ConversationPage([state_from_row(r) for r in rows], next_after_v1=next_after)

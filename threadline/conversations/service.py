@@ -294,99 +294,63 @@ async def start_by_message(
     """
     now = now or utcnow()
     try:
-        return await _start_by_message(
-            db,
-            app_id,
-            user_id,
-            body=body,
-            sender=sender,
-            type_=type_,
-            reply_type=reply_type,
-            recipient_type=recipient_type,
-            status=status,
-            sended_time=sended_time,
-            body_json=body_json,
-            channel_id=channel_id,
-            sent_via=sent_via,
-            random_id=random_id or None,
-            now=now,
-        )
+        async with db.write() as conn:
+            app_repo = AppRepository(conn)
+            await _check_references(app_repo, app_id, [ev.AdminReply(author=sender)])
+            state = await _new_state(app_repo, app_id, user_id, channel_id, now)
+            state.start_random_id = random_id or None
+            message_id = await app_repo.create_message(
+                app_id,
+                type_=type_.value,
+                reply_type=reply_type.value,
+                recipient_type=recipient_type.value,
+                sender_id=sender.id if sender.kind is AuthorKind.SENDER else None,
+                admin_id=sender.id if sender.kind is AuthorKind.ADMIN else None,
+                body=body,
+                now=now,
+            )
+            event = ev.StartByMessage(
+                message_id=message_id,
+                type=type_,
+                reply_type=reply_type,
+                sender=sender,
+                body=body,
+                body_json=body_json,
+                recipient_type=recipient_type,
+                status=status,
+                sended_time=sended_time,
+                sent_via=sent_via,
+            )
+            change = rules.apply(state, event, now)  # validates before anything is inserted
+            repo = ConversationRepository(conn)
+            if state.start_random_id is None:
+                change.state.id = await repo.insert(state)
+            else:
+                ident = await repo.insert_started(state)
+                if ident is None:
+                    raise _AlreadyDone
+                change.state.id = ident
+            for part in change.parts:
+                part.conversation_id = change.state.id
+            await _store(repo, change, now)
+            await repo.save(change.state)
+            await inbox.maintain(conn, None, change.state)
+            await event_log.append(repo.driver, app_id, now, eventlog.derive(None, change))
     except _AlreadyDone:
         assert random_id
         async with db.read() as conn:
             repo = ConversationRepository(conn)
             ident = await repo.find_started(user_id, random_id)
-            state = await repo.get(app_id, ident) if ident is not None else None
-            parts = await repo.parts(state.id) if state is not None else []
-        if state is None or state.message_id is None or not parts:
+            sent = await repo.get(app_id, ident) if ident is not None else None
+            parts = await repo.parts(sent.id) if sent is not None else []
+        if sent is None or sent.message_id is None or not parts:
             # The key started a conversation of another kind (the user wrote first).
             raise InvalidParameter(
                 "random_id", "already used to start another conversation"
             ) from None
         first = min(parts, key=lambda part: part.id)
-        return StartedByMessage(Outcome(state, [first], duplicate=True), state.message_id)
+        return StartedByMessage(Outcome(sent, [first], duplicate=True), sent.message_id)
 
-
-async def _start_by_message(
-    db: Database,
-    app_id: int,
-    user_id: int,
-    *,
-    body: str,
-    sender: Author,
-    type_: ConversationType,
-    reply_type: ReplyType,
-    recipient_type: RecipientType,
-    status: MessageStatus,
-    sended_time: datetime | None,
-    body_json: JSONObject | None,
-    channel_id: int | None,
-    sent_via: SentVia,
-    random_id: int | None,
-    now: datetime,
-) -> StartedByMessage:
-    async with db.write() as conn:
-        app_repo = AppRepository(conn)
-        await _check_references(app_repo, app_id, [ev.AdminReply(author=sender)])
-        state = await _new_state(app_repo, app_id, user_id, channel_id, now)
-        state.start_random_id = random_id
-        message_id = await app_repo.create_message(
-            app_id,
-            type_=type_.value,
-            reply_type=reply_type.value,
-            recipient_type=recipient_type.value,
-            sender_id=sender.id if sender.kind is AuthorKind.SENDER else None,
-            admin_id=sender.id if sender.kind is AuthorKind.ADMIN else None,
-            body=body,
-            now=now,
-        )
-        event = ev.StartByMessage(
-            message_id=message_id,
-            type=type_,
-            reply_type=reply_type,
-            sender=sender,
-            body=body,
-            body_json=body_json,
-            recipient_type=recipient_type,
-            status=status,
-            sended_time=sended_time,
-            sent_via=sent_via,
-        )
-        change = rules.apply(state, event, now)  # validates before anything is inserted
-        repo = ConversationRepository(conn)
-        if random_id is None:
-            change.state.id = await repo.insert(state)
-        else:
-            ident = await repo.insert_started(state)
-            if ident is None:
-                raise _AlreadyDone
-            change.state.id = ident
-        for part in change.parts:
-            part.conversation_id = change.state.id
-        await _store(repo, change, now)
-        await repo.save(change.state)
-        await inbox.maintain(conn, None, change.state)
-        await event_log.append(repo.driver, app_id, now, eventlog.derive(None, change))
     db.events_committed(app_id)
     return StartedByMessage(Outcome(change.state, change.parts), message_id)
 

@@ -50,8 +50,8 @@ from threadline.conversations.queries import (
     Keyset,
     Page,
     PageRequest,
+    states_page,
 )
-from threadline.conversations.repository import state_from_row
 from threadline.core.enums import PartType
 from threadline.db.schema import IN_INBOX, TAG_IN_INBOX
 from threadline.db.schema import conversation_tags as tags_t
@@ -334,15 +334,7 @@ async def source_page(
     v1: tuple[datetime | None, int] | None = None,
 ) -> ConversationPage:
     """One page of `src`: v2 keyset (`request`) or the old `after` cursor (`v1`)."""
-    keyset = MergedKeyset(conn, src)
-    if v1 is not None:
-        rows, next_after = await keyset.page_v1(*v1)
-        return ConversationPage([state_from_row(r) for r in rows], next_after_v1=next_after)
-    assert request is not None
-    found = await keyset.page(request)
-    return ConversationPage(
-        [state_from_row(r) for r in found.rows], found.next_before, found.next_after
-    )
+    return await states_page(MergedKeyset(conn, src), request, v1)
 
 
 async def page(
