@@ -209,7 +209,8 @@ class TokenOut(TypedDict):
 
 
 class TokenCreated(TokenOut):
-    token: str
+    # Null when a retry answers a token created before: only its hash is stored.
+    token: str | None
 
 
 class ErrorMeta(TypedDict):

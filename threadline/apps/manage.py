@@ -1,10 +1,18 @@
-"""Managing an app through the API: admins, channels and tokens (the `admin` scope)."""
+"""Managing an app through the API: admins, channels and tokens (the `admin` scope).
+
+Each creation takes an optional `random_id`, the client's idempotency key: a retry with the
+same key in the same app creates nothing and answers what the first request created,
+whatever its other parameters (as a retried conversation write does). Admins, channels and
+tokens each have their own keys. The unique index on (app_id, random_id) settles
+concurrent duplicates: the loser's transaction fails and it answers the winner's object.
+"""
 
 from __future__ import annotations
 
 import anyio
-from sqlalchemy import update
+from sqlalchemy import Table, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.apps import queries as app_q
 from threadline.apps.repository import AppRepository
@@ -32,6 +40,38 @@ def _name(name: str) -> str:
     return name.strip()
 
 
+async def _made_with(
+    conn: AsyncConnection, table: Table, app_id: int, random_id: int | None
+) -> int | None:
+    """The row of `table` that the app's creation with this key made, if any."""
+    if random_id is None:
+        return None
+    return await app_q.created_with_key(conn, table, app_id, random_id)
+
+
+async def _created_with(
+    db: Database, table: Table, app_id: int, random_id: int | None
+) -> int | None:
+    """`_made_with` in a transaction of its own: after a failed creation, it sees the
+    concurrent duplicate that won."""
+    if random_id is None:
+        return None
+    async with db.read() as conn:
+        return await _made_with(conn, table, app_id, random_id)
+
+
+async def _keep_key(conn: AsyncConnection, table: Table, ident: int, random_id: int | None) -> None:
+    """Store the creation key on the new row; a key the app already used (by a concurrent
+    duplicate) fails on the unique index, which rolls the whole creation back."""
+    if random_id is not None:
+        await conn.execute(update(table).where(table.c.id == ident).values(random_id=random_id))
+
+
+async def _admin(db: Database, app_id: int, ident: int) -> app_q.AdminRow:
+    async with db.read() as conn:
+        return (await app_q.admins_by_id(conn, app_id, [ident]))[ident]
+
+
 async def add_admin(
     db: Database,
     app_id: int,
@@ -40,21 +80,36 @@ async def add_admin(
     email: str | None,
     avatar: str | None,
     password: str | None,
+    random_id: int | None = None,
 ) -> app_q.AdminRow:
+    """A new admin. A retry with the first request's `random_id` answers the first admin,
+    even when it was removed since (it stays removed: the key never creates a second)."""
     name = _name(name)
     email = email.strip().lower() if email and email.strip() else None
+    # A retry skips the password hash, and must not meet its own email as taken.
+    first = await _created_with(db, admins, app_id, random_id)
+    if first is not None:
+        return await _admin(db, app_id, first)
     # argon2 is deliberately slow: keep it off the event loop.
     password_hash = await anyio.to_thread.run_sync(hash_password, password) if password else None
     try:
         async with db.write() as conn:
-            if email is not None and await app_q.admin_with_email(conn, app_id, email):
-                raise InvalidParameter("email", "another admin of the app has it")
-            ident = await AppRepository(conn).create_admin(
-                app_id, name, email, password_hash, avatar, utcnow()
-            )
+            ident = await _made_with(conn, admins, app_id, random_id)
+            if ident is None:
+                if email is not None and await app_q.admin_with_email(conn, app_id, email):
+                    raise InvalidParameter("email", "another admin of the app has it")
+                ident = await AppRepository(conn).create_admin(
+                    app_id, name, email, password_hash, avatar, utcnow()
+                )
+                await _keep_key(conn, admins, ident, random_id)
             found = await app_q.admins_by_id(conn, app_id, [ident])
     except IntegrityError:
-        raise InvalidParameter("email", "another admin of the app has it") from None
+        # The key's or the email's unique index: a concurrent duplicate won, or the email
+        # was taken meanwhile.
+        first = await _created_with(db, admins, app_id, random_id)
+        if first is None:
+            raise InvalidParameter("email", "another admin of the app has it") from None
+        return await _admin(db, app_id, first)
     return found[ident]
 
 
@@ -82,14 +137,34 @@ async def remove_admin(db: Database, app_id: int, admin_id: int) -> None:
 
 
 async def add_channel(
-    db: Database, app_id: int, *, name: str, type_: str, avatar: str | None
+    db: Database,
+    app_id: int,
+    *,
+    name: str,
+    type_: str,
+    avatar: str | None,
+    random_id: int | None = None,
 ) -> app_q.ChannelRow:
+    """A new channel. A retry with the first request's `random_id` answers the first channel,
+    even when it was removed since (it stays removed: the key never creates a second)."""
     name = _name(name)
-    async with db.write() as conn:
-        ident = await AppRepository(conn).create_channel(app_id, name, type_, utcnow())
-        if avatar:
-            await conn.execute(update(channels).where(channels.c.id == ident).values(avatar=avatar))
-        return (await app_q.channels_by_id(conn, app_id, [ident]))[ident]
+    try:
+        async with db.write() as conn:
+            ident = await _made_with(conn, channels, app_id, random_id)
+            if ident is None:
+                ident = await AppRepository(conn).create_channel(app_id, name, type_, utcnow())
+                if avatar:
+                    await conn.execute(
+                        update(channels).where(channels.c.id == ident).values(avatar=avatar)
+                    )
+                await _keep_key(conn, channels, ident, random_id)
+            return (await app_q.channels_by_id(conn, app_id, [ident]))[ident]
+    except IntegrityError:
+        first = await _created_with(db, channels, app_id, random_id)
+        if first is None:
+            raise
+    async with db.read() as conn:
+        return (await app_q.channels_by_id(conn, app_id, [first]))[first]
 
 
 async def remove_channel(db: Database, app_id: int, channel_id: int) -> None:
@@ -112,20 +187,41 @@ async def remove_channel(db: Database, app_id: int, channel_id: int) -> None:
 
 
 async def add_token(
-    db: Database, app_id: int, *, name: str, scopes: list[str]
-) -> tuple[app_q.TokenRow, str]:
-    """A new token with the chosen scopes; its text is returned here and never again."""
+    db: Database, app_id: int, *, name: str, scopes: list[str], random_id: int | None = None
+) -> tuple[app_q.TokenRow, str | None]:
+    """A new token with the chosen scopes; its text is returned here and never again.
+
+    A retry with the first request's `random_id` answers the first token's record with no
+    text (None: only its hash is stored), even when it was revoked since (it stays revoked:
+    the key never creates a second).
+    """
     name = _name(name)
     if not scopes:
         raise InvalidParameter("scopes", f"choose one or more of {', '.join(ALL_SCOPES)}")
     unique = list(dict.fromkeys(scopes))
-    async with db.write() as conn:
-        token = await issue_token(AppRepository(conn), app_id, name, unique, utcnow())
-        record = await AppRepository(conn).token_by_hash(hash_token(token))
-        assert record is not None
-        row = await app_q.token(conn, app_id, record.id)
+    # Checked before the key: a request that is wrong in itself is refused, retry or not.
+    unknown = sorted(set(unique) - set(ALL_SCOPES))
+    if unknown:
+        raise InvalidParameter("scopes", f"unknown scopes: {', '.join(unknown)}")
+    try:
+        async with db.write() as conn:
+            first = await _made_with(conn, api_tokens, app_id, random_id)
+            if first is None:
+                token = await issue_token(AppRepository(conn), app_id, name, unique, utcnow())
+                record = await AppRepository(conn).token_by_hash(hash_token(token))
+                assert record is not None
+                await _keep_key(conn, api_tokens, record.id, random_id)
+                row = await app_q.token(conn, app_id, record.id)
+                assert row is not None
+                return row, token
+    except IntegrityError:
+        first = await _created_with(db, api_tokens, app_id, random_id)
+        if first is None:
+            raise
+    async with db.read() as conn:
+        row = await app_q.token(conn, app_id, first, revoked=True)
     assert row is not None
-    return row, token
+    return row, None
 
 
 async def revoke_token(db: Database, app_id: int, token_id: int) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.core.model import Admin, Channel, Sender, User
@@ -34,6 +34,16 @@ class TokenRow:
 
 def _ids(ids: Iterable[int | None]) -> list[int]:
     return sorted({i for i in ids if i is not None})
+
+
+async def created_with_key(
+    conn: AsyncConnection, table: Table, app_id: int, random_id: int
+) -> int | None:
+    """The id of the row of `table` (admins, channels, api_tokens) that the app's creation
+    with idempotency key `random_id` made, removed or revoked ones included."""
+    query = select(table.c.id).where(table.c.app_id == app_id, table.c.random_id == random_id)
+    ident = (await conn.execute(query)).scalar_one_or_none()
+    return int(ident) if ident is not None else None
 
 
 async def app_defaults(conn: AsyncConnection, app_id: int) -> tuple[int | None, int | None]:
@@ -154,15 +164,18 @@ async def list_tokens(conn: AsyncConnection, app_id: int) -> list[TokenRow]:
     ]
 
 
-async def token(conn: AsyncConnection, app_id: int, token_id: int) -> TokenRow | None:
+async def token(
+    conn: AsyncConnection, app_id: int, token_id: int, *, revoked: bool = False
+) -> TokenRow | None:
+    """One token of the app; a revoked one only with `revoked`."""
     query = select(
         api_tokens.c.id,
         api_tokens.c.name,
         api_tokens.c.prefix,
         api_tokens.c.scopes,
         api_tokens.c.created,
-    ).where(
-        api_tokens.c.app_id == app_id, api_tokens.c.id == token_id, api_tokens.c.revoked.is_(None)
-    )
+    ).where(api_tokens.c.app_id == app_id, api_tokens.c.id == token_id)
+    if not revoked:
+        query = query.where(api_tokens.c.revoked.is_(None))
     r = (await conn.execute(query)).first()
     return TokenRow(r.id, r.name, r.prefix, list(r.scopes), r.created) if r else None

@@ -48,6 +48,16 @@ def _app_id() -> Column[int]:
     return Column("app_id", BigId, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False)
 
 
+def _creation_key(table: str) -> tuple[Column[int], Index]:
+    """The client's idempotency key (`random_id`) of the request that created the row: a
+    retry finds the row instead of creating a second one. Unique per app; rows created
+    without a key hold NULL, which both databases treat as distinct in a unique index."""
+    return (
+        Column("random_id", BigInteger, nullable=True),
+        Index(f"uq_{table}_app_id_random_id", "app_id", "random_id", unique=True),
+    )
+
+
 apps = Table(
     "apps",
     metadata,
@@ -72,6 +82,7 @@ api_tokens = Table(
     Column("scopes", Json, nullable=False),
     Column("created", UTCDateTime, nullable=False),
     Column("revoked", UTCDateTime, nullable=True),
+    *_creation_key("api_tokens"),
 )
 
 admins = Table(
@@ -86,6 +97,7 @@ admins = Table(
     Column("created", UTCDateTime, nullable=False),
     Column("removed", UTCDateTime, nullable=True),
     Index("uq_admins_app_id_email", "app_id", "email", unique=True),
+    *_creation_key("admins"),
 )
 
 senders = Table(
@@ -107,6 +119,7 @@ channels = Table(
     Column("avatar", String(1024), nullable=True),
     Column("created", UTCDateTime, nullable=False),
     Column("removed", UTCDateTime, nullable=True),
+    *_creation_key("channels"),
 )
 
 users = Table(
@@ -416,7 +429,8 @@ webhook_endpoints = Table(
     Column("events", Json, nullable=False),
     # `json` (the event as the events API shows it) or `vendor` (the vendor's chat webhook).
     Column("format", String(16), nullable=False),
-    # The HMAC-SHA256 key, `whsec_<base64>` (the standard-webhooks form); shown once.
+    # The HMAC-SHA256 key, `whsec_<base64>` (the standard-webhooks form); shown by the
+    # creation's answer only (and by a retry of that creation), never listed.
     Column("secret", String(128), nullable=False),
     # Sent as the `token` field of vendor-format deliveries.
     Column("token", String(64), nullable=False),
@@ -425,6 +439,7 @@ webhook_endpoints = Table(
     Column("created", UTCDateTime, nullable=False),
     Column("removed", UTCDateTime, nullable=True),
     Index("ix_webhook_endpoints_app", "app_id", "id"),
+    *_creation_key("webhook_endpoints"),
 )
 
 webhook_deliveries = Table(

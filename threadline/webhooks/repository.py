@@ -94,7 +94,9 @@ async def add_endpoint(
     token: str,
     start_after: int,
     now: datetime,
+    random_id: int | None = None,
 ) -> Endpoint:
+    """A new endpoint. A `random_id` the app already used fails on its unique index."""
     values = {
         "app_id": app_id,
         "url": url,
@@ -104,6 +106,7 @@ async def add_endpoint(
         "token": token,
         "start_after": start_after,
         "created": now,
+        "random_id": random_id,
     }
     ident = (
         await conn.execute(insert(endpoints_t).values(values).returning(endpoints_t.c.id))
@@ -121,6 +124,17 @@ async def endpoints(conn: AsyncConnection, app_id: int | None = None) -> list[En
 async def endpoint(conn: AsyncConnection, app_id: int, endpoint_id: int) -> Endpoint | None:
     query = select(endpoints_t).where(
         _LIVE, endpoints_t.c.app_id == app_id, endpoints_t.c.id == endpoint_id
+    )
+    row = (await conn.execute(query)).first()
+    return _endpoint(row) if row else None
+
+
+async def endpoint_by_random_id(
+    conn: AsyncConnection, app_id: int, random_id: int
+) -> Endpoint | None:
+    """The endpoint the app's creation with idempotency key `random_id` made, removed too."""
+    query = select(endpoints_t).where(
+        endpoints_t.c.app_id == app_id, endpoints_t.c.random_id == random_id
     )
     row = (await conn.execute(query)).first()
     return _endpoint(row) if row else None

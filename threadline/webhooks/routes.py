@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI
 from pydantic import Field
+from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
 from typing_extensions import TypedDict
 
@@ -15,11 +16,20 @@ from threadline.api.auth import AdminCaller
 from threadline.api.common import AppPath, Params
 from threadline.api.envelope import respond
 from threadline.api.errors import InvalidParameter
-from threadline.api.params import ApiParams, IdOrZero, IdParam, OptionalId, StrList, describe
+from threadline.api.params import (
+    ApiParams,
+    IdOrZero,
+    IdParam,
+    OptionalId,
+    RandomId,
+    StrList,
+    describe,
+)
 from threadline.api.schemas import Empty, Envelope, Id, Ts, error_responses
 from threadline.apps.service import utcnow
 from threadline.core import eventlog
 from threadline.core.errors import NotFound
+from threadline.db.engine import Database
 from threadline.events import repository as log_store
 from threadline.webhooks import repository as repo
 from threadline.webhooks import signing
@@ -40,7 +50,8 @@ class WebhookOut(TypedDict):
 
 class WebhookCreated(WebhookOut):
     """`secret` signs every delivery (`webhook-signature`); `token` is sent in vendor-format
-    deliveries. Both are shown this once."""
+    deliveries. Both are shown only when the endpoint is created (and to a retry of that
+    creation, with the same `random_id`), never listed."""
 
     secret: str
     token: str
@@ -114,6 +125,11 @@ class NewWebhookParams(ApiParams):
         description="`json`: the event as the events API shows it; `vendor`: the vendor's "
         "chat webhook (a form with `type`, `token` and `conversation`), for part events.",
     )
+    random_id: RandomId = Field(
+        None,
+        description="Idempotency key: a retry adds nothing and answers the first endpoint "
+        "(with its `secret` and `token`).",
+    )
 
 
 def _check_url(url: str) -> str:
@@ -131,28 +147,69 @@ def _check_url(url: str) -> str:
     openapi_extra=describe(NewWebhookParams, body=True),
 )
 async def add_webhook(app: AppPath, caller: AdminCaller, p: Params[NewWebhookParams]) -> Response:
-    """Deliveries start with the changes committed from now on."""
+    """Deliveries start with the changes committed from now on.
+
+    With `random_id`, a retry (the same key, per app) adds nothing and answers the first
+    request's endpoint, whatever its other parameters, even if it was removed since (it
+    stays removed), with the same `secret` and `token`: they are kept to sign and send
+    deliveries, so a client that lost the first answer still learns them.
+    """
     app_id = caller.app(app)
     url = _check_url(p.url)
     unknown = sorted(set(p.events) - set(eventlog.EVENT_TYPES))
     if unknown:
         raise InvalidParameter("events", f"unknown event types: {', '.join(unknown)}")
-    async with caller.db.read() as conn:
-        start_after = await log_store.head(conn)
-    async with caller.db.write() as conn:
-        endpoint = await repo.add_endpoint(
-            conn,
-            app_id=app_id,
-            url=url,
-            events=list(dict.fromkeys(p.events)),
-            format_=p.format,
-            secret=signing.new_secret(),
-            token=secrets.token_urlsafe(24),
-            start_after=start_after,
-            now=utcnow(),
-        )
+    endpoint = await _add_endpoint(
+        caller.db,
+        app_id,
+        url=url,
+        events=list(dict.fromkeys(p.events)),
+        format_=p.format,
+        random_id=p.random_id,
+    )
     data = {**_webhook_out(endpoint), "secret": endpoint.secret, "token": endpoint.token}
     return respond(WebhookCreated, data, context=caller.context)
+
+
+async def _add_endpoint(
+    db: Database,
+    app_id: int,
+    *,
+    url: str,
+    events: list[str],
+    format_: str,
+    random_id: int | None,
+) -> repo.Endpoint:
+    """A new endpoint, or the one the app's creation with the same key made."""
+    async with db.read() as conn:
+        if random_id is not None:
+            first = await repo.endpoint_by_random_id(conn, app_id, random_id)
+            if first is not None:
+                return first
+        start_after = await log_store.head(conn)
+    try:
+        async with db.write() as conn:
+            return await repo.add_endpoint(
+                conn,
+                app_id=app_id,
+                url=url,
+                events=events,
+                format_=format_,
+                secret=signing.new_secret(),
+                token=secrets.token_urlsafe(24),
+                start_after=start_after,
+                now=utcnow(),
+                random_id=random_id,
+            )
+    except IntegrityError:
+        if random_id is None:
+            raise
+        # A concurrent duplicate won the key's unique index: answer its endpoint.
+        async with db.read() as conn:
+            first = await repo.endpoint_by_random_id(conn, app_id, random_id)
+        if first is None:
+            raise
+        return first
 
 
 class RemoveWebhookParams(ApiParams):

@@ -348,6 +348,9 @@ class AdminParams(ApiParams):
         None, max_length=1024, description="An image URL.", examples=["https://example.com/a.png"]
     )
     password: str | None = Field(None, max_length=1024, description="For the operators' UI.")
+    random_id: RandomId = Field(
+        None, description="Idempotency key: a retry adds nothing and answers the first admin."
+    )
 
 
 @router.post(
@@ -357,9 +360,18 @@ class AdminParams(ApiParams):
     openapi_extra=describe(AdminParams, body=True),
 )
 async def add_admin(app: AppPath, caller: AdminCaller, p: Params[AdminParams]) -> Response:
+    """With `random_id`, a retry (the same key, per app) adds nothing and answers the first
+    request's admin, whatever its other parameters, even if that admin was removed since
+    (it stays removed)."""
     app_id = caller.app(app)
     row = await manage.add_admin(
-        caller.db, app_id, name=p.name, email=p.email, avatar=p.avatar, password=p.password
+        caller.db,
+        app_id,
+        name=p.name,
+        email=p.email,
+        avatar=p.avatar,
+        password=p.password,
+        random_id=p.random_id,
     )
     return respond(AdminRecord, _admin_record(row), context=caller.context)
 
@@ -412,6 +424,9 @@ class NewChannelParams(ApiParams):
     )
     type: str = Field("default", max_length=32, description="A label for the kind of channel.")
     avatar: str | None = Field(None, max_length=1024, description="An image URL.")
+    random_id: RandomId = Field(
+        None, description="Idempotency key: a retry adds nothing and answers the first channel."
+    )
 
 
 @router.post(
@@ -421,8 +436,16 @@ class NewChannelParams(ApiParams):
     openapi_extra=describe(NewChannelParams, body=True),
 )
 async def add_channel(app: AppPath, caller: AdminCaller, p: Params[NewChannelParams]) -> Response:
+    """With `random_id`, a retry (the same key, per app) adds nothing and answers the first
+    request's channel, whatever its other parameters, even if that channel was removed since
+    (it stays removed)."""
     row = await manage.add_channel(
-        caller.db, caller.app(app), name=p.name, type_=p.type or "default", avatar=p.avatar
+        caller.db,
+        caller.app(app),
+        name=p.name,
+        type_=p.type or "default",
+        avatar=p.avatar,
+        random_id=p.random_id,
     )
     return respond(ChannelOut, channel_out(row), context=caller.context)
 
@@ -491,6 +514,11 @@ class NewTokenParams(ApiParams):
             }
         ),
     ] = Field(description="What the token may do.", examples=[["conversations-read"]])
+    random_id: RandomId = Field(
+        None,
+        description="Idempotency key: a retry creates nothing and answers the first token "
+        "(its `token` null).",
+    )
 
 
 @router.post(
@@ -500,8 +528,16 @@ class NewTokenParams(ApiParams):
     openapi_extra=describe(NewTokenParams, body=True),
 )
 async def add_token(app: AppPath, caller: AdminCaller, p: Params[NewTokenParams]) -> Response:
-    """The answer's `token` is the only time its text is shown; only a hash is stored."""
-    row, token = await manage.add_token(caller.db, caller.app(app), name=p.name, scopes=p.scopes)
+    """The answer's `token` (the token's text) is shown once: only a hash is stored.
+
+    With `random_id`, a retry (the same key, per app) creates nothing and answers the first
+    request's token, whatever its other parameters, even if it was revoked since (it stays
+    revoked), with `token` null: its text cannot be shown again. If the first answer was
+    lost, revoke this token and create another.
+    """
+    row, token = await manage.add_token(
+        caller.db, caller.app(app), name=p.name, scopes=p.scopes, random_id=p.random_id
+    )
     return respond(TokenCreated, {**_token_out(row), "token": token}, context=caller.context)
 
 
