@@ -53,6 +53,7 @@ from threadline.db.schema import (
     users,
 )
 from threadline.db.types import UTCDateTime
+from threadline.inbox import words as search_words
 from threadline.inbox.maintain import (
     KIND_WATERMARK,
     VIEW_COLUMNS,
@@ -462,10 +463,22 @@ _BULK_TABLES = ("conversations", "conversation_parts", "conversation_tags", "use
 
 @dataclass(slots=True)
 class Aside:
-    """Indexes and foreign keys dropped for a bulk load, to be created again after it."""
+    """Indexes and foreign keys dropped for a bulk load, to be created again after it; and
+    whether the word list's trigger was switched off (the list is filled once at the end)."""
 
     indexes: list[str]
     foreign_keys: list[tuple[str, str, str]]
+    word_list: bool = False
+
+
+# PostgreSQL's word list (threadline.inbox.words): its trigger, and one statement filling
+# it from every body, which costs much less than the trigger once per part.
+_WORDS_TRIGGER = "search_words_add"
+_FILL_WORD_LIST = (
+    "INSERT INTO search_words (word) SELECT DISTINCT w FROM conversation_parts, "  # noqa: S608
+    f"unnest({search_words.WORDS_OF.format(body='body')}) AS w "
+    f"WHERE body <> '' AND length(w) >= {search_words.SHORTEST} ON CONFLICT DO NOTHING"
+)
 
 
 async def set_aside(db: Database) -> Aside:
@@ -505,15 +518,19 @@ async def set_aside(db: Database) -> Aside:
         for name, _ in named:
             await conn.execute(text(f'DROP INDEX "{name}"'))
         aside.indexes = [definition for _, definition in named]
+        await conn.execute(text(f"ALTER TABLE conversation_parts DISABLE TRIGGER {_WORDS_TRIGGER}"))
+        aside.word_list = True
     return aside
 
 
 async def restore(db: Database, aside: Aside) -> None:
     """Create again what `set_aside` dropped, exactly as it was: the indexes two at a
     time (the text indexes take longest), then the foreign keys."""
-    if not aside.indexes and not aside.foreign_keys:
+    if not aside.indexes and not aside.foreign_keys and not aside.word_list:
         return
     queue = sorted(aside.indexes, key=lambda d: " gin " not in d.lower())
+    if aside.word_list:
+        queue.insert(1, _FILL_WORD_LIST)
 
     async def builder() -> None:
         async with db.write_engine.connect() as conn:
@@ -527,12 +544,18 @@ async def restore(db: Database, aside: Aside) -> None:
         auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
         for table, name, definition in aside.foreign_keys:
             await auto.execute(text(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}'))
+        if aside.word_list:
+            await auto.execute(
+                text(f"ALTER TABLE conversation_parts ENABLE TRIGGER {_WORDS_TRIGGER}")
+            )
 
 
 async def analyze(db: Database) -> None:
     """Fresh planner statistics (and, on PostgreSQL, a vacuumed visibility map, so that
     index-only scans need no table visits) after a bulk load."""
     tables = "conversations, conversation_parts, conversation_tags, inbox_counts, users"
+    if not db.is_sqlite:
+        tables += ", search_words"
     if db.is_sqlite:
         async with db.write() as conn:
             await conn.execute(text("ANALYZE"))

@@ -17,6 +17,7 @@ from threadline.core import events as ev
 from threadline.core.model import Author
 from threadline.db.engine import Database
 from threadline.db.schema import conversation_tags, conversations
+from threadline.inbox import words
 from threadline.inbox.counts import counts
 from threadline.inbox.service import snapshot
 from threadline.inbox.views import View
@@ -37,8 +38,28 @@ async def _schema(db: Database) -> set[str]:
         return {str(r[0]) for r in await conn.execute(text(query))}
 
 
+async def _check_word_list(db: Database) -> None:
+    """PostgreSQL: the word list holds exactly the words of the bodies, its trigger is on."""
+    if db.is_sqlite:
+        return
+    of_bodies = (
+        "SELECT DISTINCT w FROM conversation_parts, "
+        f"unnest({words.WORDS_OF.format(body='body')}) AS w "
+        f"WHERE body <> '' AND length(w) >= {words.SHORTEST}"
+    )
+    async with db.read() as conn:
+        listed = {r[0] for r in await conn.execute(text("SELECT word FROM search_words"))}
+        assert listed == {r[0] for r in await conn.execute(text(of_bodies))}
+        assert len(listed) > 1000
+        enabled = await conn.execute(
+            text("SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'search_words_add'")
+        )
+        assert enabled.scalar_one() == "O"
+
+
 async def _check_demo(db: Database, app_id: int, expected: int) -> None:
     assert await service.check(db) == []
+    await _check_word_list(db)
     async with db.read() as conn:
         rows = await conn.execute(select(conversations).where(conversations.c.app_id == app_id))
         states = [state_from_row(r) for r in rows]

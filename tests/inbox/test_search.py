@@ -16,7 +16,7 @@ from threadline.core import events as ev
 from threadline.core.enums import PartType
 from threadline.core.errors import InvalidParameter
 from threadline.db.engine import Database
-from threadline.inbox import search
+from threadline.inbox import search, words
 from threadline.inbox.search import parse_query, snippet
 from threadline.inbox.views import View
 
@@ -52,12 +52,16 @@ async def check(scene: Scene, views: list[View]) -> None:
         assert await walk(scene.db, scene.app_id, q, view, scene.now) == expected, (q, view)
 
 
-@pytest.mark.parametrize("walks", [(400, 4000), (2, 5)])
+@pytest.mark.parametrize(
+    ("walks", "max_words"), [((400, 4000), words.MAX_WORDS), ((2, 5), words.MAX_WORDS), ((2, 5), 1)]
+)
 async def test_search_matches_the_reference_in_every_view(
-    db: Database, walks: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+    db: Database, walks: tuple[int, int], max_words: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Short walks make every page go through the text index too.
+    # Short walks make every page go through the text index too; on PostgreSQL, a piece held
+    # by more listed words than `max_words` is looked up in the bodies' trigram index.
     monkeypatch.setattr(search, "WALKS", walks)
+    monkeypatch.setattr(words, "MAX_WORDS", max_words)
     scene = Scene(db, random.Random(11))
     await scene.setup(conversations=25)
     for _ in range(80):
@@ -128,6 +132,54 @@ async def test_erasure_takes_the_text_out_at_once(db: Database) -> None:
                 text("SELECT id FROM conversation_parts WHERE body ILIKE '%passport%'")
             )
             assert rows.all() == []
+
+
+async def _listed(db: Database, *candidates: str) -> set[str]:
+    async with db.read() as conn:
+        rows = await conn.execute(
+            text("SELECT word FROM search_words WHERE word = ANY(:w)"), {"w": list(candidates)}
+        )
+        return {str(r[0]) for r in rows}
+
+
+async def test_the_word_list_follows_the_bodies(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's word list")
+    scene = Scene(db, random.Random(3))
+    await scene.setup(conversations=0)
+    user = scene.users[0]
+
+    async def start(body: str) -> int:
+        outcome = await conversations.start_by_user(
+            db, scene.app_id, user, ev.UserReply(body=body), now=scene.tick()
+        )
+        return outcome.state.id
+
+    first = await start("Zorbulax paid, see Quenditra-77 and OK")
+    second = await start("zorbulax again")
+    # Lower-cased words of three characters or more, as the whole-word index has them.
+    assert await _listed(db, "zorbulax", "quenditra", "77", "ok", "paid") == {
+        "zorbulax", "quenditra", "paid",
+    }  # fmt: skip
+    assert await _listed(db, "Zorbulax") == set()
+
+    async def hits(q: str) -> list[int]:
+        async with db.read() as conn:
+            page = await search.page(
+                conn, scene.app_id, parse_query(q), View(None), scene.now, PageRequest(20)
+            )
+        return [h.state.id for h in page.hits]
+
+    assert await hits("bula") == [second, first]
+    assert await hits("endit") == [first]
+    await conversations.perform(db, scene.app_id, first, ev.Remove(), now=scene.tick())
+    # The erased words no other part holds are gone; one another part holds stays.
+    assert await _listed(db, "zorbulax", "quenditra", "paid") == {"zorbulax"}
+    assert await hits("endit") == []
+    assert await hits("bula") == [second]
+    third = await start("quenditra is back")
+    assert await _listed(db, "quenditra") == {"quenditra"}
+    assert await hits("endit") == [third]
 
 
 def test_snippets_mark_every_match_and_escape_the_rest() -> None:

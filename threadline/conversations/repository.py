@@ -36,6 +36,7 @@ from threadline.core.rules import MarkRead
 from threadline.db.direct import DirectSelect, DirectStatement, DriverConnection
 from threadline.db.schema import conversation_parts as parts_t
 from threadline.db.schema import conversations as conv_t
+from threadline.inbox import words as search_words
 
 _STATE_COLUMNS = [c for c in conv_t.c if c.name != "tags"]
 # Columns the engine rewrites on every change (identity and creation data never change).
@@ -322,11 +323,14 @@ class ConversationRepository:
         await self.driver.fetch(_MARK_READ[mark], {"b_conversation_id": conversation_id})
 
     async def erase(self, conversation_id: int, now: datetime) -> None:
+        postgres = self.conn.dialect.name == "postgresql"
+        words = await search_words.of_conversation(self.conn, conversation_id) if postgres else []
         await self.conn.execute(
             update(parts_t)
             .where(parts_t.c.conversation_id == conversation_id)
             .values(body="", body_json=None, attachments=None, removed=now)
         )
+        await search_words.forget(self.conn, words)
 
     async def parts(self, conversation_id: int) -> list[Part]:
         query = (

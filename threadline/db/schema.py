@@ -372,14 +372,15 @@ Index(
     postgresql_where=_TAG_OPEN_SNOOZED,
 )
 
-# Search indexes are created by hand per dialect (threadline/db/migrations, revision 0005):
-# PostgreSQL GIN indexes on part bodies, SQLite FTS5 tables (and their shadow tables).
-# Schema comparisons leave them out.
+# Search indexes are created by hand per dialect (threadline/db/migrations, revisions 0005
+# and 0010): PostgreSQL GIN indexes on part bodies and the word list with its trigger,
+# SQLite FTS5 tables (and their shadow tables). Schema comparisons leave them out.
 SEARCH_OBJECTS = (
     "ix_conversation_parts_words",
     "ix_conversation_parts_trigram",
     "parts_words",
     "parts_trigram",
+    "search_words",
 )
 
 

@@ -5,4 +5,5 @@
 - `views`: the view filters and their keyset-paginated pages.
 - `counts`: every view's exact count, from the count cells and the snoozed range.
 - `search`: full-text search over part bodies, combined with any view.
+- `words`: PostgreSQL's list of the words in part bodies, for finding pieces of words.
 """

@@ -8,8 +8,10 @@ only operators search); it is shown with a highlighted snippet of its newest mat
 Results are the view's conversations, in the view's order (newest `last_update` first),
 with the view's keyset pagination.
 
-Indexes. PostgreSQL: `pg_trgm` GIN on the body for the long words (`ILIKE '%word%'`),
-and a GIN `tsvector` of the body's words for the short ones. SQLite: the FTS5 tables
+Indexes. PostgreSQL: a GIN `tsvector` of the body's words; a long word (a piece of the
+body's words) is first looked up in the list of words (threadline.inbox.words), and the
+parts holding one of the words that contain it come from the `tsvector` index; when the
+list cannot answer, the body's `pg_trgm` GIN index does (`ILIKE '%word%'`). SQLite: the FTS5 tables
 `parts_trigram` and `parts_words`, external-content over the parts, kept by triggers.
 Erasing a conversation empties its bodies in the erasing transaction, which takes them out
 of every index at once.
@@ -40,11 +42,15 @@ from sqlalchemy import (
     Select,
     Table,
     Text,
+    cast,
     exists,
+    false,
     func,
+    literal,
     literal_column,
     select,
 )
+from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.conversations.queries import PageRequest
@@ -52,6 +58,7 @@ from threadline.conversations.repository import state_from_row
 from threadline.core.errors import InvalidParameter
 from threadline.core.model import ConversationState
 from threadline.db.schema import conversation_parts as parts_t
+from threadline.inbox import words as words_list
 from threadline.inbox.views import (
     SORT_COLUMNS,
     SORT_ID,
@@ -129,11 +136,18 @@ def _fts_match(name: str, terms: Sequence[str]) -> ColumnElement[bool]:
 
 
 class Matcher:
-    """The SQL that finds matching parts, per database."""
+    """The SQL that finds matching parts, per database.
 
-    def __init__(self, dialect: str, query: Query) -> None:
+    `holding`: PostgreSQL, for each long word, the listed words that contain it (see
+    `matcher`); a long word without an entry is looked up in the body's trigram index.
+    """
+
+    def __init__(
+        self, dialect: str, query: Query, holding: dict[str, tuple[str, ...]] | None = None
+    ) -> None:
         self.query = query
         self.postgres = dialect == "postgresql"
+        self.holding = holding or {}
 
     def _fts_tables(self) -> list[tuple[str, tuple[str, ...]]]:
         return [
@@ -153,9 +167,25 @@ class Matcher:
         where: list[ColumnElement[bool]] = [p.body != ""]
         if self.postgres:
             body = p.body if indexed else _PG_BODY_AS_IS
-            where.extend(body.ilike(f"%{t}%") for t in self.query.inside)
-            if indexed and self.query.whole:
-                tsquery = func.to_tsquery(literal_column("'simple'"), " & ".join(self.query.whole))
+            listed = self.holding if indexed else {}
+            where.extend(body.ilike(f"%{t}%") for t in self.query.inside if t not in listed)
+            if indexed and (self.query.whole or listed):
+                if any(not words for words in listed.values()):
+                    return [false()]
+                # One tsquery, so that one index scan answers: the whole words, and for
+                # each long word any listed word containing it.
+                tsquery: ColumnElement[Any] | None = None
+                if self.query.whole:
+                    tsquery = func.to_tsquery(
+                        literal_column("'simple'"), " & ".join(self.query.whole)
+                    )
+                if listed:
+                    alternatives = " & ".join(
+                        "(" + " | ".join(map(words_list.lexeme, words)) + ")"
+                        for words in listed.values()
+                    )
+                    pieces = cast(literal(alternatives, Text), TSQUERY)
+                    tsquery = pieces if tsquery is None else tsquery.op("&&")(pieces)
                 where.append(_PG_WORDS.op("@@")(tsquery))
             elif self.query.whole:
                 where.extend(
@@ -274,6 +304,18 @@ async def _newest_matching_parts(
     return {row.conversation_id: (row.id, row.body) for row in await conn.execute(query)}
 
 
+async def matcher(conn: AsyncConnection, query: Query) -> Matcher:
+    """The matcher of `query` on `conn`'s database (PostgreSQL: its long words looked up in
+    the word list first)."""
+    holding: dict[str, tuple[str, ...]] = {}
+    if conn.dialect.name == "postgresql":
+        for piece in query.inside:
+            found = await words_list.holding(conn, piece)
+            if found.words is not None:
+                holding[piece] = found.words
+    return Matcher(conn.dialect.name, query, holding)
+
+
 async def page(
     conn: AsyncConnection,
     app_id: int,
@@ -284,8 +326,8 @@ async def page(
     v1: tuple[datetime | None, int] | None = None,
 ) -> SearchPage:
     """One page of the view's conversations that match `query`."""
-    matcher = Matcher(conn.dialect.name, query)
-    keyset = _SearchKeyset(conn, source(app_id, view, now, conn.dialect.name), matcher)
+    found_by = await matcher(conn, query)
+    keyset = _SearchKeyset(conn, source(app_id, view, now, conn.dialect.name), found_by)
     if v1 is not None:
         rows, next_after_v1 = await keyset.page_v1(*v1)
         result = SearchPage([], next_after_v1=next_after_v1)
@@ -295,7 +337,7 @@ async def page(
         rows = found.rows
         result = SearchPage([], found.next_before, found.next_after)
     states = [state_from_row(r) for r in rows]
-    parts = await _newest_matching_parts(conn, matcher, [s.id for s in states])
+    parts = await _newest_matching_parts(conn, found_by, [s.id for s in states])
     for state in states:
         part_id, body = parts[state.id]
         result.hits.append(Hit(state, part_id, snippet(body, query)))

@@ -1,0 +1,105 @@
+"""PostgreSQL's list of the words in part bodies (`search_words`, revision 0010).
+
+A search for a piece of a word ("voic") would otherwise ask the bodies' trigram index,
+whose work grows with the number of parts sharing the piece's trigrams, not with the
+number of matches. The word list is small (the distinct words, not their occurrences):
+its own trigram index finds the few words that contain the piece, and the whole-word
+index finds their parts. A trigger adds the words of each new part; erasing a
+conversation takes out the words that no other part has (`forget`).
+
+A word of the body is a run of letters and digits, lower-cased, as the whole-word index
+has it; a piece of three characters or more made of letters and digits lies inside one
+such word, so "a part contains the piece" and "a part has a word that contains it" are
+the same. Only words the whole-word index holds are listed: PostgreSQL leaves words
+over 2,047 bytes out of a `tsvector`.
+"""
+
+# SQL text here is built from this module's own names; values are bound (those the planner
+# must see to choose a plan are rendered by SQLAlchemy as quoted literals).
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Text, bindparam, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+# A piece held by more words than this is looked up in the bodies' trigram index instead
+# (a query of thousands of alternatives costs more than the trigram lookup).
+MAX_WORDS = 2_000
+# ix_conversation_parts_words's expression, on a body named `{body}` (revision 0005).
+WORDS_OF = (
+    "tsvector_to_array(to_tsvector('simple'::regconfig, "
+    "regexp_replace({body}, '[^[:alnum:]]+'::text, ' '::text, 'g'::text)))"
+)
+SHORTEST = 3  # threadline.inbox.search.INSIDE_WORDS
+
+_HOLDING = text(
+    "SELECT CAST(:piece AS text) ~ '^[[:alnum:]]+$' AS plain, "
+    "ARRAY(SELECT word FROM search_words WHERE word ILIKE :pattern LIMIT :limit) AS words"
+).bindparams(bindparam("pattern", type_=Text(), literal_execute=True))
+_WORDS_OF_CONVERSATION = text(
+    f"SELECT DISTINCT w FROM conversation_parts, unnest({WORDS_OF.format(body='body')}) AS w "
+    f"WHERE conversation_id = :conversation_id AND body <> '' AND length(w) >= {SHORTEST}"
+)
+_STILL_USED = text(
+    "SELECT EXISTS (SELECT 1 FROM conversation_parts WHERE body <> '' AND "
+    "to_tsvector('simple'::regconfig, regexp_replace(body, '[^[:alnum:]]+'::text, ' '::text, "
+    "'g'::text)) @@ CAST(:lexeme AS tsquery))"
+).bindparams(bindparam("lexeme", type_=Text(), literal_execute=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """The listed words that contain a piece; None when the word list cannot answer."""
+
+    words: tuple[str, ...] | None
+
+
+def lexeme(word: str) -> str:
+    """`word` as one tsquery lexeme, taken as it is (no parsing, no normalisation)."""
+    return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+async def holding(conn: AsyncConnection, piece: str) -> Holding:
+    """The words containing `piece` (lower-case letters and digits, three or more)."""
+    row = (
+        await conn.execute(
+            _HOLDING, {"piece": piece, "pattern": f"%{piece}%", "limit": MAX_WORDS + 1}
+        )
+    ).one()
+    # A piece with a character PostgreSQL does not count as a letter or digit can span
+    # two of its words: only the bodies themselves can answer.
+    if not row.plain or len(row.words) > MAX_WORDS:
+        return Holding(None)
+    return Holding(tuple(row.words))
+
+
+async def of_conversation(conn: AsyncConnection, conversation_id: int) -> list[str]:
+    """The listed words of the conversation's bodies (before they are erased)."""
+    rows = await conn.execute(_WORDS_OF_CONVERSATION, {"conversation_id": conversation_id})
+    return sorted(str(r[0]) for r in rows)
+
+
+async def forget(conn: AsyncConnection, words: Sequence[str]) -> None:
+    """Take out of the list those of `words` that no part holds any more.
+
+    The table lock waits for every transaction that has added words (theirs included) to
+    end, and holds new ones back until this one ends: a part holding one of these words
+    cannot be committed unseen while its word is taken out. Each word is checked alone,
+    with its value in the statement, so the planner picks a plan for how common it is.
+    """
+    if not words:
+        return
+    await conn.execute(text("LOCK TABLE search_words IN SHARE ROW EXCLUSIVE MODE"))
+    unused = [
+        word
+        for word in words
+        if not (await conn.execute(_STILL_USED, {"lexeme": lexeme(word)})).scalar_one()
+    ]
+    if unused:
+        await conn.execute(
+            text("DELETE FROM search_words WHERE word = ANY(:words)"), {"words": unused}
+        )
