@@ -72,7 +72,8 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-_TABLES = ", ".join(t.name for t in reversed(metadata.sorted_tables))
+# PostgreSQL's word list (revision 0010) is not in the metadata, yet is emptied with the parts.
+_TABLES = ", ".join([*(t.name for t in reversed(metadata.sorted_tables)), "search_words"])
 
 
 @pytest.fixture(params=BACKENDS)

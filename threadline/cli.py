@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import webbrowser
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, TypeVar
@@ -34,6 +35,7 @@ from threadline.core.errors import DomainError
 from threadline.core.recompute import Drift
 from threadline.db.engine import Database, async_url
 from threadline.db.migrate import upgrade
+from threadline.inbox.check import NOUNS, IndexDrift
 from threadline.settings import Settings
 
 T = TypeVar("T")
@@ -291,11 +293,24 @@ def worker(database_url: DatabaseUrl = None) -> None:
         asyncio.run(run_worker(settings.database_url, settings.redis_url))
 
 
-def _show(drift: Drift) -> str:
+def _show(drift: Drift | IndexDrift) -> str:
+    if isinstance(drift, IndexDrift):
+        return drift.describe()
     return (
         f"conversation {drift.conversation_id}: {drift.field} "
         f"stored={drift.stored!r} computed={drift.computed!r}"
     )
+
+
+def _summary(found: list[Drift | IndexDrift]) -> str:
+    fields = [d for d in found if isinstance(d, Drift)]
+    pieces = []
+    if fields:
+        affected = len({d.conversation_id for d in fields})
+        pieces.append(f"{len(fields)} drifted fields in {affected} conversations")
+    per_table = Counter(d.table for d in found if isinstance(d, IndexDrift))
+    pieces += [f"{per_table[t]} drifted {noun}" for t, noun in NOUNS.items() if per_table[t]]
+    return "check: " + ", ".join(pieces)
 
 
 @cli.command()
@@ -303,14 +318,15 @@ def check(
     fix: Annotated[bool, typer.Option("--fix", help="Repair the drift found.")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Recompute every conversation's derived fields from its parts and report drift.
+    """Recompute every conversation's derived fields from its parts, and the inbox's tag
+    rows, count cells and word list from the conversations, and report drift.
 
     Exit status: 0 when nothing drifted (or, with --fix, everything was repaired),
     1 when drift was found and is still there.
     """
     url = _settings(database_url).database_url
 
-    async def work(db: Database) -> tuple[list[Drift], list[Drift]]:
+    async def work(db: Database) -> tuple[list[Drift | IndexDrift], list[Drift | IndexDrift]]:
         found = await conversations.check(db, fix=fix)
         left = await conversations.check(db) if fix and found else found
         return found, left
@@ -318,12 +334,11 @@ def check(
     with reported(url):
         found, left = _run(work, url)
     for drift in found:
-        out.print(_show(drift))
-    affected = len({d.conversation_id for d in found})
+        out.print(_show(drift), markup=False)
     if not found:
         out.print(Text("check: no drift found", style="green"))
         return
-    summary = f"check: {len(found)} drifted fields in {affected} conversations"
+    summary = _summary(found)
     if fix and not left:
         out.print(Text(f"{summary}, all repaired", style="yellow"))
         return

@@ -30,7 +30,10 @@ from threadline.core.recompute import Drift, drifts, repaired
 from threadline.db.engine import Database
 from threadline.db.schema import channels, users
 from threadline.events import repository as event_log
+from threadline.inbox import check as inbox_check
 from threadline.inbox import maintain as inbox
+from threadline.inbox.check import IndexCheck, IndexDrift
+from threadline.inbox.service import snapshot
 
 
 @dataclass(slots=True)
@@ -371,17 +374,27 @@ async def get_parts(db: Database, app_id: int, conversation_id: int) -> list[Par
         return await repo.parts(conversation_id)
 
 
-async def check(db: Database, *, fix: bool = False) -> list[Drift]:
-    """Recompute every conversation's derived fields from its parts; with `fix`, repair drift."""
-    found: list[Drift] = []
-    async with db.read() as conn:
+async def check(db: Database, *, fix: bool = False) -> list[Drift | IndexDrift]:
+    """Recompute every conversation's derived fields from its parts, and the inbox's tag
+    rows, count cells and word list from the conversations; with `fix`, repair drift.
+
+    One snapshot for the whole check: what concurrent writes change is not seen half done.
+    """
+    found: list[Drift | IndexDrift] = []
+    async with snapshot(db) as conn:
         repo = ConversationRepository(conn)
+        index = IndexCheck(conn)
+        await index.begin()
         async for batch in repo.iter_states():
             parts = await repo.parts_of_many([s.id for s in batch])
             for state in batch:
                 found.extend(drifts(state, parts[state.id]))
+            await index.add(batch)
+        found.extend(await index.end())
     if fix:
-        for conversation_id in sorted({d.conversation_id for d in found}):
+        # Tag rows first: repairing a conversation's tags moves its rows from the stored tags.
+        await inbox_check.repair(db, [d for d in found if isinstance(d, IndexDrift)])
+        for conversation_id in sorted({d.conversation_id for d in found if isinstance(d, Drift)}):
             await _repair(db, conversation_id)
     return found
 

@@ -6,4 +6,5 @@
 - `counts`: every view's exact count, from the count cells and the snoozed range.
 - `search`: full-text search over part bodies, combined with any view.
 - `words`: PostgreSQL's list of the words in part bodies, for finding pieces of words.
+- `check`: `threadline check` of the tag rows, count cells and word list, and their repair.
 """

@@ -206,6 +206,16 @@ def tag_row_values(state: ConversationState) -> dict[str, Any]:
     return values
 
 
+def tag_rows(state: ConversationState) -> list[dict[str, Any]]:
+    """The `conversation_tags` rows of a conversation in this state: one per tag, in or
+    out of the inbox (the `inbox` column says which)."""
+    values = tag_row_values(state)
+    return [
+        {**values, "conversation_id": state.id, "tag": tag, "app_id": state.app_id}
+        for tag in state.tags
+    ]
+
+
 async def _sync_tags(
     driver: DriverConnection, before: ConversationState | None, after: ConversationState
 ) -> None:
@@ -219,9 +229,8 @@ async def _sync_tags(
     kept = [t for t in old if t in after.tags]
     if kept and before is not None and tag_row_values(before) != values:
         await driver.defer(_UPDATE_TAGS, {**values, "b_conversation_id": after.id})
-    for tag in after.tags:
-        if tag not in old:
-            row = {**values, "conversation_id": after.id, "tag": tag, "app_id": after.app_id}
+    for row in tag_rows(after):
+        if row["tag"] not in old:
             await driver.defer(_INSERT_TAG, row)
 
 

@@ -5,7 +5,8 @@ whose work grows with the number of parts sharing the piece's trigrams, not with
 number of matches. The word list is small (the distinct words, not their occurrences):
 its own trigram index finds the few words that contain the piece, and the whole-word
 index finds their parts. A trigger adds the words of each new part; erasing a
-conversation takes out the words that no other part has (`forget`).
+conversation takes out the words that no other part has (`forget`). `threadline check`
+compares the list with the bodies (`drift`) and puts back missing words (`restore`).
 
 A word of the body is a run of letters and digits, lower-cased, as the whole-word index
 has it; a piece of three characters or more made of letters and digits lies inside one
@@ -50,6 +51,17 @@ _STILL_USED = text(
     "'g'::text)) @@ CAST(:lexeme AS tsquery))"
 ).bindparams(bindparam("lexeme", type_=Text(), literal_execute=True))
 
+# The words of every non-empty body against the list: those missing from it (listed false)
+# and those listed that no body has (listed true).
+_DRIFT = text(
+    "SELECT coalesce(listed.word, used.word) AS word, listed.word IS NOT NULL AS listed "
+    "FROM search_words AS listed FULL JOIN ("
+    f"SELECT DISTINCT w AS word FROM conversation_parts, unnest({WORDS_OF.format(body='body')}) "
+    f"AS w WHERE body <> '' AND length(w) >= {SHORTEST}) AS used ON used.word = listed.word "
+    "WHERE listed.word IS NULL OR used.word IS NULL ORDER BY 1"
+)
+_LOCK = text("LOCK TABLE search_words IN SHARE ROW EXCLUSIVE MODE")
+
 
 @dataclass(frozen=True, slots=True)
 class Holding:
@@ -93,13 +105,46 @@ async def forget(conn: AsyncConnection, words: Sequence[str]) -> None:
     """
     if not words:
         return
-    await conn.execute(text("LOCK TABLE search_words IN SHARE ROW EXCLUSIVE MODE"))
-    unused = [
-        word
-        for word in words
-        if not (await conn.execute(_STILL_USED, {"lexeme": lexeme(word)})).scalar_one()
-    ]
+    await conn.execute(_LOCK)
+    unused = [word for word in words if not await _still_used(conn, word)]
     if unused:
         await conn.execute(
             text("DELETE FROM search_words WHERE word = ANY(:words)"), {"words": unused}
+        )
+
+
+async def _still_used(conn: AsyncConnection, word: str) -> bool:
+    return bool((await conn.execute(_STILL_USED, {"lexeme": lexeme(word)})).scalar_one())
+
+
+@dataclass(frozen=True, slots=True)
+class WordDrift:
+    """The words the bodies have that the list lacks, and the listed words no body has."""
+
+    missing: list[str]
+    extra: list[str]
+
+
+async def drift(conn: AsyncConnection) -> WordDrift:
+    """The list against the words of every body (one scan of the parts)."""
+    found = WordDrift([], [])
+    for row in await conn.execute(_DRIFT):
+        (found.extra if row.listed else found.missing).append(str(row.word))
+    return found
+
+
+async def restore(conn: AsyncConnection, words: Sequence[str]) -> None:
+    """Add to the list those of `words` that a part holds: `forget`'s counterpart, under
+    the same lock, so that a word erased meanwhile is not listed again."""
+    if not words:
+        return
+    await conn.execute(_LOCK)
+    used = [word for word in words if await _still_used(conn, word)]
+    if used:
+        await conn.execute(
+            text(
+                "INSERT INTO search_words (word) SELECT unnest(CAST(:words AS text[])) "
+                "ON CONFLICT DO NOTHING"
+            ),
+            {"words": used},
         )
