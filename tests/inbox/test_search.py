@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 from datetime import datetime
@@ -180,6 +181,31 @@ async def test_the_word_list_follows_the_bodies(db: Database) -> None:
     third = await start("quenditra is back")
     assert await _listed(db, "quenditra") == {"quenditra"}
     assert await hits("endit") == [third]
+
+
+async def test_concurrent_erasures_and_writes_keep_the_word_list_exact(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's word list")
+    scene = Scene(db, random.Random(4))
+    await scene.setup(conversations=0)
+    for round_ in range(5):
+        shared, kept = f"sharedword{round_}x", f"keptword{round_}x"
+        erased = []
+        for user in scene.users[:3]:
+            outcome = await conversations.start_by_user(
+                db, scene.app_id, user, ev.UserReply(body=f"{shared} and {kept}"), now=scene.tick()
+            )
+            erased.append(outcome.state.id)
+        # Three erasures of the only parts with both words, and at the same time a new part
+        # with one of them: that one stays listed, the other goes.
+        writer = conversations.start_by_user(
+            db, scene.app_id, scene.users[3], ev.UserReply(body=f"{kept} again"), now=scene.tick()
+        )
+        await asyncio.gather(
+            writer,
+            *(conversations.perform(db, scene.app_id, c, ev.Remove()) for c in erased),
+        )
+        assert await _listed(db, shared, kept) == {kept}
 
 
 def test_snippets_mark_every_match_and_escape_the_rest() -> None:

@@ -45,6 +45,15 @@ _WORDS_OF_CONVERSATION = text(
     f"SELECT DISTINCT w FROM conversation_parts, unnest({WORDS_OF.format(body='body')}) AS w "
     f"WHERE conversation_id = :conversation_id AND body <> '' AND length(w) >= {SHORTEST}"
 )
+# Words found in this many of the newest parts need no lookup of their own.
+NEWEST_PARTS = 2_000
+# Any constant key: it only has to be the same for every erasure.
+_ERASURES_TAKE_TURNS = text("SELECT pg_advisory_xact_lock(7466115746)")
+_IN_NEWEST_PARTS = text(
+    "SELECT DISTINCT w FROM (SELECT body FROM conversation_parts WHERE body <> '' "
+    f"ORDER BY id DESC LIMIT :newest) AS p, unnest({WORDS_OF.format(body='p.body')}) AS w "
+    "WHERE w = ANY(:words)"
+)
 _STILL_USED = text(
     "SELECT EXISTS (SELECT 1 FROM conversation_parts WHERE body <> '' AND "
     "to_tsvector('simple'::regconfig, regexp_replace(body, '[^[:alnum:]]+'::text, ' '::text, "
@@ -96,25 +105,50 @@ async def of_conversation(conn: AsyncConnection, conversation_id: int) -> list[s
 
 
 async def forget(conn: AsyncConnection, words: Sequence[str]) -> None:
-    """Take out of the list those of `words` that no part holds any more.
+    """Take out of the list those of `words` (an erased conversation's, its bodies already
+    emptied in this transaction) that no part holds any more.
 
-    The table lock waits for every transaction that has added words (theirs included) to
-    end, and holds new ones back until this one ends: a part holding one of these words
-    cannot be committed unseen while its word is taken out. Each word is checked alone,
-    with its value in the statement, so the planner picks a plan for how common it is.
+    Erasures take their turn (a transaction-wide advisory lock), so each one sees the
+    bodies the ones before it emptied, and a word two of them share is not kept by both.
+    A word in one of the newest parts is common and stays; each other word is looked up
+    in the whole-word index. Those no part holds are checked again under a table lock that
+    waits for every transaction that has added words to end and holds new ones back until
+    this one ends, so that a part holding one of them cannot be committed unseen while its
+    word is taken out. The lock is held only for those few words.
     """
     if not words:
         return
+    await conn.execute(_ERASURES_TAKE_TURNS)
+    recent = await conn.execute(_IN_NEWEST_PARTS, {"words": list(words), "newest": NEWEST_PARTS})
+    common = {str(r[0]) for r in recent}
+    candidates = [w for w in words if w not in common]
+    used = await _used(conn, candidates)
+    unused = [w for w in candidates if w not in used]
+    if not unused:
+        return
     await conn.execute(_LOCK)
-    unused = [word for word in words if not await _still_used(conn, word)]
+    used = await _used(conn, unused)
+    unused = [w for w in unused if w not in used]
     if unused:
         await conn.execute(
             text("DELETE FROM search_words WHERE word = ANY(:words)"), {"words": unused}
         )
 
 
-async def _still_used(conn: AsyncConnection, word: str) -> bool:
-    return bool((await conn.execute(_STILL_USED, {"lexeme": lexeme(word)})).scalar_one())
+async def _used(conn: AsyncConnection, words: Sequence[str]) -> set[str]:
+    """Those of `words` that a part holds, each looked up in the whole-word index (a word
+    rare enough to get here has a short entry there; a table scan would test every body)."""
+    if not words:
+        return set()
+    await conn.execute(text("SET LOCAL enable_seqscan = off"))
+    try:
+        return {
+            word
+            for word in words
+            if (await conn.execute(_STILL_USED, {"lexeme": lexeme(word)})).scalar_one()
+        }
+    finally:
+        await conn.execute(text("SET LOCAL enable_seqscan = on"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +173,7 @@ async def restore(conn: AsyncConnection, words: Sequence[str]) -> None:
     if not words:
         return
     await conn.execute(_LOCK)
-    used = [word for word in words if await _still_used(conn, word)]
+    used = sorted(await _used(conn, words))
     if used:
         await conn.execute(
             text(
