@@ -911,7 +911,10 @@ async def start_profiler(
     """py-spy (wall-clock samples, raw collapsed stacks) on the server for the closed loop."""
     if folder is None or server.proc is None:
         return None
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if spy is None:
+        console.print("  py-spy is not installed: CPU-time samples only (pip install py-spy)")
+        return None
     out = folder / f"{name}-workers{server.workers}.pyspy.txt"
     return await asyncio.create_subprocess_exec(
         spy,
