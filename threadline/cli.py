@@ -326,12 +326,37 @@ def check(
     """
     url = _settings(database_url).database_url
 
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+
+    class Shown:
+        """The check's progress on the bar: conversations, then the closing step."""
+
+        def __init__(self) -> None:
+            self.task = bar.add_task("Conversations", total=None)
+
+        def start(self, total: int) -> None:
+            bar.reset(self.task, total=total, description="Conversations")
+
+        def advance(self, count: int) -> None:
+            bar.advance(self.task, count)
+
+        def step(self, description: str) -> None:
+            bar.update(self.task, description=description)
+
     async def work(db: Database) -> tuple[list[Drift | IndexDrift], list[Drift | IndexDrift]]:
-        found = await conversations.check(db, fix=fix)
-        left = await conversations.check(db) if fix and found else found
+        found = await conversations.check(db, fix=fix, progress=Shown())
+        left = await conversations.check(db, progress=Shown()) if fix and found else found
         return found, left
 
-    with reported(url):
+    with reported(url), bar:
         found, left = _run(work, url)
     for drift in found:
         out.print(_show(drift), markup=False)

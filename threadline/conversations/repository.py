@@ -355,6 +355,10 @@ class ConversationRepository:
         row = (await self.conn.execute(query)).first()
         return part_from_row(row) if row else None
 
+    async def count_all(self) -> int:
+        """How many conversations every app has (what `iter_states` walks)."""
+        return int((await self.conn.execute(select(func.count()).select_from(conv_t))).scalar_one())
+
     async def iter_states(self, batch: int = 500) -> AsyncIterator[list[ConversationState]]:
         """Every conversation of every app, in id order, a batch at a time."""
         last_id = 0

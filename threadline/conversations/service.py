@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from threadline.apps.repository import AppRepository
 from threadline.apps.service import utcnow
@@ -374,7 +375,17 @@ async def get_parts(db: Database, app_id: int, conversation_id: int) -> list[Par
         return await repo.parts(conversation_id)
 
 
-async def check(db: Database, *, fix: bool = False) -> list[Drift | IndexDrift]:
+class CheckProgress(Protocol):
+    """What a long check reports as it goes (the command line shows it as a bar)."""
+
+    def start(self, conversations: int) -> None: ...
+    def advance(self, conversations: int) -> None: ...
+    def step(self, description: str) -> None: ...
+
+
+async def check(
+    db: Database, *, fix: bool = False, progress: CheckProgress | None = None
+) -> list[Drift | IndexDrift]:
     """Recompute every conversation's derived fields from its parts, and the inbox's tag
     rows, count cells and word list from the conversations; with `fix`, repair drift.
 
@@ -383,6 +394,8 @@ async def check(db: Database, *, fix: bool = False) -> list[Drift | IndexDrift]:
     found: list[Drift | IndexDrift] = []
     async with snapshot(db) as conn:
         repo = ConversationRepository(conn)
+        if progress is not None:
+            progress.start(await repo.count_all())
         index = IndexCheck(conn)
         await index.begin()
         async for batch in repo.iter_states():
@@ -390,6 +403,10 @@ async def check(db: Database, *, fix: bool = False) -> list[Drift | IndexDrift]:
             for state in batch:
                 found.extend(drifts(state, parts[state.id]))
             await index.add(batch)
+            if progress is not None:
+                progress.advance(len(batch))
+        if progress is not None:
+            progress.step("Count cells and word list")
         found.extend(await index.end())
     if fix:
         # Tag rows first: repairing a conversation's tags moves its rows from the stored tags.
