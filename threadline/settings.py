@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("threadline-data")
+# An operator signs in about once a week; a lost or shared token stops working by then.
+DEFAULT_INBOX_SESSION_HOURS = 168.0
+# Ten years: far past any sensible session, and far from the largest date there is.
+MAX_INBOX_SESSION_HOURS = 87_600.0
 
 
 class Settings(BaseSettings):
@@ -18,6 +23,10 @@ class Settings(BaseSettings):
     port: int = 8000
     # Connections per process; PostgreSQL only (SQLite writes go through one connection).
     pool_size: int = 10
+    # How long an inbox sign-in lasts (hours, fractions allowed); API tokens never expire.
+    inbox_session_hours: float = Field(
+        DEFAULT_INBOX_SESSION_HOURS, gt=0, le=MAX_INBOX_SESSION_HOURS, allow_inf_nan=False
+    )
 
 
 def get_settings() -> Settings:

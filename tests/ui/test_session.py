@@ -80,6 +80,7 @@ async def test_the_right_password_gives_a_session_of_the_admin(live: Live) -> No
     body = r.json()
     assert body["meta"] == {"status": 200}
     token = body["data"].pop("token")
+    expires = body["data"].pop("expires")
     assert body["data"] == {
         "app": w.app_id,
         "admin": admin_id,
@@ -109,6 +110,7 @@ async def test_the_right_password_gives_a_session_of_the_admin(live: Live) -> No
             "admin": admin_id,
             "name": "Olivia",
             "email": "olivia@acme.test",
+            "expires": expires,
         }
         inbox = await http.get(f"/ext/apps/{w.app_id}/inbox")
         assert inbox.status_code == 200

@@ -20,6 +20,7 @@ class TokenRecord:
     id: int
     app_id: int
     scopes: frozenset[str]
+    expires: datetime | None = None
 
 
 @functools.cache
@@ -67,7 +68,14 @@ class AppRepository:
         return dict(row._mapping) if row else None
 
     async def create_token(
-        self, app_id: int, name: str, token_hash: str, prefix: str, scopes: list[str], now: datetime
+        self,
+        app_id: int,
+        name: str,
+        token_hash: str,
+        prefix: str,
+        scopes: list[str],
+        now: datetime,
+        expires: datetime | None = None,
     ) -> int:
         return await self._insert(
             api_tokens,
@@ -77,14 +85,18 @@ class AppRepository:
             prefix=prefix,
             scopes=scopes,
             created=now,
+            expires=expires,
         )
 
     async def token_by_hash(self, token_hash: str) -> TokenRecord | None:
-        query = select(api_tokens.c.id, api_tokens.c.app_id, api_tokens.c.scopes).where(
-            api_tokens.c.token_hash == token_hash, api_tokens.c.revoked.is_(None)
-        )
+        """The token unless revoked; an expired one too (the caller compares `expires`)."""
+        query = select(
+            api_tokens.c.id, api_tokens.c.app_id, api_tokens.c.scopes, api_tokens.c.expires
+        ).where(api_tokens.c.token_hash == token_hash, api_tokens.c.revoked.is_(None))
         row = (await self.conn.execute(query)).first()
-        return TokenRecord(row.id, row.app_id, frozenset(row.scopes)) if row else None
+        if row is None:
+            return None
+        return TokenRecord(row.id, row.app_id, frozenset(row.scopes), row.expires)
 
     async def create_admin(
         self,

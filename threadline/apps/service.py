@@ -65,13 +65,19 @@ class CreatedApp:
 
 
 async def issue_token(
-    repo: AppRepository, app_id: int, name: str, scopes: list[str], now: datetime
+    repo: AppRepository,
+    app_id: int,
+    name: str,
+    scopes: list[str],
+    now: datetime,
+    expires: datetime | None = None,
 ) -> str:
+    """A new token; with `expires`, refused from then on, else valid until revoked."""
     unknown = set(scopes) - set(ALL_SCOPES)
     if unknown:
         raise InvalidParameter("scopes", f"unknown scopes: {', '.join(sorted(unknown))}")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    await repo.create_token(app_id, name, hash_token(token), token[:12], scopes, now)
+    await repo.create_token(app_id, name, hash_token(token), token[:12], scopes, now, expires)
     return token
 
 
@@ -92,7 +98,8 @@ async def create_app(db: Database, name: str) -> CreatedApp:
 
 # Each process keeps the tokens it authenticated for a few seconds, so that a request costs
 # no token query. A revoked token is refused at once by the process that revoked it (see
-# `forget_tokens`) and within TOKEN_CACHE_SECONDS by the others.
+# `forget_tokens`) and within TOKEN_CACHE_SECONDS by the others. A token that expires is
+# kept no longer than until its expiry, so every process refuses it on time.
 TOKEN_CACHE_SECONDS = 5.0
 _TOKEN_CACHE_SIZE = 10_000
 _token_caches: WeakKeyDictionary[Database, dict[str, tuple[float, TokenRecord]]] = (
@@ -109,12 +116,16 @@ async def authenticate(db: Database, token: str) -> TokenRecord | None:
         return cached[1]
     async with db.read() as conn:
         record = await AppRepository(conn).token_by_hash(token_hash)
-    if record is None:  # unknown tokens are never kept: guessing costs a query each time
+    keep = TOKEN_CACHE_SECONDS
+    if record is not None and record.expires is not None:
+        keep = min(keep, (record.expires - utcnow()).total_seconds())
+    # Unknown and expired tokens are never kept (refused alike): guessing costs a query.
+    if record is None or keep <= 0:
         cache.pop(token_hash, None)
         return None
     if len(cache) >= _TOKEN_CACHE_SIZE:
         cache.clear()
-    cache[token_hash] = (now + TOKEN_CACHE_SECONDS, record)
+    cache[token_hash] = (now + keep, record)
     return record
 
 

@@ -82,6 +82,8 @@ api_tokens = Table(
     Column("scopes", Json, nullable=False),
     Column("created", UTCDateTime, nullable=False),
     Column("revoked", UTCDateTime, nullable=True),
+    # Inbox sessions end then; NULL: the token lasts until revoked (integrations' tokens).
+    Column("expires", UTCDateTime, nullable=True),
     *_creation_key("api_tokens"),
 )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import timedelta
 from importlib import resources
 from typing import Annotated, NotRequired
 
@@ -25,8 +26,9 @@ from threadline.api.auth import require
 from threadline.api.envelope import error_response, respond
 from threadline.api.errors import InvalidParameter
 from threadline.api.params import ApiParams, OptionalId, cached_raw_params, params
-from threadline.api.schemas import Empty, Id
+from threadline.api.schemas import Empty, Id, Ts
 from threadline.db.engine import Database
+from threadline.settings import Settings
 from threadline.ui import service
 
 # Extension -> Content-Type of what the inbox ships.
@@ -121,6 +123,8 @@ class SessionOut(TypedDict):
     admin: Id
     name: str
     email: str | None
+    # When the token stops working (Unix seconds, as every API time); null: never.
+    expires: Ts | None
     token: NotRequired[str]
 
 
@@ -130,6 +134,7 @@ def _session_out(session: service.Session) -> dict[str, object]:
         "admin": session.admin_id,
         "name": session.name,
         "email": session.email,
+        "expires": session.expires,
     }
     if session.token is not None:
         out["token"] = session.token
@@ -146,6 +151,7 @@ async def session(request: Request) -> Response:
         if "password" in request.query_params:
             raise InvalidParameter("password", "send it in the request body, never in the URL")
         p = await params(LoginParams)(await cached_raw_params(request))
+        settings: Settings = request.app.state.settings
         signed_in = await service.log_in(
             db,
             request.app.state.login_guard,
@@ -153,6 +159,7 @@ async def session(request: Request) -> Response:
             password=p.password,
             app_id=p.app,
             address=request.client.host if request.client else "",
+            lifetime=timedelta(hours=settings.inbox_session_hours),
         )
         context = {"id_as_string": bool(p.id_as_string)}
         return respond(SessionOut, _session_out(signed_in), context=context)

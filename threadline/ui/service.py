@@ -3,7 +3,8 @@
 The inbox page talks to the same API as any integration. Signing in trades an operator's
 e-mail and password for a session token of the operator's app (stored hashed in
 `api_tokens` like every token, named after the admin), which the page sends as
-`Authorization: Token ...` and as the WebSocket's `auth_token`. Signing out revokes it.
+`Authorization: Token ...` and as the WebSocket's `auth_token`. Signing out revokes it;
+it also expires a set time after signing in (THREADLINE_INBOX_SESSION_HOURS).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import anyio
 from limits import parse
@@ -57,6 +59,7 @@ class Session:
     admin_id: int
     name: str
     email: str | None
+    expires: datetime | None
     token: str | None = None
 
 
@@ -128,8 +131,10 @@ async def log_in(
     password: str,
     app_id: int | None,
     address: str,
+    lifetime: timedelta,
 ) -> Session:
-    """A new session for the admin with this e-mail and password (in `app_id` if given).
+    """A new session for the admin with this e-mail and password (in `app_id` if given),
+    valid for `lifetime`.
 
     Refused the same way whichever part is wrong; a client with too many recent failures
     is `Throttled` before any check.
@@ -148,38 +153,43 @@ async def log_in(
         await guard.failed(address)
         raise AuthenticationFailed(WRONG_CREDENTIALS)
     name = session_token_name(found.admin_id)
+    now = utcnow()
+    expires = now + lifetime
     async with db.write() as conn:
         token = await issue_token(
-            AppRepository(conn), found.app_id, name, list(SESSION_SCOPES), utcnow()
+            AppRepository(conn), found.app_id, name, list(SESSION_SCOPES), now, expires
         )
-    return Session(found.app_id, found.admin_id, found.name, found.email, token)
+    return Session(found.app_id, found.admin_id, found.name, found.email, expires, token)
 
 
-async def _session_admin(conn: AsyncConnection, app_id: int, token_id: int) -> int:
-    """The admin a session token was issued to; any other token is not a session."""
-    query = select(api_tokens.c.name).where(
+async def _session_admin(
+    conn: AsyncConnection, app_id: int, token_id: int
+) -> tuple[int, datetime | None]:
+    """The admin a session token was issued to, and when it expires; any other token is
+    not a session."""
+    query = select(api_tokens.c.name, api_tokens.c.expires).where(
         api_tokens.c.id == token_id,
         api_tokens.c.app_id == app_id,
         api_tokens.c.revoked.is_(None),
     )
-    token_name = (await conn.execute(query)).scalar_one_or_none()
-    matched = _SESSION_NAME_PATTERN.fullmatch(token_name or "")
-    if matched is None:
+    row = (await conn.execute(query)).first()
+    matched = _SESSION_NAME_PATTERN.fullmatch(row.name if row else "")
+    if row is None or matched is None:
         raise PermissionDenied("this token is not an inbox session")
-    return int(matched.group(1))
+    return int(matched.group(1)), row.expires
 
 
 async def current(db: Database, app_id: int, token_id: int) -> Session:
     """Who the session token belongs to (refused once that admin is removed)."""
     async with db.read() as conn:
-        admin_id = await _session_admin(conn, app_id, token_id)
+        admin_id, expires = await _session_admin(conn, app_id, token_id)
         query = select(admins.c.id, admins.c.name, admins.c.email).where(
             admins.c.id == admin_id, admins.c.app_id == app_id, admins.c.removed.is_(None)
         )
         row = (await conn.execute(query)).first()
     if row is None:
         raise AuthenticationFailed("the session's admin no longer exists")
-    return Session(app_id, row.id, row.name, row.email)
+    return Session(app_id, row.id, row.name, row.email, expires)
 
 
 async def log_out(db: Database, app_id: int, token_id: int) -> None:
