@@ -161,6 +161,19 @@ def app_create(
     typer.echo(json.dumps({"app": created.app_id, "token": created.token}))
 
 
+def _progress_bar(*, disable: bool, transient: bool = False) -> Progress:
+    """The long commands' progress bar, on standard error: what, how far, how long."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=disable,
+        transient=transient,
+    )
+
+
 @cli.command()
 def demo(
     conversations_count: Annotated[
@@ -181,16 +194,9 @@ def demo(
     url = _settings(database_url).database_url
     with reported(url):
         upgrade(url)
-        progress = Progress(
-            TextColumn("Demo conversations"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            disable=as_json,
-        )
+        progress = _progress_bar(disable=as_json)
         with progress:
-            task = progress.add_task("demo", total=conversations_count)
+            task = progress.add_task("Demo conversations", total=conversations_count)
             result = _run(
                 lambda db: demo_data.fill(
                     db,
@@ -326,15 +332,7 @@ def check(
     """
     url = _settings(database_url).database_url
 
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
+    bar = _progress_bar(disable=not err.is_terminal, transient=True)
 
     class Shown:
         """The check's progress on the bar: conversations, then the closing step."""
