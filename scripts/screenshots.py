@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -28,18 +27,10 @@ from typing import Any
 import httpx
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-# The same flags as tests/browser/conftest.py: headless, no sandbox, no outside network.
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
+# The repository's root, for the Chromium settings the browser tests use.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.browser.chromium import CHROMIUM_ARGS, chromium_path
+
 WAIT_MS = 20_000
 SERVER_START_SECONDS = 60
 
@@ -54,7 +45,7 @@ def say(line: str) -> None:
 
 
 def chromium() -> str:
-    path = os.environ.get("THREADLINE_CHROMIUM") or shutil.which("chromium")
+    path = chromium_path()
     if path is None:
         raise Failed("Chromium is not installed (apt-get install chromium)")
     return path

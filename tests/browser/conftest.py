@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -30,26 +29,11 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Playwright, sync_playwright
 from sqlalchemy import make_url
 
+from tests.browser.chromium import CHROMIUM_ARGS, chromium_path
 from tests.conftest import BACKENDS, _admin_execute, _worker, postgres_base_url
 
-# Flags for a headless Chromium on a machine with no outside network and no screen.
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 # Seconds a test waits for something the screen should show (generous: the machine is shared).
 WAIT_MS = 15_000
-
-
-def chromium_path() -> str | None:
-    return os.environ.get("THREADLINE_CHROMIUM") or shutil.which("chromium")
 
 
 @dataclass(frozen=True)
