@@ -471,14 +471,9 @@ class Aside:
     word_list: bool = False
 
 
-# PostgreSQL's word list (threadline.inbox.words): its trigger, and one statement filling
-# it from every body, which costs much less than the trigger once per part.
+# PostgreSQL's word list (threadline.inbox.words) has a trigger; one statement filling it
+# from every body (`search_words.FILL`) costs much less than the trigger once per part.
 _WORDS_TRIGGER = "search_words_add"
-_FILL_WORD_LIST = (
-    "INSERT INTO search_words (word) SELECT DISTINCT w FROM conversation_parts, "  # noqa: S608
-    f"unnest({search_words.WORDS_OF.format(body='body')}) AS w "
-    f"WHERE body <> '' AND length(w) >= {search_words.SHORTEST} ON CONFLICT DO NOTHING"
-)
 
 
 async def set_aside(db: Database) -> Aside:
@@ -530,7 +525,7 @@ async def restore(db: Database, aside: Aside) -> None:
         return
     queue = sorted(aside.indexes, key=lambda d: " gin " not in d.lower())
     if aside.word_list:
-        queue.insert(1, _FILL_WORD_LIST)
+        queue.insert(1, search_words.FILL)
 
     async def builder() -> None:
         async with db.write_engine.connect() as conn:
@@ -553,13 +548,13 @@ async def restore(db: Database, aside: Aside) -> None:
 async def analyze(db: Database) -> None:
     """Fresh planner statistics (and, on PostgreSQL, a vacuumed visibility map, so that
     index-only scans need no table visits) after a bulk load."""
-    tables = "conversations, conversation_parts, conversation_tags, inbox_counts, users"
-    if not db.is_sqlite:
-        tables += ", search_words"
     if db.is_sqlite:
         async with db.write() as conn:
             await conn.execute(text("ANALYZE"))
         return
+    tables = (
+        "conversations, conversation_parts, conversation_tags, inbox_counts, users, search_words"
+    )
     async with db.write_engine.connect() as conn:
         auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
         await auto.execute(text(f"VACUUM (ANALYZE) {tables}"))

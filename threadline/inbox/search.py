@@ -72,7 +72,7 @@ from threadline.inbox.views import (
 MAX_QUERY_CHARS = 200
 MAX_TERMS = 8
 # Words this long are found inside other words (trigram indexes need three characters).
-INSIDE_WORDS = 3
+INSIDE_WORDS = words_list.SHORTEST
 # A page first walks this many conversations of the view; when that holds some matches
 # but not enough, it walks as far as their density says, up to the second number; past
 # that (or with no match in the first stretch), the text index answers. Testing a
@@ -83,12 +83,10 @@ WALKS = (400, 3_000)
 SNIPPET_CHARS = 160
 
 _TERM = re.compile(r"[^\W_]+")
-# PostgreSQL: exactly the expression of the index ix_conversation_parts_words (revision
-# 0005), or the index is not used. Runs of anything but letters and digits become spaces,
-# so that the words are runs of letters and digits, as on SQLite and in `parse_query`.
+# PostgreSQL: the expression of the index ix_conversation_parts_words; its words are runs
+# of letters and digits, as on SQLite and in `parse_query`.
 _PG_WORDS: ColumnElement[Any] = literal_column(
-    "to_tsvector('simple'::regconfig, regexp_replace(conversation_parts.body, "
-    "'[^[:alnum:]]+'::text, ' '::text, 'g'::text))"
+    words_list.TSVECTOR_OF.format(body="conversation_parts.body")
 )
 # The same body, as an expression no index has: testing one part must not make the
 # planner read a text index for every part of the database.

@@ -30,21 +30,31 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 # A piece held by more words than this is looked up in the bodies' trigram index instead
 # (a query of thousands of alternatives costs more than the trigram lookup).
 MAX_WORDS = 2_000
-# ix_conversation_parts_words's expression, on a body named `{body}` (revision 0005).
-WORDS_OF = (
-    "tsvector_to_array(to_tsvector('simple'::regconfig, "
-    "regexp_replace({body}, '[^[:alnum:]]+'::text, ' '::text, 'g'::text)))"
+# ix_conversation_parts_words's expression, on a body named `{body}` (revision 0005): runs
+# of anything but letters and digits become spaces, so the words are runs of letters and
+# digits. A query must use exactly this text, or the index is not used.
+TSVECTOR_OF = (
+    "to_tsvector('simple'::regconfig, "
+    "regexp_replace({body}, '[^[:alnum:]]+'::text, ' '::text, 'g'::text))"
 )
-SHORTEST = 3  # threadline.inbox.search.INSIDE_WORDS
+# Its lexemes, one per distinct word.
+WORDS_OF = f"tsvector_to_array({TSVECTOR_OF})"
+# Words this long are found inside other words (trigram indexes need three characters);
+# only they are listed.
+SHORTEST = 3
+# Every listed word of the bodies (what the list must hold), as `w`.
+WORDS_OF_BODIES = (
+    f"SELECT DISTINCT w FROM conversation_parts, unnest({WORDS_OF.format(body='body')}) AS w "
+    f"WHERE body <> '' AND length(w) >= {SHORTEST}"
+)
+# The list filled from every body at once (after a bulk load).
+FILL = f"INSERT INTO search_words (word) {WORDS_OF_BODIES} ON CONFLICT DO NOTHING"
 
 _HOLDING = text(
     "SELECT CAST(:piece AS text) ~ '^[[:alnum:]]+$' AS plain, "
     "ARRAY(SELECT word FROM search_words WHERE word ILIKE :pattern LIMIT :limit) AS words"
 ).bindparams(bindparam("pattern", type_=Text(), literal_execute=True))
-_WORDS_OF_CONVERSATION = text(
-    f"SELECT DISTINCT w FROM conversation_parts, unnest({WORDS_OF.format(body='body')}) AS w "
-    f"WHERE conversation_id = :conversation_id AND body <> '' AND length(w) >= {SHORTEST}"
-)
+_WORDS_OF_CONVERSATION = text(f"{WORDS_OF_BODIES} AND conversation_id = :conversation_id")
 # Words found in this many of the newest parts need no lookup of their own.
 NEWEST_PARTS = 2_000
 # Any constant key: it only has to be the same for every erasure.
@@ -56,18 +66,15 @@ _IN_NEWEST_PARTS = text(
 )
 _STILL_USED = text(
     "SELECT EXISTS (SELECT 1 FROM conversation_parts WHERE body <> '' AND "
-    "to_tsvector('simple'::regconfig, regexp_replace(body, '[^[:alnum:]]+'::text, ' '::text, "
-    "'g'::text)) @@ CAST(:lexeme AS tsquery))"
+    f"{TSVECTOR_OF.format(body='body')} @@ CAST(:lexeme AS tsquery))"
 ).bindparams(bindparam("lexeme", type_=Text(), literal_execute=True))
 
 # The words of every non-empty body against the list: those missing from it (listed false)
 # and those listed that no body has (listed true).
 _DRIFT = text(
     "SELECT coalesce(listed.word, used.word) AS word, listed.word IS NOT NULL AS listed "
-    "FROM search_words AS listed FULL JOIN ("
-    f"SELECT DISTINCT w AS word FROM conversation_parts, unnest({WORDS_OF.format(body='body')}) "
-    f"AS w WHERE body <> '' AND length(w) >= {SHORTEST}) AS used ON used.word = listed.word "
-    "WHERE listed.word IS NULL OR used.word IS NULL ORDER BY 1"
+    f"FROM search_words AS listed FULL JOIN ({WORDS_OF_BODIES}) AS used(word) "
+    "ON used.word = listed.word WHERE listed.word IS NULL OR used.word IS NULL ORDER BY 1"
 )
 _LOCK = text("LOCK TABLE search_words IN SHARE ROW EXCLUSIVE MODE")
 
