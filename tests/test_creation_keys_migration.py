@@ -9,11 +9,10 @@ from sqlalchemy import func, inspect, select
 
 from tests.conftest import World, build_world
 from threadline.apps import manage
-from threadline.apps.service import utcnow
 from threadline.db.engine import Database
 from threadline.db.migrate import downgrade, upgrade
 from threadline.db.schema import admins, api_tokens, channels, webhook_endpoints
-from threadline.webhooks import repository as hooks
+from threadline.webhooks import service as webhook_service
 
 TABLES = (admins, channels, api_tokens, webhook_endpoints)
 
@@ -29,22 +28,14 @@ async def _create(db: Database, world: World, random_id: int) -> dict[str, int]:
     token, _ = await manage.add_token(
         db, world.app_id, name="reader", scopes=["user-read"], random_id=random_id
     )
-    async with db.write() as conn:
-        # As the route does: the key's endpoint if there is one.
-        endpoint = await hooks.endpoint_by_random_id(
-            conn, world.app_id, random_id
-        ) or await hooks.add_endpoint(
-            conn,
-            app_id=world.app_id,
-            url="https://receiver.example/x",
-            events=[],
-            format_="json",
-            secret="whsec_x",
-            token="t",
-            start_after=0,
-            now=utcnow(),
-            random_id=random_id,
-        )
+    endpoint = await webhook_service.add_endpoint(
+        db,
+        world.app_id,
+        url="https://receiver.example/x",
+        events=[],
+        format_="json",
+        random_id=random_id,
+    )
     return {
         "admins": admin.id,
         "channels": channel.id,

@@ -2,12 +2,15 @@
 
 Each creation takes an optional `random_id`, the client's idempotency key: a retry with the
 same key in the same app creates nothing and answers what the first request created,
-whatever its other parameters (as a retried conversation write does). Admins, channels and
-tokens each have their own keys. The unique index on (app_id, random_id) settles
-concurrent duplicates: the loser's transaction fails and it answers the winner's object.
+whatever its other parameters (as a retried conversation write does). Admins, channels,
+tokens and webhook endpoints each have their own keys, all through `create_once`. The unique
+index on (app_id, random_id) settles concurrent duplicates: the loser's transaction fails and
+it answers the winner's object.
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 import anyio
 from sqlalchemy import Table, update
@@ -18,6 +21,7 @@ from threadline.apps import queries as app_q
 from threadline.apps.repository import AppRepository
 from threadline.apps.service import (
     ALL_SCOPES,
+    check_scopes,
     forget_tokens,
     hash_password,
     hash_token,
@@ -60,11 +64,34 @@ async def _created_with(
         return await _made_with(conn, table, app_id, random_id)
 
 
-async def _keep_key(conn: AsyncConnection, table: Table, ident: int, random_id: int | None) -> None:
-    """Store the creation key on the new row; a key the app already used (by a concurrent
-    duplicate) fails on the unique index, which rolls the whole creation back."""
-    if random_id is not None:
-        await conn.execute(update(table).where(table.c.id == ident).values(random_id=random_id))
+async def create_once(
+    db: Database,
+    table: Table,
+    app_id: int,
+    random_id: int | None,
+    create: Callable[[AsyncConnection], Awaitable[int]],
+) -> tuple[int, bool]:
+    """The id of the row of `table` that the app's creation with `random_id` made, and
+    False; or, when there is none (or no key), the id of the row `create` makes now, and
+    True. The key is stored on the new row in the same transaction: a concurrent duplicate
+    fails on the unique index, its transaction rolls back, and it answers the winner. Any
+    other integrity error is raised."""
+    try:
+        async with db.write() as conn:
+            first = await _made_with(conn, table, app_id, random_id)
+            if first is not None:
+                return first, False
+            ident = await create(conn)
+            if random_id is not None:
+                await conn.execute(
+                    update(table).where(table.c.id == ident).values(random_id=random_id)
+                )
+            return ident, True
+    except IntegrityError:
+        first = await _created_with(db, table, app_id, random_id)
+        if first is None:
+            raise
+        return first, False
 
 
 async def _admin(db: Database, app_id: int, ident: int) -> app_q.AdminRow:
@@ -92,25 +119,20 @@ async def add_admin(
         return await _admin(db, app_id, first)
     # argon2 is deliberately slow: keep it off the event loop.
     password_hash = await anyio.to_thread.run_sync(hash_password, password) if password else None
+
+    async def create(conn: AsyncConnection) -> int:
+        if email is not None and await app_q.admin_with_email(conn, app_id, email):
+            raise InvalidParameter("email", "another admin of the app has it")
+        return await AppRepository(conn).create_admin(
+            app_id, name, email, password_hash, avatar, utcnow()
+        )
+
     try:
-        async with db.write() as conn:
-            ident = await _made_with(conn, admins, app_id, random_id)
-            if ident is None:
-                if email is not None and await app_q.admin_with_email(conn, app_id, email):
-                    raise InvalidParameter("email", "another admin of the app has it")
-                ident = await AppRepository(conn).create_admin(
-                    app_id, name, email, password_hash, avatar, utcnow()
-                )
-                await _keep_key(conn, admins, ident, random_id)
-            found = await app_q.admins_by_id(conn, app_id, [ident])
+        ident, _ = await create_once(db, admins, app_id, random_id, create)
     except IntegrityError:
-        # The key's or the email's unique index: a concurrent duplicate won, or the email
-        # was taken meanwhile.
-        first = await _created_with(db, admins, app_id, random_id)
-        if first is None:
-            raise InvalidParameter("email", "another admin of the app has it") from None
-        return await _admin(db, app_id, first)
-    return found[ident]
+        # The email's unique index: the email was taken meanwhile.
+        raise InvalidParameter("email", "another admin of the app has it") from None
+    return await _admin(db, app_id, ident)
 
 
 async def remove_admin(db: Database, app_id: int, admin_id: int) -> None:
@@ -148,23 +170,16 @@ async def add_channel(
     """A new channel. A retry with the first request's `random_id` answers the first channel,
     even when it was removed since (it stays removed: the key never creates a second)."""
     name = _name(name)
-    try:
-        async with db.write() as conn:
-            ident = await _made_with(conn, channels, app_id, random_id)
-            if ident is None:
-                ident = await AppRepository(conn).create_channel(app_id, name, type_, utcnow())
-                if avatar:
-                    await conn.execute(
-                        update(channels).where(channels.c.id == ident).values(avatar=avatar)
-                    )
-                await _keep_key(conn, channels, ident, random_id)
-            return (await app_q.channels_by_id(conn, app_id, [ident]))[ident]
-    except IntegrityError:
-        first = await _created_with(db, channels, app_id, random_id)
-        if first is None:
-            raise
+
+    async def create(conn: AsyncConnection) -> int:
+        ident = await AppRepository(conn).create_channel(app_id, name, type_, utcnow())
+        if avatar:
+            await conn.execute(update(channels).where(channels.c.id == ident).values(avatar=avatar))
+        return ident
+
+    ident, _ = await create_once(db, channels, app_id, random_id, create)
     async with db.read() as conn:
-        return (await app_q.channels_by_id(conn, app_id, [first]))[first]
+        return (await app_q.channels_by_id(conn, app_id, [ident]))[ident]
 
 
 async def remove_channel(db: Database, app_id: int, channel_id: int) -> None:
@@ -200,28 +215,21 @@ async def add_token(
         raise InvalidParameter("scopes", f"choose one or more of {', '.join(ALL_SCOPES)}")
     unique = list(dict.fromkeys(scopes))
     # Checked before the key: a request that is wrong in itself is refused, retry or not.
-    unknown = sorted(set(unique) - set(ALL_SCOPES))
-    if unknown:
-        raise InvalidParameter("scopes", f"unknown scopes: {', '.join(unknown)}")
-    try:
-        async with db.write() as conn:
-            first = await _made_with(conn, api_tokens, app_id, random_id)
-            if first is None:
-                token = await issue_token(AppRepository(conn), app_id, name, unique, utcnow())
-                record = await AppRepository(conn).token_by_hash(hash_token(token))
-                assert record is not None
-                await _keep_key(conn, api_tokens, record.id, random_id)
-                row = await app_q.token(conn, app_id, record.id)
-                assert row is not None
-                return row, token
-    except IntegrityError:
-        first = await _created_with(db, api_tokens, app_id, random_id)
-        if first is None:
-            raise
+    check_scopes(unique)
+    issued: list[str] = []
+
+    async def create(conn: AsyncConnection) -> int:
+        repo = AppRepository(conn)
+        issued.append(await issue_token(repo, app_id, name, unique, utcnow()))
+        record = await repo.token_by_hash(hash_token(issued[-1]))
+        assert record is not None
+        return record.id
+
+    ident, created = await create_once(db, api_tokens, app_id, random_id, create)
     async with db.read() as conn:
-        row = await app_q.token(conn, app_id, first, revoked=True)
+        row = await app_q.token(conn, app_id, ident, revoked=not created)
     assert row is not None
-    return row, None
+    return row, issued[-1] if created else None
 
 
 async def revoke_token(db: Database, app_id: int, token_id: int) -> None:

@@ -64,6 +64,12 @@ class CreatedApp:
     default_sender_id: int
 
 
+def check_scopes(scopes: list[str]) -> None:
+    unknown = set(scopes) - set(ALL_SCOPES)
+    if unknown:
+        raise InvalidParameter("scopes", f"unknown scopes: {', '.join(sorted(unknown))}")
+
+
 async def issue_token(
     repo: AppRepository,
     app_id: int,
@@ -73,9 +79,7 @@ async def issue_token(
     expires: datetime | None = None,
 ) -> str:
     """A new token; with `expires`, refused from then on, else valid until revoked."""
-    unknown = set(scopes) - set(ALL_SCOPES)
-    if unknown:
-        raise InvalidParameter("scopes", f"unknown scopes: {', '.join(sorted(unknown))}")
+    check_scopes(scopes)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     await repo.create_token(app_id, name, hash_token(token), token[:12], scopes, now, expires)
     return token

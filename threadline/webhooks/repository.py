@@ -94,9 +94,8 @@ async def add_endpoint(
     token: str,
     start_after: int,
     now: datetime,
-    random_id: int | None = None,
 ) -> Endpoint:
-    """A new endpoint. A `random_id` the app already used fails on its unique index."""
+    """A new endpoint."""
     values = {
         "app_id": app_id,
         "url": url,
@@ -106,7 +105,6 @@ async def add_endpoint(
         "token": token,
         "start_after": start_after,
         "created": now,
-        "random_id": random_id,
     }
     ident = (
         await conn.execute(insert(endpoints_t).values(values).returning(endpoints_t.c.id))

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI
 from pydantic import Field
-from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
 from typing_extensions import TypedDict
 
@@ -29,10 +27,8 @@ from threadline.api.schemas import Empty, Envelope, Id, Ts, error_responses
 from threadline.apps.service import utcnow
 from threadline.core import eventlog
 from threadline.core.errors import NotFound
-from threadline.db.engine import Database
-from threadline.events import repository as log_store
 from threadline.webhooks import repository as repo
-from threadline.webhooks import signing
+from threadline.webhooks import service
 
 router = APIRouter(prefix="/ext", tags=["webhooks"])
 
@@ -159,7 +155,7 @@ async def add_webhook(app: AppPath, caller: AdminCaller, p: Params[NewWebhookPar
     unknown = sorted(set(p.events) - set(eventlog.EVENT_TYPES))
     if unknown:
         raise InvalidParameter("events", f"unknown event types: {', '.join(unknown)}")
-    endpoint = await _add_endpoint(
+    endpoint = await service.add_endpoint(
         caller.db,
         app_id,
         url=url,
@@ -169,47 +165,6 @@ async def add_webhook(app: AppPath, caller: AdminCaller, p: Params[NewWebhookPar
     )
     data = {**_webhook_out(endpoint), "secret": endpoint.secret, "token": endpoint.token}
     return respond(WebhookCreated, data, context=caller.context)
-
-
-async def _add_endpoint(
-    db: Database,
-    app_id: int,
-    *,
-    url: str,
-    events: list[str],
-    format_: str,
-    random_id: int | None,
-) -> repo.Endpoint:
-    """A new endpoint, or the one the app's creation with the same key made."""
-    async with db.read() as conn:
-        if random_id is not None:
-            first = await repo.endpoint_by_random_id(conn, app_id, random_id)
-            if first is not None:
-                return first
-        start_after = await log_store.head(conn)
-    try:
-        async with db.write() as conn:
-            return await repo.add_endpoint(
-                conn,
-                app_id=app_id,
-                url=url,
-                events=events,
-                format_=format_,
-                secret=signing.new_secret(),
-                token=secrets.token_urlsafe(24),
-                start_after=start_after,
-                now=utcnow(),
-                random_id=random_id,
-            )
-    except IntegrityError:
-        if random_id is None:
-            raise
-        # A concurrent duplicate won the key's unique index: answer its endpoint.
-        async with db.read() as conn:
-            first = await repo.endpoint_by_random_id(conn, app_id, random_id)
-        if first is None:
-            raise
-        return first
 
 
 class RemoveWebhookParams(ApiParams):
