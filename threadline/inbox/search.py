@@ -136,16 +136,26 @@ def _fts_match(name: str, terms: Sequence[str]) -> ColumnElement[bool]:
 class Matcher:
     """The SQL that finds matching parts, per database.
 
-    `holding`: PostgreSQL, for each long word, the listed words that contain it (see
-    `matcher`); a long word without an entry is looked up in the body's trigram index.
+    `holding`: PostgreSQL, for each long word, the listed words that contain it, looked up
+    by `look_up_words` before the text indexes are asked (a page the view walk answers
+    needs none); a long word without an entry is looked up in the body's trigram index.
     """
 
-    def __init__(
-        self, dialect: str, query: Query, holding: dict[str, tuple[str, ...]] | None = None
-    ) -> None:
+    def __init__(self, dialect: str, query: Query) -> None:
         self.query = query
         self.postgres = dialect == "postgresql"
-        self.holding = holding or {}
+        self.holding: dict[str, tuple[str, ...]] = {}
+        self._looked_up = not self.postgres
+
+    async def look_up_words(self, conn: AsyncConnection) -> None:
+        """PostgreSQL: find the listed words holding each long word (once)."""
+        if self._looked_up:
+            return
+        for piece in self.query.inside:
+            found = await words_list.holding(conn, piece)
+            if found.words is not None:
+                self.holding[piece] = found.words
+        self._looked_up = True
 
     def _fts_tables(self) -> list[tuple[str, tuple[str, ...]]]:
         return [
@@ -266,6 +276,7 @@ class _SearchKeyset(MergedKeyset):
                     rows, final = await self._walk(where, descending, limit, needed)
                     if final:
                         return rows
+        await self.matcher.look_up_words(self.conn)
         matching = self.matcher.matching_conversations().cte("matching").prefix_with("MATERIALIZED")
         among = SORT_COLUMNS[1].in_(select(matching.c.conversation_id))
         return await self.rows(self.merged(where, descending, limit, among), descending)
@@ -302,18 +313,6 @@ async def _newest_matching_parts(
     return {row.conversation_id: (row.id, row.body) for row in await conn.execute(query)}
 
 
-async def matcher(conn: AsyncConnection, query: Query) -> Matcher:
-    """The matcher of `query` on `conn`'s database (PostgreSQL: its long words looked up in
-    the word list first)."""
-    holding: dict[str, tuple[str, ...]] = {}
-    if conn.dialect.name == "postgresql":
-        for piece in query.inside:
-            found = await words_list.holding(conn, piece)
-            if found.words is not None:
-                holding[piece] = found.words
-    return Matcher(conn.dialect.name, query, holding)
-
-
 async def page(
     conn: AsyncConnection,
     app_id: int,
@@ -324,8 +323,8 @@ async def page(
     v1: tuple[datetime | None, int] | None = None,
 ) -> SearchPage:
     """One page of the view's conversations that match `query`."""
-    found_by = await matcher(conn, query)
-    keyset = _SearchKeyset(conn, source(app_id, view, now, conn.dialect.name), found_by)
+    matcher = Matcher(conn.dialect.name, query)
+    keyset = _SearchKeyset(conn, source(app_id, view, now, conn.dialect.name), matcher)
     if v1 is not None:
         rows, next_after_v1 = await keyset.page_v1(*v1)
         result = SearchPage([], next_after_v1=next_after_v1)
@@ -335,7 +334,7 @@ async def page(
         rows = found.rows
         result = SearchPage([], found.next_before, found.next_after)
     states = [state_from_row(r) for r in rows]
-    parts = await _newest_matching_parts(conn, found_by, [s.id for s in states])
+    parts = await _newest_matching_parts(conn, matcher, [s.id for s in states])
     for state in states:
         part_id, body = parts[state.id]
         result.hits.append(Hit(state, part_id, snippet(body, query)))
