@@ -129,9 +129,14 @@ async def add_admin(
 
     try:
         ident, _ = await create_once(db, admins, app_id, random_id, create)
-    except IntegrityError:
-        # The email's unique index: the email was taken meanwhile.
-        raise InvalidParameter("email", "another admin of the app has it") from None
+    except (IntegrityError, InvalidParameter):
+        # The email was taken meanwhile (seen by the check, or by its unique index): by a
+        # concurrent duplicate of this very request, whose admin is the answer, or by
+        # another admin.
+        first = await _created_with(db, admins, app_id, random_id)
+        if first is None:
+            raise InvalidParameter("email", "another admin of the app has it") from None
+        ident = first
     return await _admin(db, app_id, ident)
 
 
