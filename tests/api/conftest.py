@@ -29,7 +29,8 @@ async def app(db_url: str, tmp_path: Path) -> AsyncIterator[FastAPI]:
     """The app; rate limiting is off and files go to the test's own directory."""
     application = create_app(Settings(database_url=db_url))
     application.state.api_settings = ApiSettings(data_dir=tmp_path / "data", rate_limit="")
-    async with LifespanManager(application):
+    # Generous limits: the test processes share two cores with browsers and servers.
+    async with LifespanManager(application, startup_timeout=30, shutdown_timeout=30):
         yield application
 
 

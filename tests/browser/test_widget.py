@@ -151,6 +151,8 @@ def test_operator_text_is_shown_as_text_never_as_html(
     open_panel(page)
     write(page, "<b>bold?</b>")
     expect(user_messages(page).get_by_test_id("tl-message-body")).to_have_text("<b>bold?</b>")
+    # Stored once its time shows (until then it is shown as "Sending…").
+    expect(user_messages(page).get_by_test_id("tl-message-time")).to_be_visible()
     api = live_server.api()
     cid = only_conversation(api, visitor_user(page))["id"]
     attack = "<img src=x onerror=alert(1)>"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,6 +24,9 @@ class RealtimeSettings(BaseSettings):
     # Events waiting for one slow client; beyond, the client is dropped (it reconnects
     # with its tag and catches up from the log).
     realtime_queue_size: int = 1000
+    # The hub reads the log at most once per this many milliseconds: under load, the events
+    # of that time go out as one read and one write per socket, not one per event.
+    realtime_gather_ms: float = Field(default=15.0, ge=0, le=1000)
     # An SSE response ends after this long so that load rebalances; EventSource reconnects
     # by itself with Last-Event-ID.
     sse_lifetime_seconds: float = 600.0

@@ -28,6 +28,7 @@ import orjson
 from threadline.events import repository as log_store
 from threadline.events.bus import Bus, Message
 from threadline.events.channels import PING, TYPING, Channel
+from threadline.events.direct import DirectSocket, text_frame
 from threadline.events.present import dump, render, user_projection
 
 log = logging.getLogger("threadline.events.hub")
@@ -59,6 +60,8 @@ class Item:
     per_kind: dict[tuple[tuple[str, ...], bool], list[tuple[str | None, bytes]]] = field(
         default_factory=dict
     )
+    # The same as WebSocket frames, for the clients written to directly.
+    frames_per_kind: dict[tuple[tuple[str, ...], bool], list[bytes]] = field(default_factory=dict)
 
     def body_json(self, projected: bool, id_as_string: bool) -> bytes | None:
         key = (projected, id_as_string)
@@ -72,6 +75,12 @@ class Item:
                 body = user_projection(self.body) if projected else self.body
                 self.cache[key] = None if body is None else dump(body, id_as_string)
         return self.cache[key]
+
+
+# Frames written to the clients of an app on the same channels: (app, `Client.kind`) to
+# (the frames of a batch's events as one payload, how many frames).
+SharedKey = tuple[int, tuple[tuple[str, ...], bool]]
+Written = tuple[bytes, int]
 
 
 def _typing_ids(body: dict[str, Any], id_as_string: bool) -> dict[str, Any]:
@@ -131,6 +140,11 @@ class Mailbox:
     def empty(self) -> bool:
         return not self._items
 
+    def parked(self) -> bool:
+        """Empty, with its reader waiting: whatever it took out was handled."""
+        waiter = self._waiter
+        return not self._items and waiter is not None and not waiter.done()
+
     def qsize(self) -> int:
         return len(self._items)
 
@@ -150,6 +164,9 @@ class Client:
         self.wants_all = any(c.user_id is None and c.kind not in (PING,) for c in channels)
         self.dropped = False
         self.closed = False
+        # The connection's transport, when the hub may write to it itself (`deliver`).
+        self.direct: DirectSocket | None = None
+        self.sent_directly = 0
         self.last_id = 0
         self.start = 0
         # Heartbeats: one timer per client that fires once per period, rather than a
@@ -168,9 +185,53 @@ class Client:
             return False
         return True
 
+    def deliver(self, items: list[Item], shared: dict[SharedKey, Written] | None = None) -> bool:
+        """Send `items` (in id order) now when the client is idle and its socket takes
+        writes directly, in one write, else queue them for the client's stream; False when
+        the queue is full.
+
+        `shared`: what was written to the clients of a kind that received these same items
+        (every client of an app on the same channels): framed once, written to each.
+        """
+        direct = self.direct
+        if direct is None or not self.queue.parked() or not direct.writable():
+            return all(self.offer(item) for item in items)
+        first, last = items[0].id, items[-1].id
+        if shared is not None and first is not None and last is not None and first > self.last_id:
+            key = (self.app_id, self.kind)
+            written = shared.get(key)
+            if written is None:
+                written = shared[key] = self._framed(items)
+            self.last_id = last
+        else:
+            fresh = [item for item in items if item.id is None or item.id > self.last_id]
+            written = self._framed(fresh)
+            self.last_id = max([self.last_id, *(item.id for item in fresh if item.id)])
+        payload, count = written
+        if count:
+            direct.write(payload)
+            self.sent_directly += count
+            self.active = asyncio.get_running_loop().time()
+        return True
+
+    def _framed(self, items: list[Item]) -> Written:
+        frames = [frame for item in items for frame in self.frames(item)]
+        return b"".join(frames), len(frames)
+
+    def frames(self, item: Item) -> list[bytes]:
+        if item.id is None:
+            return [text_frame(message) for _tag, message in self._messages(item)]
+        out = item.frames_per_kind.get(self.kind)
+        if out is None:
+            out = item.frames_per_kind[self.kind] = [
+                text_frame(message) for _tag, message in self.messages(item)
+            ]
+        return out
+
     def close(self) -> None:
         """End the client's stream once what is queued was sent."""
         self.closed = True
+        self.direct = None
         self.stop_heartbeat()
         self.queue.put(None, force=True)
 
@@ -269,9 +330,12 @@ class Hub:
         poll_interval: float = 1.0,
         queue_size: int = 1000,
         base_url: str = "",
+        gather: float = 0.0,
     ) -> None:
         self.db = db
         self.poll_interval = poll_interval
+        self.gather = gather
+        self._last_read = 0.0
         self.queue_size = queue_size
         self.base_url = base_url
         self.position = 0
@@ -314,6 +378,7 @@ class Hub:
     # -- the reader ---------------------------------------------------------------------
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         retry = 0.0
         failing = False
         while True:
@@ -322,7 +387,13 @@ class Hub:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
+            # At most one read per `gather` seconds: the first event after a quiet spell
+            # goes out at once, those of a busy spell together.
+            wait = self._last_read + self.gather - loop.time()
+            if wait > 0 and self.clients:
+                await asyncio.sleep(wait)
             self._wake.clear()
+            self._last_read = loop.time()
             try:
                 async with self._lock:
                     pending = await self._catch_up()
@@ -347,15 +418,27 @@ class Hub:
                 apps = {c.app_id for c in self.clients}
                 wanted = [e for e in batch.events if e.app_id in apps]
                 rendered = await render(conn, wanted, self.base_url) if wanted else []
-            for stored, body in zip(wanted, rendered, strict=True):
-                self._dispatch(_item(stored, body))
+            self._dispatch(
+                [_item(stored, body) for stored, body in zip(wanted, rendered, strict=True)]
+            )
             self.position = max(self.position, batch.position)
             if batch.complete:
                 return batch.pending
 
-    def _dispatch(self, item: Item) -> None:
+    def _dispatch(self, items: list[Item]) -> None:
+        of_app: dict[int, list[Item]] = {}
+        for item in items:
+            of_app.setdefault(item.app_id, []).append(item)
+        shared: dict[SharedKey, Written] = {}
         for client in list(self.clients):
-            if client.interested(item) and not client.offer(item):
+            mine = of_app.get(client.app_id)
+            if mine is None:
+                continue
+            if not client.wants_all:
+                mine = [item for item in mine if item.user_id in client.user_ids]
+                if not mine:
+                    continue
+            if not client.deliver(mine, shared if client.wants_all else None):
                 log.warning("realtime client too slow: dropped")
                 self.clients.discard(client)
                 client.close()
@@ -379,7 +462,7 @@ class Hub:
         except (KeyError, TypeError, ValueError):
             log.warning("bus: ignored a malformed typing message")
             return
-        self._dispatch(item)
+        self._dispatch([item])
 
     # -- clients --------------------------------------------------------------------------
 
@@ -397,6 +480,7 @@ class Hub:
 
     def unsubscribe(self, client: Client) -> None:
         self.clients.discard(client)
+        client.direct = None
         client.stop_heartbeat()
 
     async def stream(

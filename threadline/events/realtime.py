@@ -48,6 +48,7 @@ class Realtime:
             db,
             poll_interval=settings.realtime_poll_seconds,
             queue_size=settings.realtime_queue_size,
+            gather=settings.realtime_gather_ms / 1000,
         )
 
     async def start(self) -> None:

@@ -29,7 +29,9 @@ def register_first(app: FastAPI) -> None:
 def register(app: FastAPI) -> None:
     """Mount the event log's endpoints on `app`, the way `threadline.api.register` does."""
     from threadline.events import stream
+    from threadline.events.direct import KeepServerSend
 
+    app.add_middleware(KeepServerSend)
     app.include_router(router, responses=error_responses())
     app.include_router(stream.router)
     app.add_route("/sse/{channels:path}", stream.sse_stream, methods=["GET"])

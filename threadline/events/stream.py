@@ -29,6 +29,7 @@ from threadline.apps.service import authenticate
 from threadline.conversations import service
 from threadline.db.engine import Database
 from threadline.events.channels import Channel, ChannelRefused, parse, parse_for_user
+from threadline.events.direct import direct_socket
 from threadline.events.hub import Client
 from threadline.events.realtime import Realtime
 from threadline.widget.service import authenticate as authenticate_visitor
@@ -137,6 +138,7 @@ async def websocket_stream(websocket: WebSocket, channels: str) -> None:
         realtime.hub.unsubscribe(client)
         raise
     heartbeat = realtime.settings.realtime_heartbeat_seconds
+    client.direct = direct_socket(websocket.scope)
 
     async def send() -> None:
         stream = realtime.hub.stream(client, heartbeat, replay=access.after is not None)
