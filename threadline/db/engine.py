@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -74,11 +75,16 @@ def create_engine(
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
             pool_size=1 if write else pool_size,
             max_overflow=0 if write else pool_size,
+            json_deserializer=orjson.loads,
         )
         begin_sql = ("BEGIN IMMEDIATE" if write else "BEGIN") if sqlite_begin else None
         _install_sqlite_recipe(engine, begin_sql)
         return engine
-    return create_async_engine(parsed, pool_size=pool_size, max_overflow=pool_size)
+    # JSON columns decode with orjson (as on SQLite): the stdlib decoder was a visible part
+    # of reading the event log for the realtime streams.
+    return create_async_engine(
+        parsed, pool_size=pool_size, max_overflow=pool_size, json_deserializer=orjson.loads
+    )
 
 
 class Database:
