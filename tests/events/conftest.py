@@ -14,6 +14,7 @@ from tests.events.live import Live, serve
 async def live(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Live]:
     monkeypatch.setenv("THREADLINE_REALTIME_HEARTBEAT_SECONDS", "0.3")
     monkeypatch.setenv("THREADLINE_REALTIME_POLL_SECONDS", "0.5")
+    monkeypatch.setenv("THREADLINE_REALTIME_TOKEN_CHECK_SECONDS", "0.2")
     async with serve(db_url, tmp_path) as server:
         yield server
 

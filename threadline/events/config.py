@@ -27,6 +27,10 @@ class RealtimeSettings(BaseSettings):
     # The hub reads the log at most once per this many milliseconds: under load, the events
     # of that time go out as one read and one write per socket, not one per event.
     realtime_gather_ms: float = Field(default=15.0, ge=0, le=1000)
+    # Open streams re-check their token this often: one revoked, expired or of an erased
+    # widget user ends them (a process learns of a revocation elsewhere within its token
+    # cache's 5 seconds more).
+    realtime_token_check_seconds: float = Field(default=5.0, gt=0)
     # An SSE response ends after this long so that load rebalances; EventSource reconnects
     # by itself with Last-Event-ID.
     sse_lifetime_seconds: float = 600.0

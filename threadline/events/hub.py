@@ -164,6 +164,9 @@ class Client:
         self.wants_all = any(c.user_id is None and c.kind not in (PING,) for c in channels)
         self.dropped = False
         self.closed = False
+        # The token the stream was opened with; `revoked` once it stopped being valid.
+        self.token: str | None = None
+        self.revoked = False
         # The connection's transport, when the hub may write to it itself (`deliver`).
         self.direct: DirectSocket | None = None
         self.sent_directly = 0
@@ -477,6 +480,12 @@ class Hub:
             self.clients.add(client)
         client.last_id = client.start if after is None else after
         return client
+
+    def revoke(self, client: Client) -> None:
+        """End a client whose token is no longer valid."""
+        client.revoked = True
+        self.clients.discard(client)
+        client.close()
 
     def unsubscribe(self, client: Client) -> None:
         self.clients.discard(client)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from threadline.db.engine import Database
 from threadline.events.bus import Bus, MemoryBus, Message, PostgresBus, RedisBus
 from threadline.events.config import RealtimeSettings
-from threadline.events.hub import Hub
+from threadline.events.hub import Client, Hub
 
 log = logging.getLogger("threadline.events")
 
@@ -35,6 +37,11 @@ def make_bus(settings: RealtimeSettings, database_url: str, redis_url: str | Non
     return MemoryBus()
 
 
+# Whether a stream's token still opens streams (set by threadline.events.stream, which
+# knows the kinds of token).
+TokenCheck = Callable[[Database, str], Awaitable[bool]]
+
+
 class Realtime:
     """Started by the app's lifespan; `hub` serves the streams, `bus` links the processes."""
 
@@ -44,6 +51,9 @@ class Realtime:
         self.settings = settings
         # Also woken when another process commits events (the webhook worker).
         self.wakers: list[Callable[[], None]] = []
+        # Open streams end when this says their token no longer is valid.
+        self.token_valid: TokenCheck | None = None
+        self._watch: asyncio.Task[None] | None = None
         self.hub = Hub(
             db,
             poll_interval=settings.realtime_poll_seconds,
@@ -55,7 +65,37 @@ class Realtime:
         await self.hub.start()
         await self.bus.start(self._on_bus)
         self.db.commit_listeners.append(self._committed)
+        self._watch = asyncio.create_task(self._watch_tokens(), name="realtime-tokens")
         _freeze_startup_objects()
+
+    async def _watch_tokens(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self.settings.realtime_token_check_seconds)
+            try:
+                await self.end_invalid_streams()
+                failing = False
+            except Exception as exc:  # the database is away: the streams stay, as the hub's
+                if not failing:
+                    log.warning("realtime: checking the streams' tokens failed (%s)", exc)
+                failing = True
+
+    async def end_invalid_streams(self) -> int:
+        """End the streams whose token was revoked, expired or whose widget user was
+        erased (each distinct token checked once); how many ended."""
+        if self.token_valid is None:
+            return 0
+        by_token: dict[str, list[Client]] = {}
+        for client in list(self.hub.clients):
+            if client.token is not None:
+                by_token.setdefault(client.token, []).append(client)
+        ended = 0
+        for token, clients in by_token.items():
+            if not await self.token_valid(self.db, token):
+                for client in clients:
+                    self.hub.revoke(client)
+                ended += len(clients)
+        return ended
 
     def _on_bus(self, message: Message) -> None:
         self.hub.on_bus(message)
@@ -81,6 +121,10 @@ class Realtime:
         )
 
     async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         if self._committed in self.db.commit_listeners:
             self.db.commit_listeners.remove(self._committed)
         await self.hub.stop()
@@ -101,8 +145,11 @@ def _freeze_startup_objects() -> None:
         gc.freeze()
 
 
-async def start_realtime(db: Database, database_url: str, redis_url: str | None) -> Realtime:
+async def start_realtime(
+    db: Database, database_url: str, redis_url: str | None, token_valid: TokenCheck | None = None
+) -> Realtime:
     settings = RealtimeSettings()
     realtime = Realtime(db, make_bus(settings, database_url, redis_url), settings)
+    realtime.token_valid = token_valid
     await realtime.start()
     return realtime

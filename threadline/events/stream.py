@@ -59,6 +59,7 @@ class Refused(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Access:
+    token: str
     app_id: int
     channels: list[Channel]
     after: int | None
@@ -87,7 +88,7 @@ async def _access(
     record = await authenticate(db, token) if token else None
     # A chat widget visitor's session token: that one user's own channels only.
     visitor = await authenticate_visitor(db, token) if token and record is None else None
-    if record is None and visitor is None:
+    if token is None or (record is None and visitor is None):
         raise Refused(BAD_TOKEN, "the API token is not valid")
     try:
         if visitor is not None:
@@ -105,7 +106,14 @@ async def _access(
         id_as_string = bool(vendor_bool(query.get("id_as_string")))
     except ValueError as exc:
         raise Refused(BAD_REQUEST, f"tag: {exc}") from None
-    return Access(app_id, channels, after, id_as_string)
+    return Access(token, app_id, channels, after, id_as_string)
+
+
+async def token_valid(db: Database, token: str) -> bool:
+    """Whether `token` still opens streams: an API or inbox token, or a widget session."""
+    return await authenticate(db, token) is not None or (
+        await authenticate_visitor(db, token) is not None
+    )
 
 
 def _realtime(app_state: object) -> Realtime:
@@ -115,9 +123,11 @@ def _realtime(app_state: object) -> Realtime:
 
 
 async def _subscribe(realtime: Realtime, access: Access) -> Client:
-    return await realtime.hub.subscribe(
+    client = await realtime.hub.subscribe(
         access.app_id, access.channels, after=access.after, id_as_string=access.id_as_string
     )
+    client.token = access.token
+    return client
 
 
 @router.websocket("/websocket/{channels:path}")
@@ -149,7 +159,8 @@ async def websocket_stream(websocket: WebSocket, channels: str) -> None:
                     continue
             await websocket.send_text(message.decode())
         # The stream ended: the client was too slow, or the server is stopping.
-        await websocket.close(code=TOO_SLOW if client.dropped else GOING_AWAY)
+        code = BAD_TOKEN if client.revoked else TOO_SLOW if client.dropped else GOING_AWAY
+        await websocket.close(code=code)
 
     async def receive() -> None:
         with contextlib.suppress(WebSocketDisconnect):

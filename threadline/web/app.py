@@ -12,6 +12,7 @@ from sqlalchemy import text
 from threadline import __version__, api
 from threadline.db.engine import Database
 from threadline.events import routes as events
+from threadline.events import stream
 from threadline.events.realtime import start_realtime
 from threadline.settings import Settings, get_settings
 from threadline.ui import routes as ui
@@ -28,7 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.db = Database(settings.database_url, pool_size=settings.pool_size)
         try:
             app.state.realtime = await start_realtime(
-                app.state.db, settings.database_url, settings.redis_url
+                app.state.db, settings.database_url, settings.redis_url, stream.token_valid
             )
             app.state.webhooks = await start_worker(app.state.db, app.state.realtime)
             try:
