@@ -9,6 +9,7 @@ and conversation rows are locked with `SELECT ... FOR UPDATE` by the repository.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -179,11 +180,19 @@ class Database:
             yield conn
 
     async def dispose(self) -> None:
-        while self._idle_writers:
-            await self._idle_writers.pop().close()
+        """Close every connection. The process is stopping: a connection that broke on the
+        way is dropped with a warning, not raised."""
+        writers, self._idle_writers = self._idle_writers, []
         if self._writer is not None:
-            await self._writer.close()
+            writers.append(self._writer)
             self._writer = None
+        for conn in writers:
+            try:
+                await conn.close()
+            except Exception as exc:
+                log.warning("closing a database connection failed (%s); dropped", exc)
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()

@@ -54,6 +54,9 @@ class Realtime:
         # Open streams end when this says their token no longer is valid.
         self.token_valid: TokenCheck | None = None
         self._watch: asyncio.Task[None] | None = None
+        # When this process last told the others of a commit, and whether it will again.
+        self._told = 0.0
+        self._tell_pending = False
         self.hub = Hub(
             db,
             poll_interval=settings.realtime_poll_seconds,
@@ -104,8 +107,22 @@ class Realtime:
                 wake()
 
     def _committed(self, app_id: int) -> None:
-        # This process's hub at once; the others through the bus.
+        # This process's hub at once; the others through the bus, at most once per gather
+        # time (they read the log no more often than that anyway).
         self.hub.wake()
+        if self._tell_pending:
+            return
+        loop = asyncio.get_running_loop()
+        due = self._told + self.settings.realtime_gather_ms / 1000
+        if loop.time() >= due:
+            self._tell_others(app_id)
+        else:
+            self._tell_pending = True
+            loop.call_at(due, self._tell_others, app_id)
+
+    def _tell_others(self, app_id: int) -> None:
+        self._tell_pending = False
+        self._told = asyncio.get_running_loop().time()
         self.bus.publish({"kind": "log", "app": app_id})
 
     def typing(
