@@ -683,7 +683,7 @@ PHASES = [
     ("fan-out: Starlette WebSocket.send wrappers", r"^WebSocket\.send|<locals>\.sender "),
     ("fan-out: Hub.stream (client queue, cached messages)", r"^Hub\.stream "),
     ("fan-out: stream.py send loop", r"^websocket_stream\.<locals>\.send "),
-    ("hub: dispatch to the client queues", r"^Hub\._dispatch "),
+    ("hub: dispatch (written to idle sockets, else queued)", r"^Hub\._dispatch "),
     ("hub: reading and rendering the log", r"^Hub\._(catch_up|run) "),
     ("bus: Redis / NOTIFY", r"threadline/events/bus\.py"),
     ("webhook worker", r"threadline/webhooks/"),

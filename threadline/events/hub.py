@@ -1,9 +1,11 @@
 """The per-process realtime hub: one reader of the event log, many clients.
 
 The hub keeps a cursor on the event log. When woken (a local commit, a bus message, a
-timer) it reads the final events after its cursor once, loads their parts once, and hands
-them to every client's bounded queue. A client whose queue is full is dropped (it
-reconnects with its last tag and catches up from the log) rather than slowing the others.
+timer; at most once per `gather` seconds) it reads the final events after its cursor once,
+loads their parts once, and hands them to every client: written straight to the socket of
+an idle WebSocket client (one write for the batch, see threadline/events/direct.py), else
+put in the client's bounded queue. A client whose queue is full is dropped (it reconnects
+with its last tag and catches up from the log) rather than slowing the others.
 
 A client that connects with a tag first receives, from the log, every event after that
 tag up to the hub's cursor at the moment it registered, then the live events; the event
