@@ -1,9 +1,10 @@
 """Inbox sessions expire, on SQLite and PostgreSQL, over a real server.
 
-A session answers its expiry and works on `/ui/session`, the API and realtime until then;
-once expired it is refused exactly like an unknown token, the per-process token cache
-included. Tokens made with the tokens API never expire. The lifetime setting is checked,
-and revision 0011 gives existing sessions an expiry on a database with data.
+A session answers its expiry (the token list shows it) and works on `/ui/session`, the API
+and realtime until then; once expired it is refused exactly like an unknown token, the
+per-process token cache included, and leaves the token list. Tokens made with the tokens
+API never expire. The lifetime setting is checked, and revision 0011 gives existing
+sessions an expiry on a database with data.
 """
 
 from __future__ import annotations
@@ -95,6 +96,11 @@ async def test_a_session_works_until_it_expires_then_is_refused_like_an_unknown_
         assert (await http.get(f"/ext/apps/{w.app_id}/inbox")).status_code == 200
     async with connect(live.ws_url(f"conversation.{w.app_id}", token=token)) as ws:
         await nothing_more(ws)  # open and not closed: a close would raise here
+    # The app's token list shows the session with its expiry, until it expires.
+    async with live.client() as owner:
+        listed = (await owner.get("/ext/apps/$self_app/tokens")).json()["data"]
+    sessions = [t for t in listed if t["expires"] is not None]
+    assert [at(t["expires"]) for t in sessions] == [expires]
     # Expired (as if a week had passed); this process forgets the tokens it kept.
     async with live.db.write() as conn:
         await conn.execute(
@@ -104,6 +110,9 @@ async def test_a_session_works_until_it_expires_then_is_refused_like_an_unknown_
         )
     apps.forget_tokens(live.db)
     await assert_refused_everywhere(live, token)
+    async with live.client() as owner:
+        listed = (await owner.get("/ext/apps/$self_app/tokens")).json()["data"]
+    assert [t for t in listed if t["id"] == sessions[0]["id"]] == []
     # Signing in again gives a new session that works.
     fresh, _ = await session_token(live)
     async with bearer(live, fresh) as http:
@@ -138,7 +147,9 @@ async def test_tokens_of_the_tokens_api_never_expire(live: Live) -> None:
         )
         assert r.status_code == 200, r.text
         made = r.json()["data"]
-        assert "expires" not in made
+        assert made["expires"] is None
+        listed = (await owner.get("/ext/apps/$self_app/tokens")).json()["data"]
+        assert [t["expires"] for t in listed if t["id"] == made["id"]] == [None]
     assert await stored_expiry(live, made["token"]) is None
     assert await stored_expiry(live, live.world.token) is None
     for token in (made["token"], live.world.token):

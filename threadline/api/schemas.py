@@ -206,6 +206,8 @@ class TokenOut(TypedDict):
     prefix: str
     scopes: list[str]
     created: Ts
+    # When an inbox sign-in stops working; null for tokens made through the API.
+    expires: Ts | None
 
 
 class TokenCreated(TokenOut):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.core.model import Admin, Channel, Sender, User
@@ -30,6 +30,8 @@ class TokenRow:
     prefix: str
     scopes: list[str]
     created: datetime
+    # Inbox sign-ins expire; tokens made through the API do not (None).
+    expires: datetime | None
 
 
 def _ids(ids: Iterable[int | None]) -> list[int]:
@@ -146,20 +148,20 @@ async def user_by_site_id(conn: AsyncConnection, app_id: int, site_user_id: str)
     return _user(row) if row else None
 
 
-async def list_tokens(conn: AsyncConnection, app_id: int) -> list[TokenRow]:
+async def list_tokens(conn: AsyncConnection, app_id: int, now: datetime) -> list[TokenRow]:
+    """The tokens that still work at `now`: neither revoked nor expired."""
+    t = api_tokens.c
     query = (
-        select(
-            api_tokens.c.id,
-            api_tokens.c.name,
-            api_tokens.c.prefix,
-            api_tokens.c.scopes,
-            api_tokens.c.created,
+        select(t.id, t.name, t.prefix, t.scopes, t.created, t.expires)
+        .where(
+            t.app_id == app_id,
+            t.revoked.is_(None),
+            or_(t.expires.is_(None), t.expires > now),
         )
-        .where(api_tokens.c.app_id == app_id, api_tokens.c.revoked.is_(None))
-        .order_by(api_tokens.c.id)
+        .order_by(t.id)
     )
     return [
-        TokenRow(r.id, r.name, r.prefix, list(r.scopes), r.created)
+        TokenRow(r.id, r.name, r.prefix, list(r.scopes), r.created, r.expires)
         for r in await conn.execute(query)
     ]
 
@@ -168,14 +170,11 @@ async def token(
     conn: AsyncConnection, app_id: int, token_id: int, *, revoked: bool = False
 ) -> TokenRow | None:
     """One token of the app; a revoked one only with `revoked`."""
-    query = select(
-        api_tokens.c.id,
-        api_tokens.c.name,
-        api_tokens.c.prefix,
-        api_tokens.c.scopes,
-        api_tokens.c.created,
-    ).where(api_tokens.c.app_id == app_id, api_tokens.c.id == token_id)
+    t = api_tokens.c
+    query = select(t.id, t.name, t.prefix, t.scopes, t.created, t.expires).where(
+        t.app_id == app_id, t.id == token_id
+    )
     if not revoked:
-        query = query.where(api_tokens.c.revoked.is_(None))
+        query = query.where(t.revoked.is_(None))
     r = (await conn.execute(query)).first()
-    return TokenRow(r.id, r.name, r.prefix, list(r.scopes), r.created) if r else None
+    return TokenRow(r.id, r.name, r.prefix, list(r.scopes), r.created, r.expires) if r else None

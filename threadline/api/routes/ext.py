@@ -3,6 +3,7 @@ and managing the app (admins, channels, tokens)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Request
@@ -482,6 +483,7 @@ def _token_out(row: app_q.TokenRow) -> dict[str, object]:
         "prefix": row.prefix,
         "scopes": row.scopes,
         "created": row.created,
+        "expires": row.expires,
     }
 
 
@@ -494,7 +496,7 @@ def _token_out(row: app_q.TokenRow) -> dict[str, object]:
 async def list_tokens(app: AppPath, caller: AdminCaller) -> Response:
     app_id = caller.app(app)
     async with caller.db.read() as conn:
-        rows = await app_q.list_tokens(conn, app_id)
+        rows = await app_q.list_tokens(conn, app_id, datetime.now(UTC))
     return respond(list[TokenOut], [_token_out(r) for r in rows], context=caller.context)
 
 
