@@ -26,7 +26,7 @@ class RealtimeSettings(BaseSettings):
     realtime_queue_size: int = 1000
     # The hub reads the log at most once per this many milliseconds: under load, the events
     # of that time go out as one read and one write per socket, not one per event.
-    realtime_gather_ms: float = Field(default=15.0, ge=0, le=1000)
+    realtime_gather_ms: float = Field(default=25.0, ge=0, le=1000)
     # Open streams re-check their token this often: one revoked, expired or of an erased
     # widget user ends them (a process learns of a revocation elsewhere within its token
     # cache's 5 seconds more).
