@@ -3,7 +3,8 @@
 Every committed change is delivered at least once (no delivery for a rolled-back one),
 signed (Standard Webhooks), with a delivery id that stays the same across retries, in
 order per conversation; failures are retried with capped exponential backoff honouring
-Retry-After, end dead after the last attempt, and can be replayed.
+Retry-After, end dead after the last attempt, and can be replayed. Without any endpoint, a
+round only looks for one.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+import httpx
 import pytest
 import uvicorn
+from sqlalchemy import event
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -344,3 +347,44 @@ def test_signatures_follow_standard_webhooks() -> None:
     assert not signing.verify(
         secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", signature, body, 1614265330 + 3600
     )
+
+
+async def test_with_no_endpoint_a_round_only_looks_for_endpoints(
+    db: Database, world: World, receiver: Receiver
+) -> None:
+    """A deployment without webhooks pays one query per round (two while holding the lead
+    on PostgreSQL); the first endpoint is served on the next round."""
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    client = httpx.AsyncClient(timeout=FAST.webhook_timeout_seconds)
+    worker = Worker(db, FAST, client=client)  # not started: the test runs its rounds
+    await worker.round(1.0)  # the first round also looks for deliveries left pending
+    engines = {db.read_engine.sync_engine, db.write_engine.sync_engine}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", seen)
+    try:
+        for _ in range(3):
+            statements.clear()
+            await service.start_by_user(db, world.app_id, world.user_id, ev.UserReply(body="x"))
+            statements.clear()  # only the round's own
+            assert await worker.round(1.0) == 1.0
+            queries = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+            assert sum("webhook_endpoints" in s for s in queries) == 1, queries
+            assert not any("webhook_deliveries" in s for s in statements), statements
+            assert len(queries) <= (1 if db.is_sqlite else 2), queries
+        # An endpoint: the next round queues the new events' deliveries (the conversation
+        # started, its first reply) and sends them.
+        ep = await endpoint(db, world, receiver.url)
+        await service.start_by_user(db, world.app_id, world.user_id, ev.UserReply(body="y"))
+        await worker.round(1.0)
+        sent = await settled(db, world, ep, 2, "delivered")
+        assert len(receiver.requests) == 2
+        assert all(d.attempts == 1 for d in sent)
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", seen)
+        await worker.stop()
+        await client.aclose()

@@ -118,6 +118,11 @@ class Worker:
         self._task: asyncio.Task[None] | None = None
         self._lock_conn: Any = None
         self.leader = False
+        # What the last round saw: live endpoints, and deliveries still pending. With
+        # neither, a round reads the endpoints only (a pending delivery needs a live
+        # endpoint to be created or replayed, and removing one ends its pending ones).
+        self._endpoints_seen = True
+        self._pending_seen = True
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -153,10 +158,7 @@ class Worker:
         while True:
             delay = self.settings.webhook_poll_seconds
             try:
-                if await self._lead():
-                    await self.ingest()
-                    await self.send_due()
-                    delay = await self._until_next(delay)
+                delay = await self.round(delay)
                 failing = False
             except asyncio.CancelledError:
                 raise
@@ -173,9 +175,21 @@ class Worker:
                 await asyncio.sleep(SETTLE_SECONDS)
             self._wake.clear()
 
+    async def round(self, ceiling: float) -> float:
+        """One round: when this worker leads, queue what the new events owe the endpoints
+        and attempt what is due; the seconds (at most `ceiling`) until the next is due."""
+        if not await self._lead():
+            return ceiling
+        await self.ingest()
+        if not (self._endpoints_seen or self._pending_seen):
+            return ceiling
+        await self.send_due()
+        return await self._until_next(ceiling)
+
     async def _until_next(self, ceiling: float) -> float:
         async with self.db.read() as conn:
             when = await repo.next_due(conn)
+        self._pending_seen = when is not None
         if when is None:
             return ceiling
         return min(max((when - datetime.now(UTC)).total_seconds(), 0.0), ceiling)
@@ -231,6 +245,7 @@ class Worker:
         while True:
             async with self.db.read() as conn:
                 endpoints = await repo.endpoints(conn)
+                self._endpoints_seen = bool(endpoints)
                 if not endpoints:
                     return queued
                 old = await repo.cursor(conn)
