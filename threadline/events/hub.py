@@ -62,8 +62,6 @@ class Item:
     per_kind: dict[tuple[tuple[str, ...], bool], list[tuple[str | None, bytes]]] = field(
         default_factory=dict
     )
-    # The same as WebSocket frames, for the clients written to directly.
-    frames_per_kind: dict[tuple[tuple[str, ...], bool], list[bytes]] = field(default_factory=dict)
 
     def body_json(self, projected: bool, id_as_string: bool) -> bytes | None:
         key = (projected, id_as_string)
@@ -224,14 +222,8 @@ class Client:
         return b"".join(frames), len(frames)
 
     def frames(self, item: Item) -> list[bytes]:
-        if item.id is None:
-            return [text_frame(message) for _tag, message in self._messages(item)]
-        out = item.frames_per_kind.get(self.kind)
-        if out is None:
-            out = item.frames_per_kind[self.kind] = [
-                text_frame(message) for _tag, message in self.messages(item)
-            ]
-        return out
+        # Framed once per batch and kind of client: `deliver`'s `shared` keeps the result.
+        return [text_frame(message) for _tag, message in self.messages(item)]
 
     def close(self) -> None:
         """End the client's stream once what is queued was sent."""
@@ -440,7 +432,7 @@ class Hub:
             if mine is None:
                 continue
             if not client.wants_all:
-                mine = [item for item in mine if item.user_id in client.user_ids]
+                mine = [item for item in mine if client.interested(item)]
                 if not mine:
                     continue
             if not client.deliver(mine, shared if client.wants_all else None):

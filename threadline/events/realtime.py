@@ -83,22 +83,19 @@ class Realtime:
                     log.warning("realtime: checking the streams' tokens failed (%s)", exc)
                 failing = True
 
-    async def end_invalid_streams(self) -> int:
+    async def end_invalid_streams(self) -> None:
         """End the streams whose token was revoked, expired or whose widget user was
-        erased (each distinct token checked once); how many ended."""
+        erased (each distinct token checked once)."""
         if self.token_valid is None:
-            return 0
+            return
         by_token: dict[str, list[Client]] = {}
         for client in list(self.hub.clients):
             if client.token is not None:
                 by_token.setdefault(client.token, []).append(client)
-        ended = 0
         for token, clients in by_token.items():
             if not await self.token_valid(self.db, token):
                 for client in clients:
                     self.hub.revoke(client)
-                ended += len(clients)
-        return ended
 
     def _on_bus(self, message: Message) -> None:
         self.hub.on_bus(message)
@@ -113,7 +110,7 @@ class Realtime:
         if self._tell_pending:
             return
         loop = asyncio.get_running_loop()
-        due = self._told + self.settings.realtime_gather_ms / 1000
+        due = self._told + self.hub.gather
         if loop.time() >= due:
             self._tell_others(app_id)
         else:
