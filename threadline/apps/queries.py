@@ -148,11 +148,25 @@ async def user_by_site_id(conn: AsyncConnection, app_id: int, site_user_id: str)
     return _user(row) if row else None
 
 
+_TOKEN_COLUMNS = (
+    api_tokens.c.id,
+    api_tokens.c.name,
+    api_tokens.c.prefix,
+    api_tokens.c.scopes,
+    api_tokens.c.created,
+    api_tokens.c.expires,
+)
+
+
+def _token(r: Any) -> TokenRow:
+    return TokenRow(r.id, r.name, r.prefix, list(r.scopes), r.created, r.expires)
+
+
 async def list_tokens(conn: AsyncConnection, app_id: int, now: datetime) -> list[TokenRow]:
     """The tokens that still work at `now`: neither revoked nor expired."""
     t = api_tokens.c
     query = (
-        select(t.id, t.name, t.prefix, t.scopes, t.created, t.expires)
+        select(*_TOKEN_COLUMNS)
         .where(
             t.app_id == app_id,
             t.revoked.is_(None),
@@ -160,10 +174,7 @@ async def list_tokens(conn: AsyncConnection, app_id: int, now: datetime) -> list
         )
         .order_by(t.id)
     )
-    return [
-        TokenRow(r.id, r.name, r.prefix, list(r.scopes), r.created, r.expires)
-        for r in await conn.execute(query)
-    ]
+    return [_token(r) for r in await conn.execute(query)]
 
 
 async def token(
@@ -171,10 +182,8 @@ async def token(
 ) -> TokenRow | None:
     """One token of the app; a revoked one only with `revoked`."""
     t = api_tokens.c
-    query = select(t.id, t.name, t.prefix, t.scopes, t.created, t.expires).where(
-        t.app_id == app_id, t.id == token_id
-    )
+    query = select(*_TOKEN_COLUMNS).where(t.app_id == app_id, t.id == token_id)
     if not revoked:
         query = query.where(t.revoked.is_(None))
     r = (await conn.execute(query)).first()
-    return TokenRow(r.id, r.name, r.prefix, list(r.scopes), r.created, r.expires) if r else None
+    return _token(r) if r else None
