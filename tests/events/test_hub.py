@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
+from sqlalchemy import event
 
 from tests.conftest import World
 from threadline.conversations import service
@@ -148,4 +150,41 @@ async def test_an_idle_client_gets_heartbeats_and_a_gone_one_no_timer(
         await asyncio.sleep(0.2)
         assert client.queue.qsize() <= 1
     finally:
+        await hub.stop()
+
+
+async def test_without_clients_commits_cost_no_read_and_a_first_client_starts_at_now(
+    db: Database, world: World
+) -> None:
+    hub = Hub(db, poll_interval=0.2)
+    await hub.start()
+    db.commit_listeners.append(lambda _app: hub.wake())
+    log_reads: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM events" in statement or "pg_current_snapshot" in statement:
+            log_reads.append(statement)
+
+    engines = {db.read_engine.sync_engine, db.write_engine.sync_engine}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", seen)
+    app = world.app_id
+    try:
+        for i in range(3):
+            await service.start_by_user(db, app, world.user_id, ev.UserReply(body=f"{i}"))
+        await asyncio.sleep(0.3)  # past a poll interval: time enough for a read
+        assert log_reads == []
+        # The first client starts after those writes: it gets the next one, not them.
+        client = await hub.subscribe(
+            app, parse(f"conversation.{app}", app, ALL), after=None, id_as_string=False
+        )
+        assert log_reads  # the subscriber read where "now" is
+        stream = hub.stream(client, 5.0, replay=False)
+        now = await service.start_by_user(db, app, world.user_id, ev.UserReply(body="now"))
+        message = orjson.loads(await _next_message(stream))
+        assert message["message"]["conversation"] == now.state.id
+        await stream.aclose()
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", seen)
         await hub.stop()

@@ -384,10 +384,15 @@ class Hub:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
+            if not self.clients:
+                # Nobody to deliver to: no read (a first subscriber reads the log's head).
+                self._wake.clear()
+                retry = 0.0
+                continue
             # At most one read per `gather` seconds: the first event after a quiet spell
             # goes out at once, those of a busy spell together.
             wait = self._last_read + self.gather - loop.time()
-            if wait > 0 and self.clients:
+            if wait > 0:
                 await asyncio.sleep(wait)
             self._wake.clear()
             self._last_read = loop.time()
