@@ -8,6 +8,7 @@ another's leftovers).
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -476,3 +477,58 @@ def test_a_lost_connection_is_shown_and_nothing_is_missed_after_it(
     expect(first).to_have_attribute("data-conversation-id", target["id"])
     expect(first.get_by_test_id("row-snippet")).to_have_text(word)
     expect_counts_match_api(page, api, live_server)
+
+
+def test_a_late_answer_of_a_live_refresh_never_shows_an_older_state(
+    context: BrowserContext, live_server: LiveServer, api: httpx.Client
+) -> None:
+    """A live update starts a refresh of the open conversation; the operator snoozes it
+    meanwhile; the refresh's answer, read before the snooze, arrives last. The pane keeps
+    showing the snooze."""
+    page = sign_in(context, live_server)
+    conv = inbox(api, live_server)["data"]["conversations"][-1]
+    cid = conv["id"]
+    row(page, cid).click()
+    expect(page.get_by_test_id("conversation-state")).to_have_text("open")
+
+    held: list[Any] = []
+    gets = 0
+
+    def hold_the_pane_refresh(route: Any) -> None:
+        nonlocal gets
+        if route.request.method != "GET":
+            route.continue_()
+            return
+        gets += 1
+        # The live update's first GET refreshes the list's row; the second, the pane.
+        if gets == 2:
+            held.append((route, route.fetch()))
+        else:
+            route.continue_()
+
+    pattern = re.compile(rf"/conversations/{cid}\?")
+    page.route(pattern, hold_the_pane_refresh)
+    user_reply(api, conv, "Any news?")
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the live update started no refresh of the pane"
+
+    tomorrow = (datetime.now(VIEWER_ZONE) + timedelta(days=1)).replace(second=0, microsecond=0)
+    page.get_by_test_id("snooze-input").fill(tomorrow.strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_test_id("snooze").click()
+    expect(page.get_by_test_id("conversation-state")).to_have_text("snoozed")
+    while True:  # until the refreshes the snooze itself caused are over
+        before = gets
+        page.wait_for_timeout(700)
+        if gets == before:
+            break
+
+    route, stale = held[0]
+    assert stale.json()["data"]["delayed_until"] is None  # read before the snooze
+    route.fulfill(response=stale)
+    page.wait_for_timeout(500)  # the late answer is handled by now
+    expect(page.get_by_test_id("conversation-state")).to_have_text("snoozed")
+    page.unroute(pattern)
+    assert conversation(api, cid)["delayed_until"] == tomorrow.timestamp()

@@ -531,8 +531,11 @@ async function refreshCurrent() {
   const current = state.current;
   if (!current || !current.conversation) return;
   const api = state.api;
+  // Refreshes overlap (a live update, the operator's own action): only the latest started
+  // may apply, so an answer that arrives late never shows an older state over a newer one.
+  const started = (current.refreshes = (current.refreshes || 0) + 1);
   const [conversation, parts] = await Promise.all([api.conversation(current.id), api.parts(current.id)]);
-  if (state.current !== current) return;
+  if (state.current !== current || started !== current.refreshes) return;
   const before = current.conversation.admin_unread_count;
   current.conversation = conversation.data;
   for (const part of parts.data) current.parts.set(part.id, part);
