@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+import pytest
 from sqlalchemy import event
 
 from tests.conftest import World
@@ -19,6 +20,16 @@ from threadline.events.channels import parse
 from threadline.events.hub import Hub
 
 ALL = frozenset({"conversations-read"})
+
+
+@pytest.fixture
+async def hub(db: Database) -> AsyncIterator[Hub]:
+    """A started hub, woken by this process's commits."""
+    started = Hub(db, poll_interval=0.2)
+    await started.start()
+    db.commit_listeners.append(lambda _app: started.wake())
+    yield started
+    await started.stop()
 
 
 async def test_a_slow_client_is_dropped_and_the_others_get_everything(
@@ -98,33 +109,27 @@ async def _next_message(stream: AsyncIterator[tuple[str | None, bytes]]) -> byte
 
 
 async def test_clients_of_one_channel_share_one_serialised_message(
-    db: Database, world: World
+    hub: Hub, db: Database, world: World
 ) -> None:
-    hub = Hub(db, poll_interval=0.2)
-    await hub.start()
-    db.commit_listeners.append(lambda _app: hub.wake())
     app = world.app_id
     operators = parse(f"conversation_reply.{app}", app, ALL)
     own = parse(f"conversation_reply.{app}.{world.user_id}", app, frozenset({"as-user"}))
-    try:
-        first = await hub.subscribe(app, operators, after=None, id_as_string=False)
-        second = await hub.subscribe(app, operators, after=None, id_as_string=False)
-        strings = await hub.subscribe(app, operators, after=None, id_as_string=True)
-        user = await hub.subscribe(app, own, after=None, id_as_string=False)
-        streams = [hub.stream(c, 5.0, replay=False) for c in (first, second, strings, user)]
-        await service.start_by_user(db, app, world.user_id, ev.UserReply(body="hello"))
-        a, b, c, d = [await _next_message(s) for s in streams]
-        assert a is b  # serialised once for every client of the channel
-        assert orjson.loads(a)["channel"] == f"conversation_reply.{app}"
-        parsed = orjson.loads(c)
-        assert parsed["message"]["id"] == str(orjson.loads(a)["message"]["id"])
-        assert parsed["message"]["conversation"] == str(orjson.loads(a)["message"]["conversation"])
-        assert orjson.loads(d)["channel"] == f"conversation_reply.{app}.{world.user_id}"
-        assert d is not a
-        for stream in streams:
-            await stream.aclose()
-    finally:
-        await hub.stop()
+    first = await hub.subscribe(app, operators, after=None, id_as_string=False)
+    second = await hub.subscribe(app, operators, after=None, id_as_string=False)
+    strings = await hub.subscribe(app, operators, after=None, id_as_string=True)
+    user = await hub.subscribe(app, own, after=None, id_as_string=False)
+    streams = [hub.stream(c, 5.0, replay=False) for c in (first, second, strings, user)]
+    await service.start_by_user(db, app, world.user_id, ev.UserReply(body="hello"))
+    a, b, c, d = [await _next_message(s) for s in streams]
+    assert a is b  # serialised once for every client of the channel
+    assert orjson.loads(a)["channel"] == f"conversation_reply.{app}"
+    parsed = orjson.loads(c)
+    assert parsed["message"]["id"] == str(orjson.loads(a)["message"]["id"])
+    assert parsed["message"]["conversation"] == str(orjson.loads(a)["message"]["conversation"])
+    assert orjson.loads(d)["channel"] == f"conversation_reply.{app}.{world.user_id}"
+    assert d is not a
+    for stream in streams:
+        await stream.aclose()
 
 
 async def test_an_idle_client_gets_heartbeats_and_a_gone_one_no_timer(
@@ -154,11 +159,8 @@ async def test_an_idle_client_gets_heartbeats_and_a_gone_one_no_timer(
 
 
 async def test_without_clients_commits_cost_no_read_and_a_first_client_starts_at_now(
-    db: Database, world: World
+    hub: Hub, db: Database, world: World
 ) -> None:
-    hub = Hub(db, poll_interval=0.2)
-    await hub.start()
-    db.commit_listeners.append(lambda _app: hub.wake())
     log_reads: list[str] = []
 
     def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -187,4 +189,3 @@ async def test_without_clients_commits_cost_no_read_and_a_first_client_starts_at
     finally:
         for engine in engines:
             event.remove(engine, "before_cursor_execute", seen)
-        await hub.stop()
