@@ -127,17 +127,6 @@ async def endpoint(conn: AsyncConnection, app_id: int, endpoint_id: int) -> Endp
     return _endpoint(row) if row else None
 
 
-async def endpoint_by_random_id(
-    conn: AsyncConnection, app_id: int, random_id: int
-) -> Endpoint | None:
-    """The endpoint the app's creation with idempotency key `random_id` made, removed too."""
-    query = select(endpoints_t).where(
-        endpoints_t.c.app_id == app_id, endpoints_t.c.random_id == random_id
-    )
-    row = (await conn.execute(query)).first()
-    return _endpoint(row) if row else None
-
-
 async def endpoints_by_id(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, Endpoint]:
     if not ids:
         return {}

@@ -43,11 +43,8 @@ async def add_endpoint(
         )
         return made[-1].id
 
-    _, created = await create_once(db, endpoints_t, app_id, random_id, create)
+    ident, created = await create_once(db, endpoints_t, app_id, random_id, create)
     if created:
         return made[-1]
-    assert random_id is not None
-    async with db.read() as conn:
-        first = await repo.endpoint_by_random_id(conn, app_id, random_id)
-    assert first is not None
-    return first
+    async with db.read() as conn:  # the first creation's, removed since or not
+        return (await repo.endpoints_by_id(conn, [ident]))[ident]
