@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -31,9 +32,10 @@ from threadline.core.enums import (
     ReplyType,
     SentVia,
 )
-from threadline.core.model import Attachment, Author, ConversationState, Part
+from threadline.core.model import Admin, Attachment, Author, ConversationState, Part
 from threadline.core.rules import MarkRead
 from threadline.db.direct import DirectSelect, DirectStatement, DriverConnection
+from threadline.db.schema import admins as admins_t
 from threadline.db.schema import conversation_parts as parts_t
 from threadline.db.schema import conversations as conv_t
 from threadline.inbox import words as search_words
@@ -196,26 +198,53 @@ def _insert_parts_idempotent(dialect: str) -> Any:
 _SELECT_STATE = select(*_STATE_COLUMNS, conv_t.c.tags)
 _BY_ID = conv_t.c.id == bindparam("conversation_id")
 _GET = _SELECT_STATE.where(_BY_ID, conv_t.c.app_id == bindparam("app_id"))
-_LOCK = {
-    # The advisory lock on the conversation id comes first (the row lock is taken above the
-    # scan that computes it): waiting for it never gives the transaction an id, whereas
-    # waiting for a row lock may (PostgreSQL follows the row's update chain and takes one).
-    # So every writer of a conversation gets its transaction id only after the previous
-    # writer has committed, which is what orders the event log per conversation (see
-    # threadline/events/repository.py). The key space of one-bigint advisory locks belongs
-    # to conversation ids; other advisory locks use the two-integer form.
-    "postgresql": DirectSelect(
-        select(
-            func.pg_advisory_xact_lock(bindparam("conversation_id")).label("_locked"),
-            *_STATE_COLUMNS,
-            conv_t.c.tags,
-        )
-        .where(_BY_ID, conv_t.c.app_id == bindparam("app_id"))
-        .with_for_update(of=conv_t)
-    ),
-    # SQLite needs no row lock: its write transactions are already exclusive.
-    "sqlite": DirectSelect(_GET),
+# The advisory lock on the conversation id comes first (the row lock is taken above the
+# scan that computes it): waiting for it never gives the transaction an id, whereas waiting
+# for a row lock may (PostgreSQL follows the row's update chain and takes one). So every
+# writer of a conversation gets its transaction id only after the previous writer has
+# committed, which is what orders the event log per conversation (see
+# threadline/events/repository.py). The key space of one-bigint advisory locks belongs to
+# conversation ids; other advisory locks use the two-integer form.
+# On PostgreSQL it also reserves the id of the first part the write adds, so that the part's
+# INSERT can travel with the write's other statements (see insert_part). SQLite needs no row
+# lock: its write transactions are already exclusive.
+# With an admin: the admin the write names, if of the conversation's app and not removed.
+_ADMIN_COLUMNS = {
+    f"_admin_{c.name}": c
+    for c in (
+        admins_t.c.id,
+        admins_t.c.name,
+        admins_t.c.avatar,
+        admins_t.c.email,
+        admins_t.c.created,
+    )
 }
+
+
+@functools.cache
+def _lock_statement(dialect: str, with_admin: bool) -> DirectSelect:
+    columns: list[Any] = [*_STATE_COLUMNS, conv_t.c.tags]
+    source: Any = conv_t
+    if dialect == "postgresql":
+        lock = func.pg_advisory_xact_lock(bindparam("conversation_id")).label("_locked")
+        reserve: Any = literal_column("nextval('conversation_parts_id_seq')").label("_next_part_id")
+        columns = [lock, *columns, reserve]
+    if with_admin:
+        columns += [c.label(name) for name, c in _ADMIN_COLUMNS.items()]
+        source = conv_t.outerjoin(
+            admins_t,
+            (admins_t.c.id == bindparam("admin_id"))
+            & (admins_t.c.app_id == conv_t.c.app_id)
+            & admins_t.c.removed.is_(None),
+        )
+    statement = (
+        select(*columns).select_from(source).where(_BY_ID, conv_t.c.app_id == bindparam("app_id"))
+    )
+    if dialect == "postgresql":
+        statement = statement.with_for_update(of=conv_t)
+    return DirectSelect(statement)
+
+
 _GET_ANY = _SELECT_STATE.where(_BY_ID)
 _UPDATE = DirectStatement(update(conv_t).where(conv_t.c.id == bindparam("b_conversation_id")))
 _INSERT_PART = DirectStatement(insert(parts_t).returning(parts_t.c.id))
@@ -254,6 +283,8 @@ class ConversationRepository:
         self.conn = conn
         self.is_postgres = conn.dialect.name == "postgresql"
         self.driver = DriverConnection(conn)
+        self._reserved_part_id: int | None = None
+        self.locked_admins: dict[int, Admin | None] = {}
 
     def _select_state(self) -> Select[Any]:
         return _SELECT_STATE
@@ -268,11 +299,27 @@ class ConversationRepository:
         row = (await self.conn.execute(_GET_ANY, {"conversation_id": conversation_id})).first()
         return state_from_row(row) if row else None
 
-    async def lock(self, app_id: int, conversation_id: int) -> ConversationState | None:
-        """The state, with the row locked until the transaction ends."""
+    async def lock(
+        self, app_id: int, conversation_id: int, admin_id: int | None = None
+    ) -> ConversationState | None:
+        """The state, with the row locked until the transaction ends.
+
+        With `admin_id`, `locked_admins` then tells that admin (None: not of this app).
+        """
         params = {"conversation_id": conversation_id, "app_id": app_id}
-        rows = await self.driver.select(_LOCK[self.conn.dialect.name], params)
-        return state_from_mapping(rows[0]) if rows else None
+        if admin_id is not None:
+            params["admin_id"] = admin_id
+        statement = _lock_statement(self.conn.dialect.name, admin_id is not None)
+        rows = await self.driver.select(statement, params)
+        if not rows:
+            return None
+        row = rows[0]
+        self._reserved_part_id = row.get("_next_part_id")
+        if admin_id is not None:
+            found = row["_admin_id"] is not None
+            admin = {name[7:]: row[name] for name in _ADMIN_COLUMNS}
+            self.locked_admins[admin_id] = Admin(**admin) if found else None
+        return state_from_mapping(row)
 
     async def insert(self, state: ConversationState) -> int:
         """Insert a new conversation (its `id` is ignored) and return the stored id."""
@@ -300,12 +347,22 @@ class ConversationRepository:
         return postgresql.insert(table) if self.is_postgres else sqlite.insert(table)
 
     async def insert_part(self, part: Part) -> int | None:
-        """Insert one part; None when its (kind, random_id) was already used in the conversation."""
+        """Insert one part; None when its (kind, random_id) was already used in the conversation.
+
+        With the id `lock` reserved, the INSERT is deferred; if its (kind, random_id) turns
+        out to be used, `NothingAdded` is raised when it is sent (at the latest at COMMIT).
+        """
         if part.random_id is None:
             stmt = _INSERT_PART
         else:
             stmt = _INSERT_PART_IDEMPOTENT[self.conn.dialect.name]
-        rows = await self.driver.fetch(stmt, _part_values(part))
+        values = _part_values(part)
+        reserved, self._reserved_part_id = self._reserved_part_id, None
+        if reserved is not None:
+            values["id"] = reserved
+            await self.driver.defer(stmt, values, must_add=part.random_id is not None)
+            return reserved
+        rows = await self.driver.fetch(stmt, values)
         return int(rows[0][0]) if rows else None
 
     async def save(self, state: ConversationState, before: ConversationState | None = None) -> None:
@@ -320,7 +377,7 @@ class ConversationRepository:
         await self.driver.defer(_UPDATE, params)
 
     async def mark_read(self, conversation_id: int, mark: MarkRead) -> None:
-        await self.driver.fetch(_MARK_READ[mark], {"b_conversation_id": conversation_id})
+        await self.driver.defer(_MARK_READ[mark], {"b_conversation_id": conversation_id})
 
     async def erase(self, conversation_id: int, now: datetime) -> None:
         postgres = self.conn.dialect.name == "postgresql"

@@ -7,7 +7,7 @@ stores the parts and the derived fields together.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -28,6 +28,7 @@ from threadline.core.enums import (
 from threadline.core.errors import DomainError, InvalidParameter, NotFound
 from threadline.core.model import Admin, Author, ConversationState, JSONObject, Part, Sender
 from threadline.core.recompute import Drift, drifts, repaired
+from threadline.db.direct import NothingAdded
 from threadline.db.engine import Database
 from threadline.db.schema import channels, users
 from threadline.events import repository as event_log
@@ -85,36 +86,55 @@ class _AlreadyDone(Exception):
     """Raised inside the transaction to roll it back when a retry is detected."""
 
 
-async def _check_references(repo: AppRepository, app_id: int, events: Sequence[ev.Event]) -> People:
-    """Every admin, sender and channel an event names must belong to the conversation's app.
-
-    One of another app is answered exactly like one that does not exist. Returns the admins
-    and senders named.
-    """
-    people = People()
+def _named_admins(events: Sequence[ev.Event]) -> set[int | None]:
+    """The admins the events name: as authors, and as assignees or bot hand-off targets."""
     admin_ids: set[int | None] = set()
     for event in events:
         for attr in ("author", "by", "sender"):
             author: Author | None = getattr(event, attr, None)
-            if author is None:
-                continue
-            if author.kind is AuthorKind.ADMIN:
+            if author is not None and author.kind is AuthorKind.ADMIN:
                 admin_ids.add(author.id)
-            elif author.kind is AuthorKind.SENDER and author.id not in people.senders:
+        if isinstance(event, ev.Assign | ev.BotHandOff) and event.admin_id is not None:
+            admin_ids.add(event.admin_id)
+    return admin_ids
+
+
+async def _check_references(
+    repo: AppRepository,
+    app_id: int,
+    events: Sequence[ev.Event],
+    known_admins: Mapping[int, Admin | None],
+) -> People:
+    """Every admin, sender and channel an event names must belong to the conversation's app.
+
+    One of another app is answered exactly like one that does not exist. Returns the admins
+    and senders named. `known_admins` are those already looked up in this transaction.
+    """
+    people = People()
+    for event in events:
+        for attr in ("author", "by", "sender"):
+            author: Author | None = getattr(event, attr, None)
+            if author is None or author.kind is not AuthorKind.SENDER:
+                continue
+            if author.id not in people.senders:
                 sender = await repo.sender(app_id, author.id) if author.id is not None else None
                 if sender is None:
                     raise NotFound("sender", author.id)
                 people.senders[sender.id] = sender
-        if isinstance(event, ev.Assign | ev.BotHandOff) and event.admin_id is not None:
-            admin_ids.add(event.admin_id)
         if (
             isinstance(event, ev.ChangeChannel)
             and event.channel_id is not None
             and not await repo.owned(channels, app_id, event.channel_id)
         ):
             raise NotFound("channel", event.channel_id)
-    for admin_id in sorted(admin_ids, key=lambda i: i or 0):
-        admin = await repo.admin(app_id, admin_id) if admin_id is not None else None
+    for admin_id in sorted(_named_admins(events), key=lambda i: i or 0):
+        if admin_id is None:
+            raise NotFound("admin", admin_id)
+        admin = (
+            known_admins[admin_id]
+            if admin_id in known_admins
+            else await repo.admin(app_id, admin_id)
+        )
         if admin is None:
             raise NotFound("admin", admin_id)
         people.admins[admin.id] = admin
@@ -123,6 +143,9 @@ async def _check_references(repo: AppRepository, app_id: int, events: Sequence[e
 
 async def _store(repo: ConversationRepository, change: rules.Change, now: datetime) -> None:
     """Insert the change's parts and apply its side effects; the caller saves the state."""
+    # The parts marked read are those the conversation had before this change.
+    if change.mark_read is not None:
+        await repo.mark_read(change.state.id, change.mark_read)
     ids: list[int] = []
     for part in change.parts:
         ident = await repo.insert_part(part)
@@ -130,8 +153,6 @@ async def _store(repo: ConversationRepository, change: rules.Change, now: dateti
             raise _AlreadyDone
         ids.append(ident)
     change.with_ids(ids)
-    if change.mark_read is not None:
-        await repo.mark_read(change.state.id, change.mark_read)
     if change.erase:
         await repo.erase(change.state.id, now)
 
@@ -155,7 +176,10 @@ async def perform(
     try:
         async with db.write() as conn:
             repo = ConversationRepository(conn)
-            state = await repo.lock(app_id, conversation_id)
+            # The one admin a write usually names is read with the lock (one round trip).
+            admin_ids = _named_admins(events)
+            only_admin = next(iter(admin_ids)) if len(admin_ids) == 1 else None
+            state = await repo.lock(app_id, conversation_id, admin_id=only_admin)
             if state is None:
                 raise NotFound("conversation", conversation_id)
             if user_id is not None and state.user_id != user_id:
@@ -163,7 +187,9 @@ async def perform(
             # Read the clock under the lock: a write that waited for another one is dated
             # after it, so a conversation's parts are in time order and last_update only grows.
             now = now or utcnow()
-            people = await _check_references(AppRepository(conn, repo.driver), app_id, events)
+            people = await _check_references(
+                AppRepository(conn, repo.driver), app_id, events, repo.locked_admins
+            )
             before = state
             created: list[Part] = []
             logged: list[eventlog.LogEvent] = []
@@ -186,7 +212,7 @@ async def perform(
                 await event_log.append(repo.driver, app_id, now, logged)
             elif key and await repo.find_part(conversation_id, *key):
                 raise _AlreadyDone
-    except _AlreadyDone:
+    except (_AlreadyDone, NothingAdded):
         return await _first_result(db, app_id, conversation_id, key)
     if logged:
         db.events_committed(app_id)
@@ -300,7 +326,7 @@ async def start_by_message(
     try:
         async with db.write() as conn:
             app_repo = AppRepository(conn)
-            await _check_references(app_repo, app_id, [ev.AdminReply(author=sender)])
+            await _check_references(app_repo, app_id, [ev.AdminReply(author=sender)], {})
             state = await _new_state(app_repo, app_id, user_id, channel_id, now)
             state.start_random_id = random_id or None
             message_id = await app_repo.create_message(

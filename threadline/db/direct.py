@@ -9,14 +9,18 @@ run the SQL on the driver connection inside the transaction SQLAlchemy opened.
 
 from __future__ import annotations
 
+import functools
+import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select
+from sqlalchemy import Insert, Select, event
+from sqlalchemy.dialects.postgresql.dml import OnConflictDoUpdate as PostgresUpsert
+from sqlalchemy.dialects.sqlite.dml import OnConflictDoUpdate as SqliteUpsert
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.compiler import Compiled
 from sqlalchemy.sql.expression import ClauseElement
 
@@ -38,6 +42,13 @@ class DirectStatement:
     def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
         self._forms: dict[tuple[str, frozenset[str]], _Form] = {}
+        # The table a deferred statement writes, and whether it only adds rows (a plain
+        # INSERT, or one that skips conflicts): see DriverConnection.defer.
+        table = getattr(statement, "table", None)
+        self.target: str | None = getattr(table, "name", None)
+        self.only_adds = isinstance(statement, Insert) and not isinstance(
+            getattr(statement, "_post_values_clause", None), PostgresUpsert | SqliteUpsert
+        )
 
     def _form(self, dialect: Dialect, keys: frozenset[str]) -> _Form:
         form = self._forms.get((dialect.name, keys))
@@ -96,7 +107,39 @@ observers: list[Callable[[str, list[Any]], None]] = []
 _ADAPTER = "threadline.direct.adapter"
 _DRIVER = "threadline.direct.driver"
 _DEFERRED = "threadline.direct.deferred"
+_WRITTEN = "threadline.direct.written"
+_MUST_ADD = "threadline.direct.must_add"
 Pending = list[tuple[str, Any]]
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+class NothingAdded(Exception):
+    """A deferred INSERT that must add its row skipped it (a conflict); the transaction is
+    rolled back."""
+
+
+def _shift(placeholder: re.Match[str], offset: int) -> str:
+    return f"${int(placeholder.group(1)) + offset}"
+
+
+def combine(pending: Pending, must_add: Sequence[int] = ()) -> tuple[str, list[Any]]:
+    """PostgreSQL: several statements as one, in one round trip.
+
+    Each becomes a data-modifying WITH query; PostgreSQL runs every one of them to completion,
+    all on the snapshot the statement started with, so none sees another's rows (the caller
+    only batches statements for which that is the same as running them in order). The one
+    row answered says whether each statement in `must_add` returned a row.
+    """
+    if len(pending) == 1 and not must_add:
+        return pending[0]
+    queries: list[str] = []
+    args: list[Any] = []
+    for i, (sql, statement_args) in enumerate(pending):
+        renumbered = _PLACEHOLDER.sub(functools.partial(_shift, offset=len(args)), sql)
+        queries.append(f"w{i} AS ({renumbered})")
+        args.extend(statement_args)
+    added = " AND ".join(f"EXISTS (SELECT FROM w{i})" for i in must_add) or "true"
+    return "WITH " + ", ".join(queries) + f" SELECT {added}", args
 
 
 def _run_in_thread(
@@ -115,6 +158,16 @@ def _run_in_thread(
     if commit:
         conn.commit()
     return rows
+
+
+def refuse_statements_behind_deferred(engine: AsyncEngine) -> None:
+    """A statement SQLAlchemy runs would overtake the deferred ones of its transaction and
+    not see their changes: refuse it (a caller must `flush()` first)."""
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def check(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if conn.info.get(_DEFERRED):
+            raise RuntimeError(f"deferred statements are pending before: {statement[:60]}")
 
 
 def notify(sql: str, args: list[Any]) -> None:
@@ -149,21 +202,54 @@ class DriverConnection:
 
     def _take_pending(self) -> Pending:
         pending: Pending = self.conn.info.pop(_DEFERRED, None) or []
+        self.conn.info.pop(_WRITTEN, None)
+        self.conn.info.pop(_MUST_ADD, None)
         return pending
 
-    async def defer(self, statement: DirectStatement, params: dict[str, Any]) -> None:
+    async def defer(
+        self, statement: DirectStatement, params: dict[str, Any], *, must_add: bool = False
+    ) -> None:
         """Run a statement that returns nothing, in order, at the latest at COMMIT.
 
-        On SQLite each statement is a hop to aiosqlite's thread and back, which costs more
-        than the statement: deferred ones travel with the next statement or the COMMIT in
-        one hop. On PostgreSQL the statement runs now.
+        Each statement is a round trip (on SQLite a hop to aiosqlite's thread and back) that
+        costs more than the statement itself: deferred ones travel together with the next
+        statement or the COMMIT. On PostgreSQL they go as one statement (`combine`), where
+        none sees the rows of another: one that reads the rows it changes (an UPDATE, a
+        DELETE, an upsert) of a table written by a pending one sends those first.
+
+        With `must_add` (PostgreSQL, an INSERT ... ON CONFLICT DO NOTHING RETURNING), sending
+        it raises `NothingAdded` if it added no row.
         """
-        if self.is_postgres:
-            await self.fetch(statement, params)
-            return
         sql, args = statement.bind(self.dialect, params)
-        notify(sql, args)
-        self.conn.info.setdefault(_DEFERRED, []).append((sql, args))
+        info = self.conn.info
+        if self.is_postgres:
+            written: set[str | None] = info.setdefault(_WRITTEN, set())
+            if not statement.only_adds and statement.target in written:
+                await self.flush()
+                written = info.setdefault(_WRITTEN, set())
+            written.add(statement.target)
+            if must_add:
+                info.setdefault(_MUST_ADD, []).append(len(info.get(_DEFERRED, ())))
+        else:
+            assert not must_add, "SQLite inserts return their rows at once"
+            notify(sql, args)
+        info.setdefault(_DEFERRED, []).append((sql, args))
+
+    async def flush(self) -> None:
+        """Send the deferred statements now (before a statement SQLAlchemy runs here)."""
+        if not self.conn.info.get(_DEFERRED):
+            return
+        if self.is_postgres:
+            must_add = self.conn.info.get(_MUST_ADD, [])
+            sql, args = combine(self._take_pending(), must_add)
+            notify(sql, args)
+            driver = await self._get()
+            if not must_add:
+                await driver.execute(sql, *args)
+            elif not await driver.fetchval(sql, *args):
+                raise NothingAdded
+        else:
+            await self._sqlite_hop(None, None, commit=False)
 
     async def _sqlite_hop(self, sql: str | None, args: Any, *, commit: bool) -> list[Any]:
         driver = await self._get()
@@ -195,29 +281,37 @@ class DriverConnection:
             # SQLAlchemy ran statements here too and tracks the transaction: end it through
             # SQLAlchemy so that its bookkeeping ends with the real transaction.
             try:
-                if self.conn.info.get(_DEFERRED):
-                    await self._sqlite_hop(None, None, commit=False)
+                if commit:
+                    await self.flush()
             except BaseException:
                 await self.conn.rollback()
                 raise
             await (self.conn.commit() if commit else self.conn.rollback())
             return
+        if self.is_postgres:
+            adapter: Any = self.conn.info[_ADAPTER]
+            try:
+                if commit:
+                    await self.flush()
+            except BaseException:
+                commit = False
+                raise
+            finally:
+                notify("COMMIT" if commit else "ROLLBACK", [])
+                transaction, adapter._transaction = adapter._transaction, None
+                if transaction is not None:
+                    await (transaction.commit() if commit else transaction.rollback())
+            return
         notify("COMMIT" if commit else "ROLLBACK", [])
         driver = await self._get()
-        if not self.is_postgres:
-            if not commit:
-                await driver.rollback()
-                return
-            try:
-                await self._sqlite_hop(None, None, commit=True)
-            except BaseException:
-                await driver.rollback()
-                raise
+        if not commit:
+            await driver.rollback()
             return
-        adapter: Any = self.conn.info[_ADAPTER]
-        transaction, adapter._transaction = adapter._transaction, None
-        if transaction is not None:
-            await (transaction.commit() if commit else transaction.rollback())
+        try:
+            await self._sqlite_hop(None, None, commit=True)
+        except BaseException:
+            await driver.rollback()
+            raise
 
     async def select(self, statement: DirectSelect, params: dict[str, Any]) -> list[dict[str, Any]]:
         return statement.convert(self.dialect, await self.fetch(statement, params))
@@ -225,9 +319,11 @@ class DriverConnection:
     async def fetch(self, statement: DirectStatement, params: dict[str, Any]) -> Sequence[Any]:
         """Run the statement; returns the rows of its RETURNING clause (else an empty list)."""
         sql, args = statement.bind(self.dialect, params)
-        notify(sql, args)
-        driver = await self._get()
         if self.is_postgres:
+            await self.flush()
+            notify(sql, args)
+            driver = await self._get()
             return list(await driver.fetch(sql, *args))
+        notify(sql, args)
         # One hop to aiosqlite's thread for the deferred statements, execute, fetch and close.
         return await self._sqlite_hop(sql, args, commit=False)

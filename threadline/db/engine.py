@@ -21,7 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from threadline.db.direct import DriverConnection
+from threadline.db.direct import DriverConnection, refuse_statements_behind_deferred
 
 log = logging.getLogger("threadline.db")
 
@@ -80,12 +80,15 @@ def create_engine(
         )
         begin_sql = ("BEGIN IMMEDIATE" if write else "BEGIN") if sqlite_begin else None
         _install_sqlite_recipe(engine, begin_sql)
+        refuse_statements_behind_deferred(engine)
         return engine
     # JSON columns decode with orjson (as on SQLite): the stdlib decoder was a visible part
     # of reading the event log for the realtime streams.
-    return create_async_engine(
+    engine = create_async_engine(
         parsed, pool_size=pool_size, max_overflow=pool_size, json_deserializer=orjson.loads
     )
+    refuse_statements_behind_deferred(engine)
+    return engine
 
 
 class Database:
