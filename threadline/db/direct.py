@@ -132,14 +132,21 @@ def combine(pending: Pending, must_add: Sequence[int] = ()) -> tuple[str, list[A
     """
     if len(pending) == 1 and not must_add:
         return pending[0]
+    sql = _combined_sql(tuple(sql for sql, _ in pending), tuple(must_add))
+    return sql, [arg for _, statement_args in pending for arg in statement_args]
+
+
+@functools.lru_cache(maxsize=512)
+def _combined_sql(statements: tuple[str, ...], must_add: tuple[int, ...]) -> str:
     queries: list[str] = []
-    args: list[Any] = []
-    for i, (sql, statement_args) in enumerate(pending):
-        renumbered = _PLACEHOLDER.sub(functools.partial(_shift, offset=len(args)), sql)
-        queries.append(f"w{i} AS ({renumbered})")
-        args.extend(statement_args)
+    offset = 0
+    for i, sql in enumerate(statements):
+        queries.append(
+            f"w{i} AS ({_PLACEHOLDER.sub(functools.partial(_shift, offset=offset), sql)})"
+        )
+        offset += max((int(n) for n in _PLACEHOLDER.findall(sql)), default=0)
     added = " AND ".join(f"EXISTS (SELECT FROM w{i})" for i in must_add) or "true"
-    return "WITH " + ", ".join(queries) + f" SELECT {added}", args
+    return "WITH " + ", ".join(queries) + f" SELECT {added}"
 
 
 def _run_in_thread(

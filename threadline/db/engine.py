@@ -110,10 +110,11 @@ class Database:
         # SQLite has one writer at a time anyway, so it keeps one write connection open
         # instead of checking one out of a pool (and resetting it) for every transaction.
         self._writer: AsyncConnection | None = None
-        # PostgreSQL writers keep connections checked out between transactions, up to a
-        # bound: a pool checkout and reset cost more than a typical conversation write.
+        # PostgreSQL writers keep connections checked out between transactions, as many as
+        # the pool keeps open: a pool checkout and reset cost more than a conversation write.
+        # The pool's overflow (as large again) stays for reads.
         self._idle_writers: list[AsyncConnection] = []
-        self._max_idle_writers = max(1, pool_size // 2)
+        self._max_idle_writers = max(1, pool_size)
         # Told the app id after a transaction that appended to the event log has committed
         # (the realtime bus and the webhook worker listen here). Never told of a rollback.
         self.commit_listeners: list[Callable[[int], None]] = []
