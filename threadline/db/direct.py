@@ -271,12 +271,12 @@ class DriverConnection:
 
     async def begin(self) -> None:
         """Open the transaction on the driver (SQLite: BEGIN IMMEDIATE, a write lock)."""
+        self._take_pending()  # nothing is left from an earlier transaction
         if self.is_postgres:
             notify("BEGIN", [])
             await self._get()
         else:
             driver = await self._get()
-            self._take_pending()  # nothing is left from an earlier transaction
             notify("BEGIN IMMEDIATE", [])
             await driver.execute_fetchall("BEGIN IMMEDIATE")
 
