@@ -17,7 +17,9 @@ from tests.conftest import World
 from threadline.conversations import service
 from threadline.core import events as ev
 from threadline.core.enums import AuthorKind
+from threadline.core.errors import DomainError
 from threadline.core.model import Author
+from threadline.core.rules import MAX_BODY_CHARS
 from threadline.db import direct
 from threadline.db.direct import DirectSelect, DirectStatement, DriverConnection, NothingAdded
 from threadline.db.engine import Database
@@ -218,3 +220,27 @@ async def test_a_reply_is_four_round_trips_on_postgresql(db: Database, world: Wo
     parts = await service.get_parts(db, world.app_id, conversation)
     assert [(p.body, p.read) for p in parts] == [("hello", True), ("more", True), ("answer", False)]
     assert parts[-1].id == done.parts[0].id == done.state.part_last_id
+
+
+async def test_a_refused_event_after_deferred_writes_answers_its_own_error(
+    db: Database, world: World
+) -> None:
+    # The first event leaves writes pending (marking read, its part); the second is refused,
+    # and looking up its random_id (a retry?) reads through SQLAlchemy behind them.
+    started = await service.start_by_user(
+        db, world.app_id, world.user_id, ev.UserReply(body="hello")
+    )
+    admin = Author(AuthorKind.ADMIN, world.admin_id)
+    with pytest.raises(DomainError):
+        await service.perform(
+            db,
+            world.app_id,
+            started.state.id,
+            ev.AdminReply(author=admin, body="answer"),
+            ev.UserReply(body="x" * (MAX_BODY_CHARS + 1), random_id=5),
+        )
+    assert [p.body for p in await service.get_parts(db, world.app_id, started.state.id)] == [
+        "hello"
+    ]
+    state = await service.get_conversation(db, world.app_id, started.state.id)
+    assert state.admin_unread_count == 1

@@ -286,17 +286,22 @@ class ConversationRepository:
         self._reserved_part_id: int | None = None
         self.locked_admins: dict[int, Admin | None] = {}
 
+    async def _execute(self, statement: Any, params: dict[str, Any] | None = None) -> Any:
+        """Through SQLAlchemy, after the transaction's deferred statements (so it sees them)."""
+        await self.driver.flush()
+        return await self.conn.execute(statement, params)
+
     def _select_state(self) -> Select[Any]:
         return _SELECT_STATE
 
     async def get(self, app_id: int, conversation_id: int) -> ConversationState | None:
         params = {"conversation_id": conversation_id, "app_id": app_id}
-        row = (await self.conn.execute(_GET, params)).first()
+        row = (await self._execute(_GET, params)).first()
         return state_from_row(row) if row else None
 
     async def get_any(self, conversation_id: int) -> ConversationState | None:
         """By id alone, whatever the app: for maintenance commands, never for requests."""
-        row = (await self.conn.execute(_GET_ANY, {"conversation_id": conversation_id})).first()
+        row = (await self._execute(_GET_ANY, {"conversation_id": conversation_id})).first()
         return state_from_row(row) if row else None
 
     async def lock(
@@ -324,7 +329,7 @@ class ConversationRepository:
     async def insert(self, state: ConversationState) -> int:
         """Insert a new conversation (its `id` is ignored) and return the stored id."""
         values = _state_values(state, [c.name for c in conv_t.c if c.name not in ("id",)])
-        result = await self.conn.execute(conv_t.insert().values(values).returning(conv_t.c.id))
+        result = await self._execute(conv_t.insert().values(values).returning(conv_t.c.id))
         return int(result.scalar_one())
 
     async def insert_started(self, state: ConversationState) -> int | None:
@@ -332,7 +337,7 @@ class ConversationRepository:
         values = _state_values(state, [c.name for c in conv_t.c if c.name != "id"])
         stmt = self._insert(conv_t).values(values)
         stmt = stmt.on_conflict_do_nothing(index_elements=["user_id", "start_random_id"])
-        result = await self.conn.execute(stmt.returning(conv_t.c.id))
+        result = await self._execute(stmt.returning(conv_t.c.id))
         ident = result.scalar_one_or_none()
         return int(ident) if ident is not None else None
 
@@ -340,7 +345,7 @@ class ConversationRepository:
         query = select(conv_t.c.id).where(
             conv_t.c.user_id == user_id, conv_t.c.start_random_id == start_random_id
         )
-        ident = (await self.conn.execute(query)).scalar_one_or_none()
+        ident = (await self._execute(query)).scalar_one_or_none()
         return int(ident) if ident is not None else None
 
     def _insert(self, table: Any) -> Any:
@@ -380,9 +385,10 @@ class ConversationRepository:
         await self.driver.defer(_MARK_READ[mark], {"b_conversation_id": conversation_id})
 
     async def erase(self, conversation_id: int, now: datetime) -> None:
+        await self.driver.flush()
         postgres = self.conn.dialect.name == "postgresql"
         words = await search_words.of_conversation(self.conn, conversation_id) if postgres else []
-        await self.conn.execute(
+        await self._execute(
             update(parts_t)
             .where(parts_t.c.conversation_id == conversation_id)
             .values(body="", body_json=None, attachments=None, removed=now)
@@ -395,12 +401,12 @@ class ConversationRepository:
             .where(parts_t.c.conversation_id == conversation_id)
             .order_by(parts_t.c.id)
         )
-        return [part_from_row(r) for r in await self.conn.execute(query)]
+        return [part_from_row(r) for r in await self._execute(query)]
 
     async def parts_by_id(self, ids: Sequence[int]) -> dict[int, Part]:
         if not ids:
             return {}
-        rows = await self.conn.execute(select(parts_t).where(parts_t.c.id.in_(list(ids))))
+        rows = await self._execute(select(parts_t).where(parts_t.c.id.in_(list(ids))))
         return {p.id: p for p in map(part_from_row, rows)}
 
     async def find_part(self, conversation_id: int, kind: str, random_id: int) -> Part | None:
@@ -409,12 +415,12 @@ class ConversationRepository:
             parts_t.c.random_kind == kind,
             parts_t.c.random_id == random_id,
         )
-        row = (await self.conn.execute(query)).first()
+        row = (await self._execute(query)).first()
         return part_from_row(row) if row else None
 
     async def count_all(self) -> int:
         """How many conversations every app has (what `iter_states` walks)."""
-        return int((await self.conn.execute(select(func.count()).select_from(conv_t))).scalar_one())
+        return int((await self._execute(select(func.count()).select_from(conv_t))).scalar_one())
 
     async def iter_states(self, batch: int = 500) -> AsyncIterator[list[ConversationState]]:
         """Every conversation of every app, in id order, a batch at a time."""
@@ -423,7 +429,7 @@ class ConversationRepository:
             query = (
                 self._select_state().where(conv_t.c.id > last_id).order_by(conv_t.c.id).limit(batch)
             )
-            states = [state_from_row(r) for r in await self.conn.execute(query)]
+            states = [state_from_row(r) for r in await self._execute(query)]
             if not states:
                 return
             yield states
@@ -436,10 +442,10 @@ class ConversationRepository:
             .where(parts_t.c.conversation_id.in_(list(conversation_ids)))
             .order_by(parts_t.c.id)
         )
-        for row in await self.conn.execute(query):
+        for row in await self._execute(query):
             part = part_from_row(row)
             grouped[part.conversation_id].append(part)
         return grouped
 
     async def count(self) -> int:
-        return int((await self.conn.execute(select(func.count()).select_from(conv_t))).scalar_one())
+        return int((await self._execute(select(func.count()).select_from(conv_t))).scalar_one())
