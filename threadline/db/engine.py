@@ -84,8 +84,16 @@ def create_engine(
         return engine
     # JSON columns decode with orjson (as on SQLite): the stdlib decoder was a visible part
     # of reading the event log for the realtime streams.
+    # asyncpg prepares each statement text once per connection and keeps the last 100. A
+    # write's deferred statements go as one text per combination (threadline.db.direct
+    # `combine`), so a varied workload has more texts than that: a statement that falls out
+    # of the cache costs one more round trip and a new plan.
     engine = create_async_engine(
-        parsed, pool_size=pool_size, max_overflow=pool_size, json_deserializer=orjson.loads
+        parsed,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        json_deserializer=orjson.loads,
+        connect_args={"statement_cache_size": 1000},
     )
     refuse_statements_behind_deferred(engine)
     return engine
