@@ -124,6 +124,38 @@ def user_reply(api: httpx.Client, conv: dict[str, Any], body: str) -> dict[str, 
     return data
 
 
+class HeldGet:
+    """Holds the page's `nth` GET of a conversation: fetched from the server at once, given
+    to the page only when the test fulfils it. Every other request goes through."""
+
+    def __init__(self, page: Page, cid: str, nth: int) -> None:
+        self.page, self.nth, self.count = page, nth, 0
+        self.held: list[tuple[Any, Any]] = []
+        self.pattern = re.compile(rf"/conversations/{cid}\?")
+        page.route(self.pattern, self._route)
+
+    def _route(self, route: Any) -> None:
+        if route.request.method != "GET":
+            route.continue_()
+            return
+        self.count += 1
+        if self.count == self.nth:
+            self.held.append((route, route.fetch()))
+        else:
+            route.continue_()
+
+    def wait(self, page: Page, failure: str) -> tuple[Any, Any]:
+        """The held request and its answer, once the page has sent it."""
+        for _ in range(100):
+            if self.held:
+                return self.held[0]
+            page.wait_for_timeout(50)
+        raise AssertionError(failure)
+
+    def stop(self) -> None:
+        self.page.unroute(self.pattern)
+
+
 @pytest.fixture
 def api(live_server: LiveServer) -> Any:
     with live_server.api() as client:
@@ -491,44 +523,46 @@ def test_a_late_answer_of_a_live_refresh_never_shows_an_older_state(
     row(page, cid).click()
     expect(page.get_by_test_id("conversation-state")).to_have_text("open")
 
-    held: list[Any] = []
-    gets = 0
-
-    def hold_the_pane_refresh(route: Any) -> None:
-        nonlocal gets
-        if route.request.method != "GET":
-            route.continue_()
-            return
-        gets += 1
-        # The live update's first GET refreshes the list's row; the second, the pane.
-        if gets == 2:
-            held.append((route, route.fetch()))
-        else:
-            route.continue_()
-
-    pattern = re.compile(rf"/conversations/{cid}\?")
-    page.route(pattern, hold_the_pane_refresh)
+    # The live update's first GET refreshes the list's row; the second, the pane.
+    gets = HeldGet(page, cid, nth=2)
     user_reply(api, conv, "Any news?")
-    for _ in range(100):
-        if held:
-            break
-        page.wait_for_timeout(50)
-    assert held, "the live update started no refresh of the pane"
+    route, stale = gets.wait(page, "the live update started no refresh of the pane")
 
     tomorrow = (datetime.now(VIEWER_ZONE) + timedelta(days=1)).replace(second=0, microsecond=0)
     page.get_by_test_id("snooze-input").fill(tomorrow.strftime("%Y-%m-%dT%H:%M"))
     page.get_by_test_id("snooze").click()
     expect(page.get_by_test_id("conversation-state")).to_have_text("snoozed")
     while True:  # until the refreshes the snooze itself caused are over
-        before = gets
+        before = gets.count
         page.wait_for_timeout(700)
-        if gets == before:
+        if gets.count == before:
             break
 
-    route, stale = held[0]
     assert stale.json()["data"]["delayed_until"] is None  # read before the snooze
     route.fulfill(response=stale)
     page.wait_for_timeout(500)  # the late answer is handled by now
     expect(page.get_by_test_id("conversation-state")).to_have_text("snoozed")
-    page.unroute(pattern)
+    gets.stop()
     assert conversation(api, cid)["delayed_until"] == tomorrow.timestamp()
+
+
+def test_a_late_answer_of_a_live_update_never_shows_an_older_row(
+    context: BrowserContext, live_server: LiveServer, api: httpx.Client
+) -> None:
+    """Two live updates of a conversation fetch its row one after the other; the first
+    fetch's answer arrives last. The row keeps the second's state."""
+    page = sign_in(context, live_server)
+    conv = inbox(api, live_server)["data"]["conversations"][-1]
+    cid = conv["id"]
+    gets = HeldGet(page, cid, nth=1)
+    user_reply(api, conv, "First message")
+    route, stale = gets.wait(page, "the live update fetched no row")
+    user_reply(api, conv, "Second message")
+    snippet = row(page, cid).get_by_test_id("row-snippet")
+    expect(snippet).to_have_text("Second message")
+
+    assert stale.json()["data"]["important_part_last"]["body"] == "First message"
+    route.fulfill(response=stale)
+    page.wait_for_timeout(500)  # the late answer is handled by now
+    expect(snippet).to_have_text("Second message")
+    gets.stop()

@@ -45,6 +45,7 @@ const state = {
   pendingReply: null,
   lastTypingSent: 0,
   refreshIds: new Set(),
+  rowStamps: new Map(),
   refreshTimer: null,
   countsTimer: null,
   streamDown: null,
@@ -444,6 +445,14 @@ function onRowKey(event) {
   if (next) next.focus();
 }
 
+/** Fetches of a row overlap (live updates, the operator's actions): an answer applies only
+ * if no fetch of that row started after it, so a late answer never shows an older state. */
+function stampRow(id) {
+  const stamp = (state.rowStamps.get(id) || 0) + 1;
+  state.rowStamps.set(id, stamp);
+  return stamp;
+}
+
 /** Put a fresh copy of a conversation where it belongs in the list (or take it out). */
 function placeRow(c) {
   const at = state.rows.findIndex((r) => r.id === c.id);
@@ -728,7 +737,10 @@ async function act(work, failure) {
   }
   await attempt(refreshCurrent);
   const c = state.current && state.current.conversation;
-  if (c) placeRow({ ...c });
+  if (c) {
+    stampRow(c.id); // newer than any live fetch of the row still on its way
+    placeRow({ ...c });
+  }
   renderList();
   scheduleCounts();
   return true;
@@ -916,9 +928,12 @@ async function flushRefresh() {
   state.refreshIds.clear();
   const api = state.api;
   if (!api) return;
+  const stamps = ids.map(stampRow);
   const fresh = await Promise.all(ids.map((id) => api.conversation(id).then((a) => a.data, () => null)));
   if (api !== state.api) return;
-  for (const c of fresh) if (c) placeRow(c);
+  fresh.forEach((c, i) => {
+    if (c && state.rowStamps.get(ids[i]) === stamps[i]) placeRow(c);
+  });
   renderList();
   if (state.current && ids.includes(state.current.id)) attempt(refreshCurrent);
 }
