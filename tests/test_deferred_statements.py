@@ -5,12 +5,13 @@ a conversation write is four round trips."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, event, insert, select, update
+from sqlalchemy import bindparam, event, insert, select, text, update
 from sqlalchemy.dialects import postgresql
 
 from tests.conftest import World
@@ -244,3 +245,33 @@ async def test_a_refused_event_after_deferred_writes_answers_its_own_error(
     ]
     state = await service.get_conversation(db, world.app_id, started.state.id)
     assert state.admin_unread_count == 1
+
+
+async def test_a_write_cancelled_during_a_statement_ends_with_the_cancellation(
+    db: Database, world: World
+) -> None:
+    # Cancelling a statement breaks the connection under SQLAlchemy; ending the transaction
+    # must not replace the cancellation by an error of that connection (a task that is
+    # stopped must stop), and the next write gets a working connection.
+    if db.is_sqlite:
+        pytest.skip("SQLite runs a statement to its end in its thread: nothing is broken")
+    running = asyncio.Event()
+
+    async def slow_write() -> None:
+        async with db.write() as conn:
+            await DriverConnection(conn).defer(
+                _RENAME, {"b_id": world.channel_id, "b_name": "never"}
+            )
+            await DriverConnection(conn).flush()
+            running.set()
+            await conn.execute(text("SELECT pg_sleep(5)"))
+
+    task = asyncio.create_task(slow_write())
+    await running.wait()
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with db.write() as conn:
+        await DriverConnection(conn).defer(_RENAME, {"b_id": world.channel_id, "b_name": "ok"})
+    assert await _name(db, world.channel_id) == "ok"

@@ -99,6 +99,17 @@ def create_engine(
     return engine
 
 
+async def _close(conn: AsyncConnection) -> None:
+    """Close a connection; one that broke on the way is dropped with a warning, not raised
+    (so it never hides the error that broke it)."""
+    try:
+        await conn.close()
+    except Exception as exc:
+        log.warning("closing a database connection failed (%s); dropped", exc)
+        with contextlib.suppress(Exception):
+            await conn.invalidate()
+
+
 class Database:
     """The process's handle on storage: `write()` and `read()` transactions."""
 
@@ -159,7 +170,7 @@ class Database:
                     self._idle_writers.append(conn)
                 else:
                     # Back to SQLAlchemy's pool, which resets it (or discards it if broken).
-                    await conn.close()
+                    await _close(conn)
             return
         async with self._write_lock:
             if self._writer is None:
@@ -171,7 +182,7 @@ class Database:
             except BaseException:
                 if conn.invalidated:
                     self._writer = None
-                    await conn.close()
+                    await _close(conn)
                 raise
 
     @staticmethod
@@ -181,8 +192,14 @@ class Database:
         await transaction.begin()
         try:
             yield
-        except BaseException:
-            await transaction.end(commit=False)
+        except BaseException as failure:
+            try:
+                await transaction.end(commit=False)
+            except Exception as rollback_failure:
+                # The connection broke under a statement (a cancelled one, a lost server) and
+                # cannot roll back: the caller must see what happened first (a cancelled task
+                # must stop), and the connection is dropped on close.
+                log.warning("rollback failed (%s) after %r", rollback_failure, failure)
             raise
         await transaction.end(commit=True)
 
@@ -199,12 +216,7 @@ class Database:
             writers.append(self._writer)
             self._writer = None
         for conn in writers:
-            try:
-                await conn.close()
-            except Exception as exc:
-                log.warning("closing a database connection failed (%s); dropped", exc)
-                with contextlib.suppress(Exception):
-                    await conn.invalidate()
+            await _close(conn)
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()
