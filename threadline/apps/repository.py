@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.core.model import Admin, Sender
@@ -23,25 +23,35 @@ class TokenRecord:
     expires: datetime | None = None
 
 
+def of_app(table: Table, ident: Any, app_id: Any) -> list[ColumnElement[bool]]:
+    """Row `ident` of `table`, of app `app_id` and not removed (where the table removes)."""
+    conditions = [table.c.id == ident, table.c.app_id == app_id]
+    if "removed" in table.c:
+        conditions.append(table.c.removed.is_(None))
+    return conditions
+
+
+def person_columns(table: Table) -> list[ColumnElement[Any]]:
+    """What answers show of an admin or a sender: the fields of `Admin` or `Sender`."""
+    columns: list[ColumnElement[Any]] = [table.c.id, table.c.name, table.c.avatar]
+    if table is admins:
+        columns += [admins.c.email, admins.c.created]
+    return columns
+
+
 @functools.cache
 def _owned_query(table: Table) -> DirectSelect:
     """Built once per table: every write checks the ids it names this way."""
-    conditions = [table.c.id == bindparam("ident"), table.c.app_id == bindparam("app_id")]
-    if "removed" in table.c:
-        conditions.append(table.c.removed.is_(None))
-    return DirectSelect(select(table.c.id).where(*conditions))
+    return DirectSelect(
+        select(table.c.id).where(*of_app(table, bindparam("ident"), bindparam("app_id")))
+    )
 
 
 @functools.cache
 def _person_query(table: Table) -> DirectSelect:
     """An admin or sender of the app (not removed), with what answers show of them."""
-    columns = [table.c.id, table.c.name, table.c.avatar]
-    if table is admins:
-        columns += [admins.c.email, admins.c.created]
-    conditions = [table.c.id == bindparam("ident"), table.c.app_id == bindparam("app_id")]
-    if "removed" in table.c:
-        conditions.append(table.c.removed.is_(None))
-    return DirectSelect(select(*columns).where(*conditions))
+    conditions = of_app(table, bindparam("ident"), bindparam("app_id"))
+    return DirectSelect(select(*person_columns(table)).where(*conditions))
 
 
 class AppRepository:

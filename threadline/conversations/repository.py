@@ -11,6 +11,7 @@ from sqlalchemy import (
     ColumnElement,
     Row,
     Select,
+    and_,
     bindparam,
     func,
     insert,
@@ -21,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from threadline.apps.repository import of_app, person_columns
 from threadline.core.enums import (
     HIDDEN_FROM_USER,
     AssistantType,
@@ -198,31 +200,27 @@ def _insert_parts_idempotent(dialect: str) -> Any:
 _SELECT_STATE = select(*_STATE_COLUMNS, conv_t.c.tags)
 _BY_ID = conv_t.c.id == bindparam("conversation_id")
 _GET = _SELECT_STATE.where(_BY_ID, conv_t.c.app_id == bindparam("app_id"))
-# The advisory lock on the conversation id comes first (the row lock is taken above the
-# scan that computes it): waiting for it never gives the transaction an id, whereas waiting
-# for a row lock may (PostgreSQL follows the row's update chain and takes one). So every
-# writer of a conversation gets its transaction id only after the previous writer has
-# committed, which is what orders the event log per conversation (see
-# threadline/events/repository.py). The key space of one-bigint advisory locks belongs to
-# conversation ids; other advisory locks use the two-integer form.
-# On PostgreSQL it also reserves the id of the first part the write adds, so that the part's
-# INSERT can travel with the write's other statements (see insert_part). SQLite needs no row
-# lock: its write transactions are already exclusive.
-# With an admin: the admin the write names, if of the conversation's app and not removed.
-_ADMIN_COLUMNS = {
-    f"_admin_{c.name}": c
-    for c in (
-        admins_t.c.id,
-        admins_t.c.name,
-        admins_t.c.avatar,
-        admins_t.c.email,
-        admins_t.c.created,
-    )
-}
+# The admin a write names, read with the lock: its columns, labelled apart from the state's.
+_ADMIN_PREFIX = "_admin_"
+_ADMIN_COLUMNS = [c.label(f"{_ADMIN_PREFIX}{c.key}") for c in person_columns(admins_t)]
 
 
 @functools.cache
 def _lock_statement(dialect: str, with_admin: bool) -> DirectSelect:
+    """The conversation's state, locked; with `with_admin`, also the admin `admin_id` if of
+    the conversation's app and not removed (else NULLs).
+
+    The advisory lock on the conversation id comes first (the row lock is taken above the
+    scan that computes it): waiting for it never gives the transaction an id, whereas waiting
+    for a row lock may (PostgreSQL follows the row's update chain and takes one). So every
+    writer of a conversation gets its transaction id only after the previous writer has
+    committed, which is what orders the event log per conversation (see
+    threadline/events/repository.py). The key space of one-bigint advisory locks belongs to
+    conversation ids; other advisory locks use the two-integer form. On PostgreSQL it also
+    reserves the id of the first part the write adds, so that the part's INSERT can travel
+    with the write's other statements (see insert_part). SQLite needs no row lock: its write
+    transactions are already exclusive.
+    """
     columns: list[Any] = [*_STATE_COLUMNS, conv_t.c.tags]
     source: Any = conv_t
     if dialect == "postgresql":
@@ -230,13 +228,9 @@ def _lock_statement(dialect: str, with_admin: bool) -> DirectSelect:
         reserve: Any = literal_column("nextval('conversation_parts_id_seq')").label("_next_part_id")
         columns = [lock, *columns, reserve]
     if with_admin:
-        columns += [c.label(name) for name, c in _ADMIN_COLUMNS.items()]
-        source = conv_t.outerjoin(
-            admins_t,
-            (admins_t.c.id == bindparam("admin_id"))
-            & (admins_t.c.app_id == conv_t.c.app_id)
-            & admins_t.c.removed.is_(None),
-        )
+        columns += _ADMIN_COLUMNS
+        admin = of_app(admins_t, bindparam("admin_id"), conv_t.c.app_id)
+        source = conv_t.outerjoin(admins_t, and_(*admin))
     statement = (
         select(*columns).select_from(source).where(_BY_ID, conv_t.c.app_id == bindparam("app_id"))
     )
@@ -321,9 +315,8 @@ class ConversationRepository:
         row = rows[0]
         self._reserved_part_id = row.get("_next_part_id")
         if admin_id is not None:
-            found = row["_admin_id"] is not None
-            admin = {name[7:]: row[name] for name in _ADMIN_COLUMNS}
-            self.locked_admins[admin_id] = Admin(**admin) if found else None
+            admin = {c.key.removeprefix(_ADMIN_PREFIX): row[c.key] for c in _ADMIN_COLUMNS}
+            self.locked_admins[admin_id] = Admin(**admin) if admin["id"] is not None else None
         return state_from_mapping(row)
 
     async def insert(self, state: ConversationState) -> int:
