@@ -41,6 +41,11 @@ async def _name(db: Database, channel_id: int) -> str:
     return str(name)
 
 
+async def _channel_row(db: Database, channel_id: int) -> Any:
+    async with db.read() as conn:
+        return (await conn.execute(select(channels).where(channels.c.id == channel_id))).one()
+
+
 async def test_deferred_statements_run_in_order_before_a_later_read(
     db: Database, world: World
 ) -> None:
@@ -58,8 +63,7 @@ async def test_deferred_statements_run_in_order_before_a_later_read(
 async def test_a_failing_deferred_statement_rolls_everything_back(
     db: Database, world: World
 ) -> None:
-    async with db.read() as conn:
-        row = (await conn.execute(select(channels).where(channels.c.id == world.channel_id))).one()
+    row = await _channel_row(db, world.channel_id)
     duplicate = dict(row._mapping)  # the same primary key again
 
     async def rename_then_insert_a_duplicate() -> None:
@@ -138,8 +142,7 @@ async def test_a_statement_through_sqlalchemy_behind_pending_ones_is_refused(
 async def test_only_statements_that_cannot_see_each_other_travel_together(
     db: Database, world: World
 ) -> None:
-    async with db.read() as conn:
-        row = (await conn.execute(select(channels).where(channels.c.id == world.channel_id))).one()
+    row = await _channel_row(db, world.channel_id)
     new_channel = {**row._mapping, "id": row.id + 1000, "name": "Added"}
     with _sent(db) as sent:
         async with db.write() as conn:

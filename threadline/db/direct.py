@@ -13,7 +13,7 @@ import functools
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Insert, Select, event
@@ -107,9 +107,19 @@ observers: list[Callable[[str, list[Any]], None]] = []
 _ADAPTER = "threadline.direct.adapter"
 _DRIVER = "threadline.direct.driver"
 _DEFERRED = "threadline.direct.deferred"
-_WRITTEN = "threadline.direct.written"
-_MUST_ADD = "threadline.direct.must_add"
 Pending = list[tuple[str, Any]]
+
+
+@dataclass(slots=True)
+class _Deferred:
+    """A transaction's deferred statements (kept on its connection's info while pending)."""
+
+    statements: Pending = field(default_factory=list)
+    # PostgreSQL: the tables they write, and the positions of those that must add a row.
+    written: set[str | None] = field(default_factory=set)
+    must_add: list[int] = field(default_factory=list)
+
+
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
@@ -173,7 +183,7 @@ def refuse_statements_behind_deferred(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "before_cursor_execute")
     def check(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if conn.info.get(_DEFERRED):
+        if _DEFERRED in conn.info:
             raise RuntimeError(f"deferred statements are pending before: {statement[:60]}")
 
 
@@ -207,11 +217,9 @@ class DriverConnection:
             self._driver = info[_DRIVER]
         return self._driver
 
-    def _take_pending(self) -> Pending:
-        pending: Pending = self.conn.info.pop(_DEFERRED, None) or []
-        self.conn.info.pop(_WRITTEN, None)
-        self.conn.info.pop(_MUST_ADD, None)
-        return pending
+    def _take_pending(self) -> _Deferred:
+        deferred: _Deferred | None = self.conn.info.pop(_DEFERRED, None)
+        return deferred or _Deferred()
 
     async def defer(
         self, statement: DirectStatement, params: dict[str, Any], *, must_add: bool = False
@@ -228,27 +236,27 @@ class DriverConnection:
         it raises `NothingAdded` if it added no row.
         """
         sql, args = statement.bind(self.dialect, params)
-        info = self.conn.info
         if self.is_postgres:
-            written: set[str | None] = info.setdefault(_WRITTEN, set())
-            if not statement.only_adds and statement.target in written:
+            pending: _Deferred | None = self.conn.info.get(_DEFERRED)
+            if pending and not statement.only_adds and statement.target in pending.written:
                 await self.flush()
-                written = info.setdefault(_WRITTEN, set())
-            written.add(statement.target)
-            if must_add:
-                info.setdefault(_MUST_ADD, []).append(len(info.get(_DEFERRED, ())))
         else:
             assert not must_add, "SQLite inserts return their rows at once"
             notify(sql, args)
-        info.setdefault(_DEFERRED, []).append((sql, args))
+        deferred: _Deferred = self.conn.info.setdefault(_DEFERRED, _Deferred())
+        if must_add:
+            deferred.must_add.append(len(deferred.statements))
+        deferred.written.add(statement.target)
+        deferred.statements.append((sql, args))
 
     async def flush(self) -> None:
         """Send the deferred statements now (before a statement SQLAlchemy runs here)."""
-        if not self.conn.info.get(_DEFERRED):
+        if _DEFERRED not in self.conn.info:
             return
         if self.is_postgres:
-            must_add = self.conn.info.get(_MUST_ADD, [])
-            sql, args = combine(self._take_pending(), must_add)
+            deferred = self._take_pending()
+            must_add = deferred.must_add
+            sql, args = combine(deferred.statements, must_add)
             notify(sql, args)
             driver = await self._get()
             if not must_add:
@@ -260,7 +268,7 @@ class DriverConnection:
 
     async def _sqlite_hop(self, sql: str | None, args: Any, *, commit: bool) -> list[Any]:
         driver = await self._get()
-        pending = self._take_pending()
+        pending = self._take_pending().statements
         if not pending and not commit and sql is not None:
             return list(await driver.execute_fetchall(sql, args))
         # aiosqlite runs any function on its thread with `_execute`; one call, one hop.
