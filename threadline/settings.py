@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     port: int = 8000
     # Connections per process; PostgreSQL only (SQLite writes go through one connection).
     pool_size: int = 10
+    # PostgreSQL: how many writes to different conversations may share one transaction
+    # when they arrive together (1: each write alone).
+    write_batch: int = Field(8, ge=1, le=64)
     # How long an inbox sign-in lasts (hours, fractions allowed); API tokens never expire.
     inbox_session_hours: float = Field(
         DEFAULT_INBOX_SESSION_HOURS, gt=0, le=MAX_INBOX_SESSION_HOURS, allow_inf_nan=False

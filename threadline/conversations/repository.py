@@ -8,11 +8,13 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Row,
     Select,
     and_,
     bindparam,
+    column,
     func,
     insert,
     literal_column,
@@ -239,8 +241,55 @@ def _lock_statement(dialect: str, with_admin: bool) -> DirectSelect:
     return DirectSelect(statement)
 
 
+def _lock_many_statement() -> DirectSelect:
+    """PostgreSQL: the states of several conversations of a batch, locked, each with the
+    admin its write names (NULLs if none or not of the app) and a reserved part id.
+
+    The advisory locks of all of them are taken first, in the order given (ascending ids, so
+    that two batches never wait for each other in a circle), before any row lock gives the
+    transaction its id: see `_lock_statement`. A conversation not of the app it is asked
+    for answers no row.
+    """
+    wanted = (
+        func.unnest(
+            bindparam("conversation_ids", type_=postgresql.ARRAY(BigInteger)),
+            bindparam("app_ids", type_=postgresql.ARRAY(BigInteger)),
+            bindparam("admin_ids", type_=postgresql.ARRAY(BigInteger)),
+        )
+        .table_valued(
+            column("conversation_id", BigInteger),
+            column("app_id", BigInteger),
+            column("admin_id", BigInteger),
+        )
+        .render_derived(name="wanted")
+    )
+    ids = (
+        func.unnest(bindparam("conversation_ids", type_=postgresql.ARRAY(BigInteger)))
+        .table_valued(column("id", BigInteger))
+        .render_derived(name="lock_ids")
+    )
+    # An uncorrelated subquery: evaluated once, before the first row is locked.
+    advisory = (
+        select(func.count(func.pg_advisory_xact_lock(ids.c.id))).select_from(ids).scalar_subquery()
+    )
+    reserve: Any = literal_column("nextval('conversation_parts_id_seq')").label("_next_part_id")
+    source = wanted.join(
+        conv_t, and_(conv_t.c.id == wanted.c.conversation_id, conv_t.c.app_id == wanted.c.app_id)
+    ).outerjoin(admins_t, and_(*of_app(admins_t, wanted.c.admin_id, conv_t.c.app_id)))
+    statement = (
+        select(*_STATE_COLUMNS, conv_t.c.tags, reserve, *_ADMIN_COLUMNS)
+        .select_from(source)
+        .where(advisory >= literal_column("0"))
+        .with_for_update(of=conv_t)
+    )
+    return DirectSelect(statement)
+
+
+_LOCK_MANY = _lock_many_statement()
 _GET_ANY = _SELECT_STATE.where(_BY_ID)
-_UPDATE = DirectStatement(update(conv_t).where(conv_t.c.id == bindparam("b_conversation_id")))
+_UPDATE = DirectStatement(
+    update(conv_t).where(conv_t.c.id == bindparam("b_conversation_id")), one_conversation=True
+)
 _INSERT_PART = DirectStatement(insert(parts_t).returning(parts_t.c.id))
 _UNREAD_OF_CONVERSATION = (
     parts_t.c.conversation_id == bindparam("b_conversation_id"),
@@ -256,13 +305,15 @@ _MARK_READ = {
     MarkRead.USER_PARTS_BY_ADMIN: DirectStatement(
         update(parts_t)
         .where(*_UNREAD_OF_CONVERSATION, parts_t.c.type == PartType.REPLY_USER.value)
-        .values(read=True)
+        .values(read=True),
+        one_conversation=True,
     ),
     # Every part the user can see that the user did not write.
     MarkRead.ADMIN_PARTS_BY_USER: DirectStatement(
         update(parts_t)
         .where(*_UNREAD_OF_CONVERSATION, parts_t.c.type.in_(_TYPES_THE_USER_READS))
-        .values(read=True)
+        .values(read=True),
+        one_conversation=True,
     ),
 }
 _INSERT_PART_IDEMPOTENT = {
@@ -310,9 +361,25 @@ class ConversationRepository:
             params["admin_id"] = admin_id
         statement = _lock_statement(self.conn.dialect.name, admin_id is not None)
         rows = await self.driver.select(statement, params)
-        if not rows:
-            return None
-        row = rows[0]
+        return self.adopt(rows[0], admin_id) if rows else None
+
+    async def lock_many(
+        self, wanted: Sequence[tuple[int, int, int | None]]
+    ) -> dict[int, dict[str, Any]]:
+        """PostgreSQL: lock several conversations, each (conversation id, app id, admin id or
+        None), in one statement; their rows by conversation id, for `adopt` (a conversation
+        not of its app is left out)."""
+        wanted = sorted(wanted)
+        params = {
+            "conversation_ids": [w[0] for w in wanted],
+            "app_ids": [w[1] for w in wanted],
+            "admin_ids": [w[2] for w in wanted],
+        }
+        return {row["id"]: row for row in await self.driver.select(_LOCK_MANY, params)}
+
+    def adopt(self, row: Mapping[str, Any], admin_id: int | None) -> ConversationState:
+        """The state in a row of `lock` or `lock_many`; notes the reserved part id and the
+        admin `admin_id` (None: not of this app) read with it."""
         self._reserved_part_id = row.get("_next_part_id")
         if admin_id is not None:
             admin = {c.key.removeprefix(_ADMIN_PREFIX): row[c.key] for c in _ADMIN_COLUMNS}

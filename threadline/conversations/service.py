@@ -7,13 +7,17 @@ stores the parts and the derived fields together.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from threadline.apps.repository import AppRepository
 from threadline.apps.service import utcnow
+from threadline.conversations.batch import batcher_of
 from threadline.conversations.repository import ConversationRepository
 from threadline.core import eventlog, rules
 from threadline.core import events as ev
@@ -28,7 +32,7 @@ from threadline.core.enums import (
 from threadline.core.errors import DomainError, InvalidParameter, NotFound
 from threadline.core.model import Admin, Author, ConversationState, JSONObject, Part, Sender
 from threadline.core.recompute import Drift, drifts, repaired
-from threadline.db.direct import NothingAdded
+from threadline.db.direct import NotBatchable, NothingAdded
 from threadline.db.engine import Database
 from threadline.db.schema import channels, users
 from threadline.events import repository as event_log
@@ -170,53 +174,84 @@ async def perform(
     A retried write (same non-zero random_id and kind) creates nothing and answers the part
     the first request created. The unique index on parts is what guarantees it. With
     `user_id`, the conversation must be that user's (a write in the user's name).
+    On PostgreSQL, writes to other conversations that arrive at the same time may share the
+    transaction (threadline.conversations.batch); each is still all or nothing.
     """
     keys = [k for k in map(idempotency_key, events) if k is not None]
     key = keys[-1] if keys else None
+    # The one admin a write usually names is read with the lock (one round trip).
+    admin_ids = _named_admins(events)
+    only_admin = next(iter(admin_ids)) if len(admin_ids) == 1 else None
+
+    async def locked(
+        repo: ConversationRepository, conn: AsyncConnection, state: ConversationState | None
+    ) -> tuple[Outcome, bool]:
+        return await _write_locked(repo, conn, conversation_id, state, events, now, user_id, key)
+
+    def committed(written: tuple[Outcome, bool]) -> None:
+        if written[1]:
+            db.events_committed(app_id)
+
+    batcher = batcher_of(db)
     try:
+        if batcher is not None:
+            with contextlib.suppress(NotBatchable):
+                written = await batcher.run(app_id, conversation_id, only_admin, locked, committed)
+                return written[0]
         async with db.write() as conn:
             repo = ConversationRepository(conn)
-            # The one admin a write usually names is read with the lock (one round trip).
-            admin_ids = _named_admins(events)
-            only_admin = next(iter(admin_ids)) if len(admin_ids) == 1 else None
             state = await repo.lock(app_id, conversation_id, admin_id=only_admin)
-            if state is None:
-                raise NotFound("conversation", conversation_id)
-            if user_id is not None and state.user_id != user_id:
-                raise InvalidParameter("from_user", "is not the user of this conversation")
-            # Read the clock under the lock: a write that waited for another one is dated
-            # after it, so a conversation's parts are in time order and last_update only grows.
-            now = now or utcnow()
-            people = await _check_references(
-                AppRepository(conn, repo.driver), app_id, events, repo.locked_admins
-            )
-            before = state
-            created: list[Part] = []
-            logged: list[eventlog.LogEvent] = []
-            for event in events:
-                try:
-                    change = rules.apply(state, event, now)
-                except DomainError:
-                    if key and await repo.find_part(conversation_id, *key):
-                        raise _AlreadyDone from None
-                    raise
-                if not change.changed:
-                    continue
-                await _store(repo, change, now)
-                logged.extend(eventlog.derive(state, change))
-                state = change.state
-                created.extend(change.parts)
-            if state is not before:
-                await repo.save(state, before)
-                await inbox.maintain(conn, before, state)
-                await event_log.append(repo.driver, app_id, now, logged)
-            elif key and await repo.find_part(conversation_id, *key):
-                raise _AlreadyDone
+            written = await locked(repo, conn, state)
     except (_AlreadyDone, NothingAdded):
         return await _first_result(db, app_id, conversation_id, key)
-    if logged:
-        db.events_committed(app_id)
-    return Outcome(state, created, people=people)
+    committed(written)
+    return written[0]
+
+
+async def _write_locked(
+    repo: ConversationRepository,
+    conn: AsyncConnection,
+    conversation_id: int,
+    state: ConversationState | None,
+    events: Sequence[ev.Event],
+    now: datetime | None,
+    user_id: int | None,
+    key: tuple[str, int] | None,
+) -> tuple[Outcome, bool]:
+    """`perform` under the conversation's lock: the outcome, and whether events were logged."""
+    if state is None:
+        raise NotFound("conversation", conversation_id)
+    if user_id is not None and state.user_id != user_id:
+        raise InvalidParameter("from_user", "is not the user of this conversation")
+    # Read the clock under the lock: a write that waited for another one is dated after it,
+    # so a conversation's parts are in time order and last_update only grows.
+    now = now or utcnow()
+    people = await _check_references(
+        AppRepository(conn, repo.driver), state.app_id, events, repo.locked_admins
+    )
+    before = state
+    created: list[Part] = []
+    logged: list[eventlog.LogEvent] = []
+    for event in events:
+        try:
+            change = rules.apply(state, event, now)
+        except DomainError:
+            if key and await repo.find_part(state.id, *key):
+                raise _AlreadyDone from None
+            raise
+        if not change.changed:
+            continue
+        await _store(repo, change, now)
+        logged.extend(eventlog.derive(state, change))
+        state = change.state
+        created.extend(change.parts)
+    if state is not before:
+        await repo.save(state, before)
+        await inbox.maintain(conn, before, state)
+        await event_log.append(repo.driver, state.app_id, now, logged)
+    elif key and await repo.find_part(state.id, *key):
+        raise _AlreadyDone
+    return Outcome(state, created, people=people), bool(logged)
 
 
 async def _first_result(

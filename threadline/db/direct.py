@@ -39,7 +39,7 @@ class _Form:
 class DirectStatement:
     """A DML statement (INSERT/UPDATE, optionally RETURNING) for the driver connection."""
 
-    def __init__(self, statement: ClauseElement) -> None:
+    def __init__(self, statement: ClauseElement, *, one_conversation: bool = False) -> None:
         self.statement = statement
         self._forms: dict[tuple[str, frozenset[str]], _Form] = {}
         # The table a deferred statement writes, and whether it only adds rows (a plain
@@ -49,6 +49,9 @@ class DirectStatement:
         self.only_adds = isinstance(statement, Insert) and not isinstance(
             getattr(statement, "_post_values_clause", None), PostgresUpsert | SqliteUpsert
         )
+        # It changes only rows of the conversation its parameters name: the writes of other
+        # conversations in a batch never touch them (see send_batch).
+        self.one_conversation = one_conversation
 
     def _form(self, dialect: Dialect, keys: frozenset[str]) -> _Form:
         form = self._forms.get((dialect.name, keys))
@@ -107,17 +110,24 @@ observers: list[Callable[[str, list[Any]], None]] = []
 _ADAPTER = "threadline.direct.adapter"
 _DRIVER = "threadline.direct.driver"
 _DEFERRED = "threadline.direct.deferred"
+# Set while a write of a batch runs (see DriverConnection.start_member).
+_MEMBER = "threadline.direct.member"
+# Events appended in the transaction so far: the next event's index in it.
+_EVENTS = "threadline.direct.events"
 Pending = list[tuple[str, Any]]
 
 
 @dataclass(slots=True)
-class _Deferred:
+class Deferred:
     """A transaction's deferred statements (kept on its connection's info while pending)."""
 
     statements: Pending = field(default_factory=list)
     # PostgreSQL: the tables they write, and the positions of those that must add a row.
     written: set[str | None] = field(default_factory=set)
     must_add: list[int] = field(default_factory=list)
+    # The tables written by statements that may change rows of other conversations too
+    # (neither plain inserts nor `one_conversation`).
+    written_widely: set[str | None] = field(default_factory=set)
 
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
@@ -126,6 +136,11 @@ _PLACEHOLDER = re.compile(r"\$(\d+)")
 class NothingAdded(Exception):
     """A deferred INSERT that must add its row skipped it (a conflict); the transaction is
     rolled back."""
+
+
+class NotBatchable(Exception):
+    """A write running in a batch needs a statement of its own (a read, or deferred
+    statements sent early): it leaves the batch and runs again in a transaction of its own."""
 
 
 def _shift(placeholder: re.Match[str], offset: int) -> str:
@@ -183,6 +198,9 @@ def refuse_statements_behind_deferred(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "before_cursor_execute")
     def check(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if _MEMBER in conn.info:
+            conn.info[_MEMBER] = "spoilt"  # the batch's transaction is not to be trusted
+            raise NotBatchable(statement[:60])
         if _DEFERRED in conn.info:
             raise RuntimeError(f"deferred statements are pending before: {statement[:60]}")
 
@@ -217,9 +235,9 @@ class DriverConnection:
             self._driver = info[_DRIVER]
         return self._driver
 
-    def _take_pending(self) -> _Deferred:
-        deferred: _Deferred | None = self.conn.info.pop(_DEFERRED, None)
-        return deferred or _Deferred()
+    def _take_pending(self) -> Deferred:
+        deferred: Deferred | None = self.conn.info.pop(_DEFERRED, None)
+        return deferred or Deferred()
 
     async def defer(
         self, statement: DirectStatement, params: dict[str, Any], *, must_add: bool = False
@@ -237,34 +255,80 @@ class DriverConnection:
         """
         sql, args = statement.bind(self.dialect, params)
         if self.is_postgres:
-            pending: _Deferred | None = self.conn.info.get(_DEFERRED)
+            pending: Deferred | None = self.conn.info.get(_DEFERRED)
             if pending and not statement.only_adds and statement.target in pending.written:
                 await self.flush()
         else:
             assert not must_add, "SQLite inserts return their rows at once"
             notify(sql, args)
-        deferred: _Deferred = self.conn.info.setdefault(_DEFERRED, _Deferred())
+        deferred: Deferred = self.conn.info.setdefault(_DEFERRED, Deferred())
         if must_add:
             deferred.must_add.append(len(deferred.statements))
         deferred.written.add(statement.target)
+        if not (statement.only_adds or statement.one_conversation):
+            deferred.written_widely.add(statement.target)
         deferred.statements.append((sql, args))
 
     async def flush(self) -> None:
         """Send the deferred statements now (before a statement SQLAlchemy runs here)."""
+        if _MEMBER in self.conn.info:
+            raise NotBatchable("a statement before the batch's COMMIT")
         if _DEFERRED not in self.conn.info:
             return
         if self.is_postgres:
-            deferred = self._take_pending()
-            must_add = deferred.must_add
-            sql, args = combine(deferred.statements, must_add)
-            notify(sql, args)
-            driver = await self._get()
-            if not must_add:
-                await driver.execute(sql, *args)
-            elif not await driver.fetchval(sql, *args):
-                raise NothingAdded
+            await self._send(self._take_pending())
         else:
             await self._sqlite_hop(None, None, commit=False)
+
+    async def _send(self, deferred: Deferred) -> None:
+        must_add = deferred.must_add
+        sql, args = combine(deferred.statements, must_add)
+        notify(sql, args)
+        driver = await self._get()
+        if not must_add:
+            await driver.execute(sql, *args)
+        elif not await driver.fetchval(sql, *args):
+            raise NothingAdded
+
+    def next_event_index(self, count: int) -> int:
+        """The index in this transaction of the first of `count` events about to be added."""
+        first: int = self.conn.info.get(_EVENTS, 0)
+        self.conn.info[_EVENTS] = first + count
+        return first
+
+    # PostgreSQL batches (threadline.conversations.batch): several conversation writes in
+    # one transaction, each computed on its own, their statements sent together at the end.
+
+    def start_member(self) -> None:
+        """From now on statements are deferred for one write of a batch; any other statement
+        raises `NotBatchable`."""
+        assert self.is_postgres
+        assert _DEFERRED not in self.conn.info
+        self.conn.info[_MEMBER] = True
+
+    def end_member(self) -> Deferred | None:
+        """The write's deferred statements; None if it tried to run another statement through
+        SQLAlchemy (the batch's transaction is then not to be trusted)."""
+        spoilt = self.conn.info.pop(_MEMBER) == "spoilt"
+        deferred = self._take_pending()
+        return None if spoilt else deferred
+
+    async def send_batch(self, writes: Sequence[Deferred]) -> None:
+        """Send the statements of the batch's writes, in order, in as few statements as are
+        safe: one, unless a write changes rows that other conversations' statements before it
+        may also change (e.g. the inbox's count cells), which must then see them."""
+        group = Deferred()
+        for write in writes:
+            if write.written_widely & group.written or write.written & group.written_widely:
+                await self._send(group)
+                group = Deferred()
+            offset = len(group.statements)
+            group.statements += write.statements
+            group.must_add += [offset + i for i in write.must_add]
+            group.written |= write.written
+            group.written_widely |= write.written_widely
+        if group.statements:
+            await self._send(group)
 
     async def _sqlite_hop(self, sql: str | None, args: Any, *, commit: bool) -> list[Any]:
         driver = await self._get()
@@ -280,6 +344,7 @@ class DriverConnection:
     async def begin(self) -> None:
         """Open the transaction on the driver (SQLite: BEGIN IMMEDIATE, a write lock)."""
         self._take_pending()  # nothing is left from an earlier transaction
+        self.conn.info.pop(_EVENTS, None)
         if self.is_postgres:
             notify("BEGIN", [])
             await self._get()

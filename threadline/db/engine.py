@@ -113,8 +113,14 @@ async def _close(conn: AsyncConnection) -> None:
 class Database:
     """The process's handle on storage: `write()` and `read()` transactions."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 10, batch_writes: int = 8, batch_running: int = 2
+    ) -> None:
         self.url = url
+        # PostgreSQL: up to `batch_writes` conversation writes share a transaction while
+        # `batch_running` such transactions are in flight (threadline.conversations.batch).
+        self.batch_writes = batch_writes
+        self.batch_running = batch_running
         self.is_sqlite = async_url(url).get_backend_name() == "sqlite"
         # SQLite's writer issues BEGIN IMMEDIATE and COMMIT on the driver itself (see write()).
         self.write_engine = create_engine(

@@ -48,7 +48,7 @@ from datetime import datetime
 from typing import Any
 
 from orjson import dumps
-from sqlalchemy import Text, bindparam, cast, func, insert, literal_column, select, text
+from sqlalchemy import BigInteger, Text, bindparam, cast, func, insert, literal_column, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -67,11 +67,13 @@ NO_HORIZON = 2**63 - 1
 _COLUMNS = ("app_id", "conversation_id", "user_id", "type", "created", "data")
 # Bound parameter names per row of a multi-row INSERT: `app_id_0`, `conversation_id_0`, ...
 _NAMES = [tuple(f"{c}_{i}" for c in _COLUMNS) for i in range(_ROWS_PER_STATEMENT)]
+_INDEX_NAMES = [f"index_{i}" for i in range(_ROWS_PER_STATEMENT)]
 
 
 @functools.cache
-def _append_statement(dialect: str, rows: int, first_index: int) -> DirectStatement:
-    """INSERT of `rows` events whose in-transaction indexes start at `first_index`."""
+def _append_statement(dialect: str, rows: int) -> DirectStatement:
+    """INSERT of `rows` events (on PostgreSQL with their in-transaction indexes bound as
+    `index_0`, `index_1`, ...)."""
     values: list[dict[str, Any]] = []
     for i in range(rows):
         row: dict[str, Any] = {
@@ -84,8 +86,8 @@ def _append_statement(dialect: str, rows: int, first_index: int) -> DirectStatem
         row["data"] = cast(data, JSONB) if dialect == "postgresql" else data
         if dialect == "postgresql":
             row["id"] = literal_column(
-                f"(pg_current_xact_id()::text::bigint << {INDEX_BITS}) + {first_index + i}"
-            )
+                f"(pg_current_xact_id()::text::bigint << {INDEX_BITS})", BigInteger
+            ) + bindparam(_INDEX_NAMES[i], type_=BigInteger)
         else:
             row["id"] = literal_column("NULL")  # the next AUTOINCREMENT rowid
         values.append(row)
@@ -95,17 +97,20 @@ def _append_statement(dialect: str, rows: int, first_index: int) -> DirectStatem
 async def append(
     driver: DriverConnection, app_id: int, now: datetime, records: Sequence[LogEvent]
 ) -> None:
-    """Append `records` in the caller's write transaction (its only events)."""
-    if len(records) >= MAX_EVENTS_PER_TRANSACTION:
-        raise ValueError(f"{len(records)} events in one transaction")
+    """Append `records` in the caller's write transaction."""
     dialect = driver.dialect.name
+    first = driver.next_event_index(len(records)) if dialect == "postgresql" else 0
+    if first + len(records) > MAX_EVENTS_PER_TRANSACTION:
+        raise ValueError(f"{first + len(records)} events in one transaction")
     for start in range(0, len(records), _ROWS_PER_STATEMENT):
         chunk = records[start : start + _ROWS_PER_STATEMENT]
         params: dict[str, Any] = {}
-        for names, r in zip(_NAMES, chunk, strict=False):
+        for i, (names, r) in enumerate(zip(_NAMES, chunk, strict=False)):
             values = (app_id, r.conversation_id, r.user_id, r.type, now, dumps(r.data).decode())
             params.update(zip(names, values, strict=True))
-        await driver.defer(_append_statement(dialect, len(chunk), start), params)
+            if dialect == "postgresql":
+                params[_INDEX_NAMES[i]] = first + start + i
+        await driver.defer(_append_statement(dialect, len(chunk)), params)
 
 
 @dataclass(frozen=True, slots=True)

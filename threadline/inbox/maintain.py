@@ -179,10 +179,12 @@ _DELETE_TAG = DirectStatement(
     delete(tags_t).where(
         tags_t.c.conversation_id == bindparam("b_conversation_id"),
         tags_t.c.tag == bindparam("b_tag"),
-    )
+    ),
+    one_conversation=True,
 )
 _UPDATE_TAGS = DirectStatement(
-    update(tags_t).where(tags_t.c.conversation_id == bindparam("b_conversation_id"))
+    update(tags_t).where(tags_t.c.conversation_id == bindparam("b_conversation_id")),
+    one_conversation=True,
 )
 
 

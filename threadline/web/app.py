@@ -26,7 +26,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.db = Database(settings.database_url, pool_size=settings.pool_size)
+        app.state.db = Database(
+            settings.database_url, pool_size=settings.pool_size, batch_writes=settings.write_batch
+        )
         try:
             app.state.realtime = await start_realtime(
                 app.state.db, settings.database_url, settings.redis_url, stream.token_valid

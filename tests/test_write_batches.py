@@ -1,0 +1,374 @@
+"""PostgreSQL: writes to different conversations that arrive together share a transaction
+(threadline.conversations.batch). Each must still behave exactly as if it ran alone: its own
+answer or error, all of it or nothing, exact derived fields and counts, the event log in
+order per conversation; a write that cannot be batched runs alone."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.conftest import World
+from tests.test_event_log import all_events
+from threadline.apps import service as apps
+from threadline.conversations import service
+from threadline.conversations.batch import batcher_of
+from threadline.core import events as ev
+from threadline.core.enums import AuthorKind, PartType
+from threadline.core.errors import DomainError, NotFound
+from threadline.core.model import Author
+from threadline.core.rules import MAX_BODY_CHARS
+from threadline.db import direct
+from threadline.db.engine import Database
+from threadline.db.schema import conversation_parts
+
+
+@pytest.fixture
+def pg(db: Database) -> Database:
+    if db.is_sqlite:
+        pytest.skip("SQLite runs one write transaction at a time: nothing to batch")
+    return db
+
+
+@contextmanager
+def transactions() -> Iterator[list[int]]:
+    """Counts the write transactions begun meanwhile (one item per BEGIN)."""
+    begun: list[int] = []
+
+    def observe(statement: str, _args: list[Any]) -> None:
+        if statement == "BEGIN":
+            begun.append(1)
+
+    direct.observers.append(observe)
+    try:
+        yield begun
+    finally:
+        direct.observers.remove(observe)
+
+
+def admin(world: World) -> Author:
+    return Author(AuthorKind.ADMIN, world.admin_id)
+
+
+async def conversations(db: Database, world: World, n: int) -> list[int]:
+    return [
+        (
+            await service.start_by_user(db, world.app_id, world.user_id, ev.UserReply(body=f"{i}"))
+        ).state.id
+        for i in range(n)
+    ]
+
+
+async def assert_exact(db: Database) -> None:
+    assert await service.check(db) == []
+
+
+async def test_writes_arriving_together_share_transactions_and_each_gets_its_own_part(
+    pg: Database, world: World
+) -> None:
+    cids = await conversations(pg, world, 24)
+    _, start = await all_events(pg, world.app_id)
+    writes = [
+        ev.UserReply(body=f"user {i}")
+        if i % 2
+        else ev.AdminReply(author=admin(world), body=f"op {i}")
+        for i in range(len(cids))
+    ]
+    with transactions() as begun:
+        outcomes = await asyncio.gather(
+            *(service.perform(pg, world.app_id, c, w) for c, w in zip(cids, writes, strict=True))
+        )
+    assert len(begun) < len(cids), "writes that arrived together shared transactions"
+    for cid, write, outcome in zip(cids, writes, outcomes, strict=True):
+        (part,) = outcome.parts
+        assert outcome.state.id == cid
+        assert part.body == write.body
+        stored = await service.get_parts(pg, world.app_id, cid)
+        assert [p.id for p in stored][-1] == part.id
+        assert outcome.state.parts_count == len(stored)
+        if isinstance(write, ev.AdminReply):
+            assert outcome.people is not None
+            assert list(outcome.people.admins) == [world.admin_id]
+    events, _ = await all_events(pg, world.app_id, start, limit=500)
+    assert len({e.id for e in events}) == len(events) == len(cids)
+    assert {e.conversation_id: e.data["part"]["id"] for e in events} == {
+        cid: outcome.parts[0].id for cid, outcome in zip(cids, outcomes, strict=True)
+    }
+    await assert_exact(pg)
+
+
+async def test_a_refused_write_fails_alone_and_its_batch_commits_the_others(
+    pg: Database, world: World
+) -> None:
+    cids = await conversations(pg, world, 8)
+    foreign = await service.start_by_user(
+        pg, world.foreign_app_id, world.foreign_user_id, ev.UserReply(body="theirs")
+    )
+    stranger = Author(AuthorKind.ADMIN, world.foreign_admin_id)
+    calls = [
+        service.perform(pg, world.app_id, cids[0], ev.UserReply(body="fine 0")),
+        # Another app's conversation, and an admin of another app: unknown, as when alone.
+        service.perform(pg, world.app_id, foreign.state.id, ev.UserReply(body="not mine")),
+        service.perform(pg, world.app_id, cids[1], ev.AdminReply(author=stranger, body="x")),
+        service.perform(pg, world.app_id, cids[2], ev.UserReply(body="x" * (MAX_BODY_CHARS + 1))),
+        service.perform(
+            pg, world.app_id, cids[3], ev.UserReply(body="not theirs"), user_id=world.user_id + 999
+        ),
+        *(
+            service.perform(pg, world.app_id, c, ev.AdminReply(author=admin(world), body=f"ok {c}"))
+            for c in cids[4:]
+        ),
+    ]
+    with transactions() as begun:
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    assert len(begun) < len(calls)
+    assert isinstance(results[1], NotFound)
+    assert "conversation" in str(results[1])
+    assert isinstance(results[2], NotFound)
+    assert "admin" in str(results[2])
+    assert isinstance(results[3], DomainError)
+    assert isinstance(results[4], DomainError)
+    for cid in cids[1:4]:
+        assert len(await service.get_parts(pg, world.app_id, cid)) == 1, "the refused wrote nothing"
+    assert len(await service.get_parts(pg, world.foreign_app_id, foreign.state.id)) == 1
+    for cid, result in [(cids[0], results[0]), *zip(cids[4:], results[5:], strict=True)]:
+        assert isinstance(result, service.Outcome)
+        assert [p.id for p in await service.get_parts(pg, world.app_id, cid)][-1] == (
+            result.parts[0].id
+        )
+    await assert_exact(pg)
+
+
+async def test_a_write_that_needs_a_statement_of_its_own_runs_alone_and_right(
+    pg: Database, world: World
+) -> None:
+    """A sender's reply reads the sender; an assignment with a reply adds two parts (only the
+    first part's id is reserved with the lock): both leave the batch and run alone."""
+    cids = await conversations(pg, world, 6)
+    sender = Author(AuthorKind.SENDER, world.sender_id)
+    calls = [
+        service.perform(pg, world.app_id, cids[0], ev.AdminReply(author=sender, body="bot")),
+        service.perform(
+            pg,
+            world.app_id,
+            cids[1],
+            ev.Assign(world.other_admin_id, admin(world)),
+            ev.AdminReply(author=admin(world), body="mine now"),
+        ),
+        *(service.perform(pg, world.app_id, c, ev.UserReply(body="plain")) for c in cids[2:]),
+    ]
+    with transactions() as begun:
+        outcomes = await asyncio.gather(*calls)
+    assert len(begun) < len(calls) + 2  # the two ran alone, the four others together
+    assert outcomes[0].parts[0].author == sender
+    assert outcomes[0].people is not None
+    assert list(outcomes[0].people.senders) == [world.sender_id]
+    assert [p.type for p in outcomes[1].parts] == [PartType.ASSIGNED, PartType.REPLY_ADMIN]
+    assert outcomes[1].state.assignee_id == world.other_admin_id
+    for cid, outcome in zip(cids, outcomes, strict=True):
+        stored = await service.get_parts(pg, world.app_id, cid)
+        assert [p.id for p in stored][-len(outcome.parts) :] == [p.id for p in outcome.parts]
+    await assert_exact(pg)
+
+
+async def test_a_retry_in_a_batch_answers_the_first_part_and_the_others_are_written_once(
+    pg: Database, world: World
+) -> None:
+    cids = await conversations(pg, world, 6)
+    first = await service.perform(pg, world.app_id, cids[0], ev.UserReply(body="a", random_id=77))
+    calls = [
+        service.perform(pg, world.app_id, cids[0], ev.UserReply(body="a", random_id=77)),
+        *(
+            service.perform(pg, world.app_id, c, ev.UserReply(body=f"b {c}", random_id=77))
+            for c in cids[1:]
+        ),
+    ]
+    outcomes = await asyncio.gather(*calls)
+    assert outcomes[0].duplicate
+    assert [p.id for p in outcomes[0].parts] == [p.id for p in first.parts]
+    assert len(await service.get_parts(pg, world.app_id, cids[0])) == 2
+    for cid, outcome in zip(cids[1:], outcomes[1:], strict=True):
+        assert not outcome.duplicate
+        assert len(await service.get_parts(pg, world.app_id, cid)) == 2, "written exactly once"
+    async with pg.read() as conn:
+        count = select(func.count()).select_from(conversation_parts)
+        assert (await conn.execute(count)).scalar_one() == 2 * len(cids)
+    await assert_exact(pg)
+
+
+async def test_writes_to_one_conversation_in_a_burst_go_one_per_batch_in_order(
+    pg: Database, world: World
+) -> None:
+    (cid, other) = await conversations(pg, world, 2)
+    _, start = await all_events(pg, world.app_id)
+    bodies = [f"burst {i}" for i in range(12)]
+    calls = [service.perform(pg, world.app_id, cid, ev.UserReply(body=b)) for b in bodies]
+    calls += [service.perform(pg, world.app_id, other, ev.UserReply(body=b)) for b in bodies]
+    outcomes = await asyncio.gather(*calls)
+    for conversation in (cid, other):
+        stored = await service.get_parts(pg, world.app_id, conversation)
+        assert len(stored) == 1 + len(bodies)
+        assert sorted(p.body for p in stored[1:]) == sorted(bodies)
+        times = [p.created for p in stored]
+        assert times == sorted(times), "parts are in time order"
+    assert {o.parts[0].id for o in outcomes} == {
+        p.id for c in (cid, other) for p in (await service.get_parts(pg, world.app_id, c))[1:]
+    }
+    events, _ = await all_events(pg, world.app_id, start, limit=500)
+    by_conversation: dict[int, list[int]] = defaultdict(list)
+    for e in events:
+        by_conversation[e.conversation_id].append(e.data["part"]["id"])
+    for conversation, logged in by_conversation.items():
+        stored = await service.get_parts(pg, world.app_id, conversation)
+        assert logged == [p.id for p in stored][1:], "log order is the parts' order"
+    await assert_exact(pg)
+
+
+async def test_writes_of_a_batch_that_change_the_same_count_cells_keep_them_exact(
+    pg: Database, world: World
+) -> None:
+    """Closing, reopening and assigning conversations of one app changes the same count
+    cells of the inbox from every write: a batch sends such writes one after another."""
+    cids = await conversations(pg, world, 16)
+    rng = random.Random(5)
+    for _ in range(3):
+        calls = []
+        for cid in cids:
+            pick = rng.random()
+            event: ev.Event
+            if pick < 0.4:
+                event = ev.Close(admin(world))
+            elif pick < 0.7:
+                event = ev.Reopen(admin(world))
+            else:
+                event = ev.Assign(rng.choice([world.admin_id, world.other_admin_id]), admin(world))
+            calls.append(service.perform(pg, world.app_id, cid, event))
+        with transactions() as begun:
+            results = await asyncio.gather(*calls, return_exceptions=True)
+        assert len(begun) < len(calls)
+        assert any(isinstance(r, service.Outcome) and r.parts for r in results)
+    # The count cells are recounted from the conversations, the fields from the parts.
+    await assert_exact(pg)
+
+
+async def test_callers_cancelled_while_waiting_leave_the_others_and_the_data_exact(
+    pg: Database, world: World
+) -> None:
+    cids = await conversations(pg, world, 12)
+    tasks = [
+        asyncio.create_task(service.perform(pg, world.app_id, c, ev.UserReply(body="maybe")))
+        for c in cids
+    ]
+    await asyncio.sleep(0)
+    for task in tasks[::3]:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for cid, result in zip(cids, results, strict=True):
+        parts = await service.get_parts(pg, world.app_id, cid)
+        if isinstance(result, service.Outcome):
+            assert parts[-1].id == result.parts[0].id
+        else:
+            assert isinstance(result, asyncio.CancelledError)
+            assert len(parts) in (1, 2), "all of the write or nothing"
+    await assert_exact(pg)
+    # The batcher is idle and takes the next writes.
+    batcher = batcher_of(pg)
+    assert batcher is not None
+    await service.perform(pg, world.app_id, cids[0], ev.UserReply(body="after"))
+
+
+async def test_batches_of_two_processes_keep_the_log_in_order_per_conversation(
+    pg: Database, world: World
+) -> None:
+    """Two Database objects (each with its own pool and batches, as two server processes)
+    write concurrently to a few conversations; a reader polling all along sees every event
+    once, and per conversation in the order the parts were stored."""
+    other = Database(pg.url)
+    try:
+        cids = await conversations(pg, world, 5)
+        _, start = await all_events(pg, world.app_id)
+        done = asyncio.Event()
+        seen: list[Any] = []
+
+        async def reader() -> None:
+            from threadline.events import repository as log
+
+            position = start
+            while True:
+                finished = done.is_set()
+                async with pg.read() as conn:
+                    batch = await log.read_after(conn, position, 7, world.app_id)
+                seen.extend(batch.events)
+                position = batch.position
+                if finished and batch.complete and not batch.pending:
+                    return
+                await asyncio.sleep(0)
+
+        async def writer(seed: int) -> None:
+            rng = random.Random(seed)
+            db = pg if seed % 2 else other
+            for i in range(12):
+                event = (
+                    ev.UserReply(body=f"u{seed}-{i}")
+                    if rng.random() < 0.5
+                    else ev.AdminReply(author=admin(world), body=f"a{seed}-{i}")
+                )
+                await service.perform(db, world.app_id, rng.choice(cids), event)
+
+        polling = asyncio.create_task(reader())
+        await asyncio.gather(*(writer(s) for s in range(10)))
+        done.set()
+        await asyncio.wait_for(polling, 30)
+    finally:
+        await other.dispose()
+    stored, _ = await all_events(pg, world.app_id, start, limit=500)
+    assert len(stored) == 10 * 12
+    assert [e.id for e in seen] == [e.id for e in stored], "every event once, in id order"
+    by_conversation: dict[int, list[int]] = defaultdict(list)
+    for e in seen:
+        by_conversation[e.conversation_id].append(e.data["part"]["id"])
+    for cid, part_ids in by_conversation.items():
+        parts = await service.get_parts(pg, world.app_id, cid)
+        assert part_ids == [p.id for p in parts][1:], "log order is the parts' stored order"
+    assert Counter(e.conversation_id for e in stored).keys() <= set(cids)
+    await assert_exact(pg)
+
+
+async def test_with_batching_off_every_write_has_its_transaction(
+    world: World, pg: Database
+) -> None:
+    alone = Database(pg.url, batch_writes=1)
+    try:
+        assert batcher_of(alone) is None
+        cids = await conversations(alone, world, 6)
+        with transactions() as begun:
+            await asyncio.gather(
+                *(service.perform(alone, world.app_id, c, ev.UserReply(body="x")) for c in cids)
+            )
+        assert len(begun) == len(cids)
+        await assert_exact(alone)
+    finally:
+        await alone.dispose()
+
+
+async def test_an_admin_created_meanwhile_is_seen_by_a_batched_write(
+    pg: Database, world: World
+) -> None:
+    cids = await conversations(pg, world, 4)
+    newcomer = await apps.create_admin(pg, world.app_id, "Neo", email="neo@acme.test")
+    author = Author(AuthorKind.ADMIN, newcomer)
+    outcomes = await asyncio.gather(
+        *(
+            service.perform(pg, world.app_id, c, ev.AdminReply(author=author, body="hi"))
+            for c in cids
+        )
+    )
+    assert all(o.parts[0].author.id == newcomer for o in outcomes)
+    await assert_exact(pg)

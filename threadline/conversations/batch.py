@@ -1,0 +1,193 @@
+"""PostgreSQL: concurrent writes to different conversations share one transaction.
+
+Under load, most of a conversation write's cost is per transaction and per statement, not
+per row: the round trips (BEGIN, the locking read, the write, COMMIT), the executor set-up
+of each statement and the commit's WAL flush. So while a process's writes are in flight,
+the next ones wait and then go together: one transaction locks all their conversations in
+one statement, computes each write on its own (the same code as a write alone), sends all
+their statements as one, and commits once.
+
+Each write is computed as if it were alone: its statements are deferred (see
+threadline.db.direct), and one that needs any other statement (a read, an early flush:
+rare writes such as a tag change on a snoozed conversation) leaves the batch and runs
+again in a transaction of its own once the batch has ended. A write whose rules refuse it
+gets its error; the others go on. If the batch's statements or its COMMIT fail (a retried
+`random_id`, a lost connection), nothing of it is kept and every write runs again alone,
+so each gets the answer it would have got alone.
+
+The batch holds the advisory locks of all its conversations before its transaction gets an
+id (see ConversationRepository.lock_many), which keeps the event log ordered per
+conversation exactly as single writes do. A conversation is in a batch at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from threadline.conversations.repository import ConversationRepository
+from threadline.core.model import ConversationState
+from threadline.db.direct import Deferred, DriverConnection, NotBatchable
+from threadline.db.engine import Database
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# The write computed under the lock: (its repository, the connection, the locked state or
+# None when the conversation is not of the app) -> its result.
+Work = Callable[[ConversationRepository, AsyncConnection, ConversationState | None], Awaitable[T]]
+
+
+@dataclass(eq=False, slots=True)
+class _Write(Generic[T]):
+    app_id: int
+    conversation_id: int
+    admin_id: int | None
+    work: Work[T]
+    committed: Callable[[T], None]
+    future: asyncio.Future[T]
+
+
+class _Spoilt(Exception):
+    """A write ran a statement through SQLAlchemy inside the batch's transaction."""
+
+
+@dataclass(eq=False)
+class Batcher:
+    """Collects a process's conversation writes into batches: at most `max_running` batches
+    at once, each of at most `max_writes` writes. With a free slot a write starts at once
+    (alone, when nothing else waits), so batching adds no wait when the process is idle."""
+
+    db: Database
+    max_writes: int
+    max_running: int
+    _waiting: list[_Write[Any]] = field(default_factory=list)
+    _running: int = 0
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def run(
+        self,
+        app_id: int,
+        conversation_id: int,
+        admin_id: int | None,
+        work: Work[T],
+        committed: Callable[[T], None],
+    ) -> T:
+        """The work's result once the batch committed; its error; or `NotBatchable`: the
+        caller must run the write alone.
+
+        `committed` is called with the result right after the COMMIT, also when the caller
+        was cancelled meanwhile (a write whose batch has started is not stopped by that).
+        """
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Write(app_id, conversation_id, admin_id, work, committed, future))
+        self._start()
+        return await future
+
+    def _start(self) -> None:
+        while self._waiting and self._running < self.max_running:
+            batch = self._take()
+            if not batch:
+                return
+            self._running += 1
+            task = asyncio.get_running_loop().create_task(self._run(batch), name="write-batch")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _take(self) -> list[_Write[Any]]:
+        batch: list[_Write[Any]] = []
+        taken: set[int] = set()
+        left: list[_Write[Any]] = []
+        for write in self._waiting:
+            if write.future.done():  # its caller was cancelled while it waited
+                continue
+            if len(batch) < self.max_writes and write.conversation_id not in taken:
+                taken.add(write.conversation_id)
+                batch.append(write)
+            else:
+                left.append(write)
+        self._waiting = left
+        return batch
+
+    async def _run(self, batch: list[_Write[Any]]) -> None:
+        try:
+            results = await self._attempt(batch)
+        except Exception:
+            # Nothing of the batch was kept: each write runs again alone and meets its own
+            # answer (the first write's part for a retried random_id, or the same error).
+            results = [_alone() for _ in batch]
+        except BaseException:
+            for write in batch:
+                write.future.cancel()
+            raise
+        finally:
+            self._running -= 1
+            self._start()
+        for write, (value, error) in zip(batch, results, strict=True):
+            if error is None:
+                try:
+                    write.committed(value)
+                except Exception:
+                    log.exception("after the commit of a batched write")
+            if write.future.done():
+                continue
+            if error is not None:
+                write.future.set_exception(error)
+            else:
+                write.future.set_result(value)
+
+    async def _attempt(self, batch: list[_Write[Any]]) -> list[tuple[Any, BaseException | None]]:
+        results: list[tuple[Any, BaseException | None]] = []
+        async with self.db.write() as conn:
+            locked = await ConversationRepository(conn).lock_many(
+                [(w.conversation_id, w.app_id, w.admin_id) for w in batch]
+            )
+            driver = DriverConnection(conn)
+            statements: list[Deferred] = []
+            for write in batch:
+                repo = ConversationRepository(conn)
+                row = locked.get(write.conversation_id)
+                state = repo.adopt(row, write.admin_id) if row is not None else None
+                driver.start_member()
+                try:
+                    value = await write.work(repo, conn, state)
+                except NotBatchable:
+                    results.append(_alone())
+                except Exception as exc:
+                    results.append((None, exc))
+                else:
+                    results.append((value, None))
+                finally:
+                    deferred = driver.end_member()
+                if deferred is None:
+                    raise _Spoilt
+                if results[-1][1] is None:
+                    statements.append(deferred)
+            # Writes of the same kinds in the same order make the same statement, which the
+            # driver has prepared already: order them by their statements' text.
+            statements.sort(key=lambda d: tuple(sql for sql, _ in d.statements))
+            await driver.send_batch(statements)
+        return results
+
+
+def _alone() -> tuple[None, BaseException]:
+    return None, NotBatchable("runs alone")
+
+
+_batchers: weakref.WeakKeyDictionary[Database, Batcher] = weakref.WeakKeyDictionary()
+
+
+def batcher_of(db: Database) -> Batcher | None:
+    """The database's batcher; None on SQLite (one writer at a time) or with batching off."""
+    if db.is_sqlite or db.batch_writes <= 1:
+        return None
+    batcher = _batchers.get(db)
+    if batcher is None:
+        batcher = _batchers[db] = Batcher(db, db.batch_writes, db.batch_running)
+    return batcher
