@@ -231,11 +231,12 @@ async def test_writes_to_one_conversation_in_a_burst_go_one_per_batch_in_order(
     await assert_exact(pg)
 
 
-async def test_writes_of_a_batch_that_change_the_same_count_cells_keep_them_exact(
+async def test_writes_that_change_count_cells_run_alone_and_keep_them_exact(
     pg: Database, world: World
 ) -> None:
-    """Closing, reopening and assigning conversations of one app changes the same count
-    cells of the inbox from every write: a batch sends such writes one after another."""
+    """Closing, reopening and assigning conversations of one app changes count cells that
+    other writes change too: such a write leaves its batch (a batch would lock the cells in
+    the order of its writes, not in one order) and runs alone."""
     cids = await conversations(pg, world, 16)
     rng = random.Random(5)
     for _ in range(3):
@@ -250,11 +251,41 @@ async def test_writes_of_a_batch_that_change_the_same_count_cells_keep_them_exac
             else:
                 event = ev.Assign(rng.choice([world.admin_id, world.other_admin_id]), admin(world))
             calls.append(service.perform(pg, world.app_id, cid, event))
-        with transactions() as begun:
-            results = await asyncio.gather(*calls, return_exceptions=True)
-        assert len(begun) < len(calls)
-        assert any(isinstance(r, service.Outcome) and r.parts for r in results)
+        calls += [service.perform(pg, world.app_id, c, ev.UserReply(body="hi")) for c in cids]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert any(isinstance(r, service.Outcome) and r.parts for r in results[: len(cids)])
+        assert all(isinstance(r, service.Outcome) for r in results[len(cids) :])
     # The count cells are recounted from the conversations, the fields from the parts.
+    await assert_exact(pg)
+
+
+async def test_transactions_adding_the_same_new_words_never_wait_in_a_circle(
+    pg: Database, world: World
+) -> None:
+    """Batches and single writes insert parts with the same new words of the word list at
+    the same time, the words spread over the parts in different orders: each transaction
+    adds its new words in one order (the list's trigger runs once per statement, sorted),
+    so none ever waits for another that waits for it (a deadlock would fail a write)."""
+    other = Database(pg.url)
+    try:
+        cids = await conversations(pg, world, 8)
+        for round_ in range(6):
+            words = [f"neu{round_}x{i}" for i in range(4)]
+            calls = []
+            for k, cid in enumerate(cids):
+                picked = words[k % 4 :] + words[: k % 4]
+                db = pg if k % 2 else other
+                calls.append(
+                    service.perform(db, world.app_id, cid, ev.UserReply(body=" ".join(picked)))
+                )
+            calls.append(
+                service.start_by_user(
+                    pg, world.app_id, world.user_id, ev.UserReply(body=" ".join(reversed(words)))
+                )
+            )
+            await asyncio.gather(*calls)
+    finally:
+        await other.dispose()
     await assert_exact(pg)
 
 

@@ -431,13 +431,14 @@ class ConversationRepository:
         return int(rows[0][0]) if rows else None
 
     async def save(self, state: ConversationState, before: ConversationState | None = None) -> None:
-        """Write the state's mutable columns: only those that differ from `before` when given."""
-        names: tuple[str, ...] = _MUTABLE
-        if before is not None:
-            names = tuple(n for n in _MUTABLE if getattr(state, n) != getattr(before, n))
-            if not names:
-                return
-        params = _state_values(state, names)
+        """Write the state's mutable columns, unless none differs from `before` when given.
+
+        All of them, not only those that changed: every write then sends the same statement,
+        which the database plans once (under the row lock no one else changes the others).
+        """
+        if before is not None and all(getattr(state, n) == getattr(before, n) for n in _MUTABLE):
+            return
+        params = _state_values(state, _MUTABLE)
         params["b_conversation_id"] = state.id
         await self.driver.defer(_UPDATE, params)
 

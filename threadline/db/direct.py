@@ -49,8 +49,8 @@ class DirectStatement:
         self.only_adds = isinstance(statement, Insert) and not isinstance(
             getattr(statement, "_post_values_clause", None), PostgresUpsert | SqliteUpsert
         )
-        # It changes only rows of the conversation its parameters name: the writes of other
-        # conversations in a batch never touch them (see send_batch).
+        # It changes only rows of the conversation its parameters name, which the writes of
+        # other conversations in a batch never touch (see send_batch).
         self.one_conversation = one_conversation
 
     def _form(self, dialect: Dialect, keys: frozenset[str]) -> _Form:
@@ -125,9 +125,6 @@ class Deferred:
     # PostgreSQL: the tables they write, and the positions of those that must add a row.
     written: set[str | None] = field(default_factory=set)
     must_add: list[int] = field(default_factory=list)
-    # The tables written by statements that may change rows of other conversations too
-    # (neither plain inserts nor `one_conversation`).
-    written_widely: set[str | None] = field(default_factory=set)
 
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
@@ -254,6 +251,10 @@ class DriverConnection:
         it raises `NothingAdded` if it added no row.
         """
         sql, args = statement.bind(self.dialect, params)
+        if _MEMBER in self.conn.info and not (statement.only_adds or statement.one_conversation):
+            # Rows other writes may change too (the inbox's count cells): in a batch, their
+            # row locks would be taken in the order of its writes, not in one order.
+            raise NotBatchable(f"a write to {statement.target}")
         if self.is_postgres:
             pending: Deferred | None = self.conn.info.get(_DEFERRED)
             if pending and not statement.only_adds and statement.target in pending.written:
@@ -265,8 +266,6 @@ class DriverConnection:
         if must_add:
             deferred.must_add.append(len(deferred.statements))
         deferred.written.add(statement.target)
-        if not (statement.only_adds or statement.one_conversation):
-            deferred.written_widely.add(statement.target)
         deferred.statements.append((sql, args))
 
     async def flush(self) -> None:
@@ -314,21 +313,15 @@ class DriverConnection:
         return None if spoilt else deferred
 
     async def send_batch(self, writes: Sequence[Deferred]) -> None:
-        """Send the statements of the batch's writes, in order, in as few statements as are
-        safe: one, unless a write changes rows that other conversations' statements before it
-        may also change (e.g. the inbox's count cells), which must then see them."""
-        group = Deferred()
+        """Send the statements of a batch's writes as one statement. Each write changes only
+        rows of its own conversation besides the rows it adds (`defer` refuses others in a
+        batch), so none needs to see another's changes."""
+        batch = Deferred()
         for write in writes:
-            if write.written_widely & group.written or write.written & group.written_widely:
-                await self._send(group)
-                group = Deferred()
-            offset = len(group.statements)
-            group.statements += write.statements
-            group.must_add += [offset + i for i in write.must_add]
-            group.written |= write.written
-            group.written_widely |= write.written_widely
-        if group.statements:
-            await self._send(group)
+            batch.must_add += [len(batch.statements) + i for i in write.must_add]
+            batch.statements += write.statements
+        if batch.statements:
+            await self._send(batch)
 
     async def _sqlite_hop(self, sql: str | None, args: Any, *, commit: bool) -> list[Any]:
         driver = await self._get()
