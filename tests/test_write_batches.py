@@ -231,30 +231,38 @@ async def test_writes_to_one_conversation_in_a_burst_go_one_per_batch_in_order(
     await assert_exact(pg)
 
 
-async def test_writes_that_change_count_cells_run_alone_and_keep_them_exact(
+async def test_count_cells_changed_by_the_writes_of_batches_stay_exact(
     pg: Database, world: World
 ) -> None:
-    """Closing, reopening and assigning conversations of one app changes count cells that
-    other writes change too: such a write leaves its batch (a batch would lock the cells in
-    the order of its writes, not in one order) and runs alone."""
+    """On an assigned conversation, a user's reply makes it important and an operator's
+    reply makes it unimportant again: each moves it between count cells of the inbox that
+    other conversations' writes change too. A batch adds its writes' changes summed, in one
+    statement; closes and assignments, running alone meanwhile, change the same cells."""
     cids = await conversations(pg, world, 16)
+    operators = [world.admin_id, world.other_admin_id]
+    for k, cid in enumerate(cids):
+        await service.perform(pg, world.app_id, cid, ev.Assign(operators[k % 2], admin(world)))
     rng = random.Random(5)
-    for _ in range(3):
-        calls = []
-        for cid in cids:
-            pick = rng.random()
-            event: ev.Event
-            if pick < 0.4:
-                event = ev.Close(admin(world))
-            elif pick < 0.7:
-                event = ev.Reopen(admin(world))
-            else:
-                event = ev.Assign(rng.choice([world.admin_id, world.other_admin_id]), admin(world))
-            calls.append(service.perform(pg, world.app_id, cid, event))
-        calls += [service.perform(pg, world.app_id, c, ev.UserReply(body="hi")) for c in cids]
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        assert any(isinstance(r, service.Outcome) and r.parts for r in results[: len(cids)])
-        assert all(isinstance(r, service.Outcome) for r in results[len(cids) :])
+    for round_ in range(4):
+        calls = [
+            service.perform(
+                pg,
+                world.app_id,
+                cid,
+                ev.UserReply(body="again?")
+                if (k + round_) % 2
+                else ev.AdminReply(author=admin(world), body="answered"),
+            )
+            for k, cid in enumerate(cids)
+        ]
+        alone = rng.sample(cids, 3)
+        calls += [service.perform(pg, world.app_id, c, ev.Close(admin(world))) for c in alone]
+        with transactions() as begun:
+            results = await asyncio.gather(*calls, return_exceptions=True)
+        assert len(begun) < len(calls), "the replies went in batches"
+        assert all(isinstance(r, service.Outcome) for r in results[: len(cids)]), results
+        flipped = [r for r in results[: len(cids)] if isinstance(r, service.Outcome)]
+        assert {o.state.important for o in flipped} == {True, False}
     # The count cells are recounted from the conversations, the fields from the parts.
     await assert_exact(pg)
 

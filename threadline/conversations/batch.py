@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -35,6 +36,7 @@ from threadline.conversations.repository import ConversationRepository
 from threadline.core.model import ConversationState
 from threadline.db.direct import Deferred, DriverConnection, NotBatchable
 from threadline.db.engine import Database
+from threadline.inbox import maintain as inbox
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +171,10 @@ class Batcher:
                     raise _Spoilt
                 if results[-1][1] is None:
                     statements.append(deferred)
+            summed: Counter[Any] = Counter()
+            for deferred in statements:
+                summed.update(deferred.sums)
+            await inbox.add_summed_counts(driver, summed)
             # Writes of the same kinds in the same order make the same statement, which the
             # driver has prepared already: order them by their statements' text.
             statements.sort(key=lambda d: tuple(sql for sql, _ in d.statements))

@@ -161,6 +161,11 @@ async def _store(repo: ConversationRepository, change: rules.Change, now: dateti
         await repo.erase(change.state.id, now)
 
 
+# Writes worth sending to a batch: they rarely change what other writes change too (the
+# inbox's count cells), so they rarely leave it to run alone (see batch.py).
+_BATCHED = (ev.UserReply, ev.AdminReply, ev.ContentPart, ev.ReadByAdmin, ev.ReadByUser)
+
+
 async def perform(
     db: Database,
     app_id: int,
@@ -192,7 +197,7 @@ async def perform(
         if written[1]:
             db.events_committed(app_id)
 
-    batcher = batcher_of(db)
+    batcher = batcher_of(db) if all(isinstance(e, _BATCHED) for e in events) else None
     try:
         if batcher is not None:
             with contextlib.suppress(NotBatchable):

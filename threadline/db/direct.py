@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import re
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,6 +126,9 @@ class Deferred:
     # PostgreSQL: the tables they write, and the positions of those that must add a row.
     written: set[str | None] = field(default_factory=set)
     must_add: list[int] = field(default_factory=list)
+    # In a batch's write: amounts to add per key, which the batch adds summed over its
+    # writes in one statement (see DriverConnection.batch_sums).
+    sums: Counter[Any] = field(default_factory=Counter)
 
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
@@ -305,6 +309,16 @@ class DriverConnection:
         assert _DEFERRED not in self.conn.info
         self.conn.info[_MEMBER] = True
 
+    def batch_sums(self) -> Counter[Any] | None:
+        """In a batch's write, where it adds to shared rows (e.g. the inbox's count cells)
+        instead of deferring a statement: the batch sends the sums of all its writes in one
+        statement, which takes the rows in one order (the writes' own statements would take
+        them in the order of the writes). None outside a batch."""
+        if _MEMBER not in self.conn.info:
+            return None
+        deferred: Deferred = self.conn.info.setdefault(_DEFERRED, Deferred())
+        return deferred.sums
+
     def end_member(self) -> Deferred | None:
         """The write's deferred statements; None if it tried to run another statement through
         SQLAlchemy (the batch's transaction is then not to be trusted)."""
@@ -313,10 +327,10 @@ class DriverConnection:
         return None if spoilt else deferred
 
     async def send_batch(self, writes: Sequence[Deferred]) -> None:
-        """Send the statements of a batch's writes as one statement. Each write changes only
-        rows of its own conversation besides the rows it adds (`defer` refuses others in a
-        batch), so none needs to see another's changes."""
-        batch = Deferred()
+        """Send the statements of a batch's writes, and those the batch deferred itself, as
+        one statement. Each write changes only rows of its own conversation besides the rows
+        it adds (`defer` refuses others in a batch), so none needs to see another's changes."""
+        batch = self._take_pending()
         for write in writes:
             batch.must_add += [len(batch.statements) + i for i in write.must_add]
             batch.statements += write.statements

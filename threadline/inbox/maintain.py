@@ -240,6 +240,11 @@ async def add_to_counts(
     driver: DriverConnection, app_id: int, shard: int, changes: Iterable[Any]
 ) -> None:
     """Add each (cell, n) of `changes` to the app's count rows of `shard`."""
+    summed = driver.batch_sums()
+    if summed is not None:  # a write of a batch: the batch adds its writes' changes at once
+        for cell, n in changes:
+            summed[(app_id, *cell, shard)] += n
+        return
     pending = list(changes)
     dialect = driver.dialect.name
     for start in range(0, len(pending), _MAX_ROWS_PER_STATEMENT):
@@ -252,6 +257,42 @@ async def add_to_counts(
             params[f"shard_{i}"] = shard
             params[f"n_{i}"] = n
         await driver.defer(_upsert(dialect, len(chunk)), params)
+
+
+def _upsert_summed() -> DirectStatement:
+    """PostgreSQL: add `a_n[i]` to the cell of key `a_<column>[i]` for every i, one row after
+    the other in the order of the arrays (one statement of one shape for any number)."""
+    columns = (*_KEY_COLUMNS, "n")
+    given = (
+        func.unnest(
+            *(bindparam(f"a_{c}", type_=postgresql.ARRAY(counts_t.c[c].type)) for c in columns)
+        )
+        .table_valued(*columns, with_ordinality="position")
+        .render_derived(name="given")
+    )
+    rows = select(*(given.c[c] for c in columns)).order_by(given.c.position)
+    statement = postgresql.insert(counts_t).from_select(list(columns), rows)
+    statement = statement.on_conflict_do_update(
+        index_elements=list(_KEY_COLUMNS), set_={"n": counts_t.c.n + statement.excluded.n}
+    )
+    return DirectStatement(statement)
+
+
+_UPSERT_SUMMED = _upsert_summed()
+
+
+async def add_summed_counts(driver: DriverConnection, summed: Counter[tuple[Any, ...]]) -> None:
+    """PostgreSQL: the count changes of a batch's writes, summed per (app, cell, shard), in
+    one statement that takes the rows in the one order every writer uses (by app, then cell,
+    as `deltas` orders one write's, then shard)."""
+    rows = sorted((key, n) for key, n in summed.items() if n)
+    if not rows:
+        return
+    params: dict[str, Any] = {
+        f"a_{c}": [key[i] for key, _ in rows] for i, c in enumerate(_KEY_COLUMNS)
+    }
+    params["a_n"] = [n for _, n in rows]
+    await driver.defer(_UPSERT_SUMMED, params)
 
 
 async def maintain(
