@@ -20,6 +20,7 @@ from tests.test_event_log import all_events
 from threadline.apps import service as apps
 from threadline.conversations import service
 from threadline.conversations.batch import batcher_of
+from threadline.conversations.repository import ConversationRepository
 from threadline.core import events as ev
 from threadline.core.enums import AuthorKind, PartType
 from threadline.core.errors import DomainError, NotFound
@@ -410,4 +411,37 @@ async def test_an_admin_created_meanwhile_is_seen_by_a_batched_write(
         )
     )
     assert all(o.parts[0].author.id == newcomer for o in outcomes)
+    await assert_exact(pg)
+
+
+async def test_writes_waiting_behind_a_stalled_batch_go_in_one_of_their_own(
+    pg: Database, world: World
+) -> None:
+    """A batch waits for a conversation locked elsewhere; the writes to other conversations
+    that arrive meanwhile do not wait for it."""
+    held, others = (await conversations(pg, world, 1))[0], await conversations(pg, world, 4)
+    release = asyncio.Event()
+    locked = asyncio.Event()
+
+    async def holder() -> None:
+        async with pg.write() as conn:
+            assert await ConversationRepository(conn).lock(world.app_id, held) is not None
+            locked.set()
+            await release.wait()
+
+    holding = asyncio.create_task(holder())
+    await locked.wait()
+    stuck = asyncio.create_task(service.perform(pg, world.app_id, held, ev.UserReply(body="waits")))
+    await asyncio.sleep(0.01)
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(
+            *(service.perform(pg, world.app_id, c, ev.UserReply(body="goes")) for c in others)
+        ),
+        10,
+    )
+    assert not stuck.done()
+    assert all(len(o.parts) == 1 for o in outcomes)
+    release.set()
+    await holding
+    assert (await stuck).parts[0].body == "waits"
     await assert_exact(pg)

@@ -60,18 +60,27 @@ class _Spoilt(Exception):
     """A write ran a statement through SQLAlchemy inside the batch's transaction."""
 
 
+# A batch still running after this long is held up (a conversation locked elsewhere, a slow
+# server): the writes waiting behind it then go in a batch of their own, up to this many.
+STALLED_AFTER_S = 0.05
+_MOST_RUNNING = 8
+
+
 @dataclass(eq=False)
 class Batcher:
     """Collects a process's conversation writes into batches: at most `max_running` batches
-    at once, each of at most `max_writes` writes. With a free slot a write starts at once
-    (alone, when nothing else waits), so batching adds no wait when the process is idle."""
+    at once (more only when those have stalled), each of at most `max_writes` writes. With a
+    free slot a write starts at once (alone, when nothing else waits), so batching adds no
+    wait when the process is idle."""
 
-    db: Database
+    # Weak: the batcher lives as long as its database (see batcher_of), never longer.
+    database: weakref.ref[Database]
     max_writes: int
     max_running: int
     _waiting: list[_Write[Any]] = field(default_factory=list)
-    _running: int = 0
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # The running batches' tasks, and when each started (the event loop's clock).
+    _running: dict[asyncio.Task[None], float] = field(default_factory=dict)
+    _recheck: asyncio.TimerHandle | None = None
 
     async def run(
         self,
@@ -93,14 +102,26 @@ class Batcher:
         return await future
 
     def _start(self) -> None:
-        while self._waiting and self._running < self.max_running:
+        loop = asyncio.get_running_loop()
+        while self._waiting:
+            if len(self._running) >= self.max_running and not self._stalled(loop.time()):
+                if self._recheck is None:
+                    self._recheck = loop.call_later(STALLED_AFTER_S, self._start_stalled)
+                return
             batch = self._take()
             if not batch:
                 return
-            self._running += 1
-            task = asyncio.get_running_loop().create_task(self._run(batch), name="write-batch")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task = loop.create_task(self._run(batch), name="write-batch")
+            self._running[task] = loop.time()
+
+    def _stalled(self, now: float) -> bool:
+        return len(self._running) < _MOST_RUNNING and all(
+            now - started >= STALLED_AFTER_S for started in self._running.values()
+        )
+
+    def _start_stalled(self) -> None:
+        self._recheck = None
+        self._start()
 
     def _take(self) -> list[_Write[Any]]:
         batch: list[_Write[Any]] = []
@@ -129,7 +150,9 @@ class Batcher:
                 write.future.cancel()
             raise
         finally:
-            self._running -= 1
+            task = asyncio.current_task()
+            if task is not None:
+                self._running.pop(task, None)
             self._start()
         for write, (value, error) in zip(batch, results, strict=True):
             if error is None:
@@ -146,7 +169,9 @@ class Batcher:
 
     async def _attempt(self, batch: list[_Write[Any]]) -> list[tuple[Any, BaseException | None]]:
         results: list[tuple[Any, BaseException | None]] = []
-        async with self.db.write() as conn:
+        db = self.database()
+        assert db is not None, "a write of a disposed database"
+        async with db.write() as conn:
             locked = await ConversationRepository(conn).lock_many(
                 [(w.conversation_id, w.app_id, w.admin_id) for w in batch]
             )
@@ -195,5 +220,5 @@ def batcher_of(db: Database) -> Batcher | None:
         return None
     batcher = _batchers.get(db)
     if batcher is None:
-        batcher = _batchers[db] = Batcher(db, db.batch_writes, db.batch_running)
+        batcher = _batchers[db] = Batcher(weakref.ref(db), db.batch_writes, db.batch_running)
     return batcher

@@ -114,7 +114,7 @@ class Database:
     """The process's handle on storage: `write()` and `read()` transactions."""
 
     def __init__(
-        self, url: str, *, pool_size: int = 10, batch_writes: int = 8, batch_running: int = 2
+        self, url: str, *, pool_size: int = 10, batch_writes: int = 8, batch_running: int = 1
     ) -> None:
         self.url = url
         # PostgreSQL: up to `batch_writes` conversation writes share a transaction while
