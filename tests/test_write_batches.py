@@ -6,6 +6,7 @@ order per conversation; a write that cannot be batched runs alone."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -13,13 +14,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, text
 
 from tests.conftest import World
 from tests.test_event_log import all_events
 from threadline.apps import service as apps
 from threadline.conversations import service
-from threadline.conversations.batch import batcher_of
+from threadline.conversations.batch import Batcher, batcher_of
 from threadline.conversations.repository import ConversationRepository
 from threadline.core import events as ev
 from threadline.core.enums import AuthorKind, PartType
@@ -147,11 +148,28 @@ async def test_a_refused_write_fails_alone_and_its_batch_commits_the_others(
     await assert_exact(pg)
 
 
+@contextmanager
+def single_locks() -> Iterator[list[int]]:
+    """Counts the writes that locked their conversation alone, not in a batch."""
+    alone: list[int] = []
+
+    def observe(statement: str, _args: list[Any]) -> None:
+        if statement.startswith("SELECT pg_advisory_xact_lock($1)"):
+            alone.append(1)
+
+    direct.observers.append(observe)
+    try:
+        yield alone
+    finally:
+        direct.observers.remove(observe)
+
+
 async def test_a_write_that_needs_a_statement_of_its_own_runs_alone_and_right(
     pg: Database, world: World
 ) -> None:
-    """A sender's reply reads the sender; an assignment with a reply adds two parts (only the
-    first part's id is reserved with the lock): both leave the batch and run alone."""
+    """A sender's reply reads the sender; a user's reply with an operator's answer in one
+    write adds two parts (only the first part's id is reserved with the lock): both leave
+    their batch and run alone; the others stay in theirs."""
     cids = await conversations(pg, world, 6)
     sender = Author(AuthorKind.SENDER, world.sender_id)
     calls = [
@@ -160,19 +178,18 @@ async def test_a_write_that_needs_a_statement_of_its_own_runs_alone_and_right(
             pg,
             world.app_id,
             cids[1],
-            ev.Assign(world.other_admin_id, admin(world)),
-            ev.AdminReply(author=admin(world), body="mine now"),
+            ev.UserReply(body="question"),
+            ev.AdminReply(author=admin(world), body="answer"),
         ),
         *(service.perform(pg, world.app_id, c, ev.UserReply(body="plain")) for c in cids[2:]),
     ]
-    with transactions() as begun:
+    with single_locks() as alone:
         outcomes = await asyncio.gather(*calls)
-    assert len(begun) < len(calls) + 2  # the two ran alone, the four others together
+    assert len(alone) == 2, "the two ran alone, the four others in batches"
     assert outcomes[0].parts[0].author == sender
     assert outcomes[0].people is not None
     assert list(outcomes[0].people.senders) == [world.sender_id]
-    assert [p.type for p in outcomes[1].parts] == [PartType.ASSIGNED, PartType.REPLY_ADMIN]
-    assert outcomes[1].state.assignee_id == world.other_admin_id
+    assert [p.type for p in outcomes[1].parts] == [PartType.REPLY_USER, PartType.REPLY_ADMIN]
     for cid, outcome in zip(cids, outcomes, strict=True):
         stored = await service.get_parts(pg, world.app_id, cid)
         assert [p.id for p in stored][-len(outcome.parts) :] == [p.id for p in outcome.parts]
@@ -191,7 +208,11 @@ async def test_a_retry_in_a_batch_answers_the_first_part_and_the_others_are_writ
             for c in cids[1:]
         ),
     ]
+    batcher = batcher_of(pg)
+    assert batcher is not None
+    reruns = batcher.reruns
     outcomes = await asyncio.gather(*calls)
+    assert batcher.reruns == reruns, "the retry was seen under the lock: no batch ran again"
     assert outcomes[0].duplicate
     assert [p.id for p in outcomes[0].parts] == [p.id for p in first.parts]
     assert len(await service.get_parts(pg, world.app_id, cids[0])) == 2
@@ -268,36 +289,6 @@ async def test_count_cells_changed_by_the_writes_of_batches_stay_exact(
     await assert_exact(pg)
 
 
-async def test_transactions_adding_the_same_new_words_never_wait_in_a_circle(
-    pg: Database, world: World
-) -> None:
-    """Batches and single writes insert parts with the same new words of the word list at
-    the same time, the words spread over the parts in different orders: each transaction
-    adds its new words in one order (the list's trigger runs once per statement, sorted),
-    so none ever waits for another that waits for it (a deadlock would fail a write)."""
-    other = Database(pg.url)
-    try:
-        cids = await conversations(pg, world, 8)
-        for round_ in range(6):
-            words = [f"neu{round_}x{i}" for i in range(4)]
-            calls = []
-            for k, cid in enumerate(cids):
-                picked = words[k % 4 :] + words[: k % 4]
-                db = pg if k % 2 else other
-                calls.append(
-                    service.perform(db, world.app_id, cid, ev.UserReply(body=" ".join(picked)))
-                )
-            calls.append(
-                service.start_by_user(
-                    pg, world.app_id, world.user_id, ev.UserReply(body=" ".join(reversed(words)))
-                )
-            )
-            await asyncio.gather(*calls)
-    finally:
-        await other.dispose()
-    await assert_exact(pg)
-
-
 async def test_callers_cancelled_while_waiting_leave_the_others_and_the_data_exact(
     pg: Database, world: World
 ) -> None:
@@ -321,7 +312,11 @@ async def test_callers_cancelled_while_waiting_leave_the_others_and_the_data_exa
     # The batcher is idle and takes the next writes.
     batcher = batcher_of(pg)
     assert batcher is not None
-    await service.perform(pg, world.app_id, cids[0], ev.UserReply(body="after"))
+    assert not batcher._running
+    assert not batcher._waiting
+    assert not batcher._busy
+    after = service.perform(pg, world.app_id, cids[0], ev.UserReply(body="after"))
+    assert (await asyncio.wait_for(after, 10)).parts[0].body == "after"
 
 
 async def test_batches_of_two_processes_keep_the_log_in_order_per_conversation(
@@ -445,3 +440,118 @@ async def test_writes_waiting_behind_a_stalled_batch_go_in_one_of_their_own(
     await holding
     assert (await stuck).parts[0].body == "waits"
     await assert_exact(pg)
+
+
+async def test_a_batch_whose_commit_fails_answers_the_error_and_never_writes_twice(
+    pg: Database, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection is lost after the server committed but before it answered: each write
+    gets the error (as alone), and none is run again (it would be stored twice)."""
+    cids = await conversations(pg, world, 4)
+    attempt = Batcher._attempt
+    failed: list[int] = []
+
+    async def commit_then_fail(self: Batcher, batch: list[Any], *args: Any) -> None:
+        await attempt(self, batch, *args)
+        if len(batch) > 1 and not failed:
+            failed.append(len(batch))
+            raise ConnectionResetError("lost after COMMIT")
+
+    monkeypatch.setattr(Batcher, "_attempt", commit_then_fail)
+    # The first write starts a batch at once; the three others wait for it and go together.
+    results = await asyncio.gather(
+        *(service.perform(pg, world.app_id, c, ev.UserReply(body="once")) for c in cids),
+        return_exceptions=True,
+    )
+    assert failed == [3]
+    assert isinstance(results[0], service.Outcome)
+    assert all(isinstance(r, ConnectionResetError) for r in results[1:]), results
+    for cid in cids:
+        bodies = [p.body for p in await service.get_parts(pg, world.app_id, cid)]
+        assert bodies.count("once") == 1, "committed once, never run again"
+    await assert_exact(pg)
+
+
+async def test_a_write_running_sql_of_its_own_in_a_batch_sends_the_batch_back(
+    pg: Database, world: World
+) -> None:
+    """A write that ran a statement through SQLAlchemy inside the batch's transaction makes
+    the transaction untrustworthy: every write of the batch runs again alone."""
+    cids = await conversations(pg, world, 3)
+    batcher = batcher_of(pg)
+    assert batcher is not None
+    reruns = batcher.reruns
+    seen: list[int] = []
+
+    async def plain(_repo: Any, _conn: Any, state: Any) -> int:
+        seen.append(state.id)
+        return int(state.id)
+
+    async def reads(_repo: Any, conn: Any, _state: Any) -> int:
+        await conn.execute(select(func.count()).select_from(conversation_parts))
+        return 0
+
+    # The first starts a batch at once; the two others wait for it and go together.
+    results = await asyncio.gather(
+        batcher.run(world.app_id, cids[0], None, None, plain, lambda _: None),
+        batcher.run(world.app_id, cids[1], None, None, plain, lambda _: None),
+        batcher.run(world.app_id, cids[2], None, None, reads, lambda _: None),
+        return_exceptions=True,
+    )
+    assert results[0] == cids[0]
+    assert all(isinstance(r, direct.NotBatchable) for r in results[1:]), results
+    assert batcher.reruns == reruns + 1
+
+
+async def test_one_statement_takes_its_new_words_in_one_order(pg: Database, world: World) -> None:
+    """What batches rely on: a statement inserting several parts adds their new words to the
+    word list sorted, whatever the order of its parts. A: parts "a", "m", "z" waits at "m"
+    (held by another transaction); B: parts "z", "a" then waits at "a" (A has it). Were the
+    words added part after part, B would hold "z", which A wants next: a deadlock."""
+    out = await service.start_by_user(pg, world.app_id, world.user_id, ev.UserReply(body="x"))
+    async with pg.read() as conn:
+        part = dict(
+            (
+                await conn.execute(
+                    select(conversation_parts).where(conversation_parts.c.id == out.parts[0].id)
+                )
+            )
+            .one()
+            ._mapping
+        )
+    del part["id"]
+    words = {w: f"ordered{w}word" for w in "amz"}
+    held, release = asyncio.Event(), asyncio.Event()
+
+    class Undo(Exception):
+        pass
+
+    async def holder() -> None:
+        with contextlib.suppress(Undo):
+            async with pg.write() as conn:
+                await conn.execute(
+                    text("INSERT INTO search_words (word) VALUES (:w)"), {"w": words["m"]}
+                )
+                held.set()
+                await release.wait()
+                raise Undo  # rolled back: "m" stays new for the others
+
+    async def parts(*bodies: str) -> None:
+        async with pg.write() as conn:
+            rows = [{**part, "body": words[b]} for b in bodies]
+            await conn.execute(insert(conversation_parts).values(rows))
+
+    holding = asyncio.create_task(holder())
+    await held.wait()
+    first = asyncio.create_task(parts("a", "m", "z"))
+    await asyncio.sleep(0.3)
+    second = asyncio.create_task(parts("z", "a"))
+    await asyncio.sleep(0.3)
+    release.set()
+    await holding
+    await asyncio.wait_for(asyncio.gather(first, second), 30)  # no DeadlockDetectedError
+    async with pg.read() as conn:
+        listed = await conn.execute(
+            text("SELECT count(*) FROM search_words WHERE word LIKE 'ordered%word'")
+        )
+        assert listed.scalar_one() == 3

@@ -51,6 +51,8 @@ class _Write(Generic[T]):
     app_id: int
     conversation_id: int
     admin_id: int | None
+    # The write's idempotency key (kind, random_id), if it has one.
+    key: tuple[str, int] | None
     work: Work[T]
     committed: Callable[[T], None]
     future: asyncio.Future[T]
@@ -80,24 +82,30 @@ class Batcher:
     _waiting: list[_Write[Any]] = field(default_factory=list)
     # The running batches' tasks, and when each started (the event loop's clock).
     _running: dict[asyncio.Task[None], float] = field(default_factory=dict)
+    # The conversations of the running batches: a later write to one waits for its batch.
+    _busy: set[int] = field(default_factory=set)
     _recheck: asyncio.TimerHandle | None = None
+    # Batches whose writes all ran again alone (a retried random_id, a lost connection).
+    reruns: int = 0
 
     async def run(
         self,
         app_id: int,
         conversation_id: int,
         admin_id: int | None,
+        key: tuple[str, int] | None,
         work: Work[T],
         committed: Callable[[T], None],
     ) -> T:
         """The work's result once the batch committed; its error; or `NotBatchable`: the
-        caller must run the write alone.
+        caller must run the write alone (also when `key` was used already: a retry).
 
         `committed` is called with the result right after the COMMIT, also when the caller
         was cancelled meanwhile (a write whose batch has started is not stopped by that).
         """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Write(app_id, conversation_id, admin_id, work, committed, future))
+        write = _Write(app_id, conversation_id, admin_id, key, work, committed, future)
+        self._waiting.append(write)
         self._start()
         return await future
 
@@ -111,6 +119,7 @@ class Batcher:
             batch = self._take()
             if not batch:
                 return
+            self._busy.update(w.conversation_id for w in batch)
             task = loop.create_task(self._run(batch), name="write-batch")
             self._running[task] = loop.time()
 
@@ -125,7 +134,7 @@ class Batcher:
 
     def _take(self) -> list[_Write[Any]]:
         batch: list[_Write[Any]] = []
-        taken: set[int] = set()
+        taken = set(self._busy)
         left: list[_Write[Any]] = []
         for write in self._waiting:
             if write.future.done():  # its caller was cancelled while it waited
@@ -139,12 +148,22 @@ class Batcher:
         return batch
 
     async def _run(self, batch: list[_Write[Any]]) -> None:
+        results: list[tuple[Any, BaseException | None]] = []
+        committing = asyncio.Event()  # set once the batch's statements went through
         try:
-            results = await self._attempt(batch)
-        except Exception:
-            # Nothing of the batch was kept: each write runs again alone and meets its own
-            # answer (the first write's part for a retried random_id, or the same error).
-            results = [_alone() for _ in batch]
+            await self._attempt(batch, results, committing)
+        except Exception as exc:
+            if committing.is_set():
+                # The COMMIT failed (a lost connection): the writes may be stored. Each gets
+                # the error, as it would alone; running them again could store them twice.
+                log.warning("a batch of %d writes failed at COMMIT: %s", len(batch), exc)
+                results = [(v, e if e is not None else exc) for v, e in results]
+            else:
+                # Nothing of the batch was kept: each write runs again alone and meets its
+                # own answer (the first write's part for a retried random_id, or an error).
+                log.info("a batch of %d writes runs again one by one: %r", len(batch), exc)
+                self.reruns += 1
+                results = [_alone() for _ in batch]
         except BaseException:
             for write in batch:
                 write.future.cancel()
@@ -153,7 +172,7 @@ class Batcher:
             task = asyncio.current_task()
             if task is not None:
                 self._running.pop(task, None)
-            self._start()
+            self._busy.difference_update(w.conversation_id for w in batch)
         for write, (value, error) in zip(batch, results, strict=True):
             if error is None:
                 try:
@@ -166,20 +185,29 @@ class Batcher:
                 write.future.set_exception(error)
             else:
                 write.future.set_result(value)
+        # After the answers: a write sent back to run alone goes before the next batch.
+        self._start()
 
-    async def _attempt(self, batch: list[_Write[Any]]) -> list[tuple[Any, BaseException | None]]:
-        results: list[tuple[Any, BaseException | None]] = []
+    async def _attempt(
+        self,
+        batch: list[_Write[Any]],
+        results: list[tuple[Any, BaseException | None]],
+        committing: asyncio.Event,
+    ) -> None:
         db = self.database()
         assert db is not None, "a write of a disposed database"
         async with db.write() as conn:
             locked = await ConversationRepository(conn).lock_many(
-                [(w.conversation_id, w.app_id, w.admin_id) for w in batch]
+                [(w.conversation_id, w.app_id, w.admin_id, w.key) for w in batch]
             )
             driver = DriverConnection(conn)
             statements: list[Deferred] = []
             for write in batch:
                 repo = ConversationRepository(conn)
                 row = locked.get(write.conversation_id)
+                if row is not None and row["_done"]:
+                    results.append(_alone())  # a retry: alone, it answers the first part
+                    continue
                 state = repo.adopt(row, write.admin_id) if row is not None else None
                 driver.start_member()
                 try:
@@ -204,7 +232,7 @@ class Batcher:
             # driver has prepared already: order them by their statements' text.
             statements.sort(key=lambda d: tuple(sql for sql, _ in d.statements))
             await driver.send_batch(statements)
-        return results
+            committing.set()
 
 
 def _alone() -> tuple[None, BaseException]:

@@ -255,11 +255,15 @@ def _lock_many_statement() -> DirectSelect:
             bindparam("conversation_ids", type_=postgresql.ARRAY(BigInteger)),
             bindparam("app_ids", type_=postgresql.ARRAY(BigInteger)),
             bindparam("admin_ids", type_=postgresql.ARRAY(BigInteger)),
+            bindparam("random_kinds", type_=postgresql.ARRAY(parts_t.c.random_kind.type)),
+            bindparam("random_ids", type_=postgresql.ARRAY(BigInteger)),
         )
         .table_valued(
             column("conversation_id", BigInteger),
             column("app_id", BigInteger),
             column("admin_id", BigInteger),
+            column("random_kind", parts_t.c.random_kind.type),
+            column("random_id", BigInteger),
         )
         .render_derived(name="wanted")
     )
@@ -273,11 +277,22 @@ def _lock_many_statement() -> DirectSelect:
         select(func.count(func.pg_advisory_xact_lock(ids.c.id))).select_from(ids).scalar_subquery()
     )
     reserve: Any = literal_column("nextval('conversation_parts_id_seq')").label("_next_part_id")
+    # The write's idempotency key was used already (read under the lock): a retry.
+    done = (
+        select(parts_t.c.id)
+        .where(
+            parts_t.c.conversation_id == conv_t.c.id,
+            parts_t.c.random_kind == wanted.c.random_kind,
+            parts_t.c.random_id == wanted.c.random_id,
+        )
+        .exists()
+        .label("_done")
+    )
     source = wanted.join(
         conv_t, and_(conv_t.c.id == wanted.c.conversation_id, conv_t.c.app_id == wanted.c.app_id)
     ).outerjoin(admins_t, and_(*of_app(admins_t, wanted.c.admin_id, conv_t.c.app_id)))
     statement = (
-        select(*_STATE_COLUMNS, conv_t.c.tags, reserve, *_ADMIN_COLUMNS)
+        select(*_STATE_COLUMNS, conv_t.c.tags, reserve, done, *_ADMIN_COLUMNS)
         .select_from(source)
         .where(advisory >= literal_column("0"))
         .with_for_update(of=conv_t)
@@ -364,16 +379,19 @@ class ConversationRepository:
         return self.adopt(rows[0], admin_id) if rows else None
 
     async def lock_many(
-        self, wanted: Sequence[tuple[int, int, int | None]]
+        self, wanted: Sequence[tuple[int, int, int | None, tuple[str, int] | None]]
     ) -> dict[int, dict[str, Any]]:
         """PostgreSQL: lock several conversations, each (conversation id, app id, admin id or
-        None), in one statement; their rows by conversation id, for `adopt` (a conversation
-        not of its app is left out)."""
-        wanted = sorted(wanted)
+        None, idempotency key or None), in one statement; their rows by conversation id, for
+        `adopt` (a conversation not of its app is left out), `_done` telling whether a part
+        carries the key already."""
+        wanted = sorted(wanted, key=lambda w: w[0])
         params = {
             "conversation_ids": [w[0] for w in wanted],
             "app_ids": [w[1] for w in wanted],
             "admin_ids": [w[2] for w in wanted],
+            "random_kinds": [w[3][0] if w[3] else None for w in wanted],
+            "random_ids": [w[3][1] if w[3] else None for w in wanted],
         }
         return {row["id"]: row for row in await self.driver.select(_LOCK_MANY, params)}
 

@@ -201,7 +201,9 @@ async def perform(
     try:
         if batcher is not None:
             with contextlib.suppress(NotBatchable):
-                written = await batcher.run(app_id, conversation_id, only_admin, locked, committed)
+                written = await batcher.run(
+                    app_id, conversation_id, only_admin, key, locked, committed
+                )
                 return written[0]
         async with db.write() as conn:
             repo = ConversationRepository(conn)

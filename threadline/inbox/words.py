@@ -57,8 +57,9 @@ _HOLDING = text(
 _WORDS_OF_CONVERSATION = text(f"{WORDS_OF_BODIES} AND conversation_id = :conversation_id")
 # Words found in this many of the newest parts need no lookup of their own.
 NEWEST_PARTS = 2_000
-# Any constant key: it only has to be the same for every erasure.
-_ERASURES_TAKE_TURNS = text("SELECT pg_advisory_xact_lock(7466115746)")
+# Any constant key, of the two-integer form (one-bigint keys are conversation ids, which
+# writes lock): it only has to be the same for every erasure.
+_ERASURES_TAKE_TURNS = text("SELECT pg_advisory_xact_lock(1954, 4)")
 _IN_NEWEST_PARTS = text(
     "SELECT DISTINCT w FROM (SELECT body FROM conversation_parts WHERE body <> '' "
     f"ORDER BY id DESC LIMIT :newest) AS p, unnest({WORDS_OF.format(body='p.body')}) AS w "

@@ -41,13 +41,15 @@ def upgrade() -> None:
         return
     op.execute("DROP TRIGGER IF EXISTS search_words_add ON conversation_parts")
     op.execute("DROP FUNCTION IF EXISTS search_words_add()")
+    # Parts without a body (system parts) leave the list alone, not even locking it.
     op.execute(
         "CREATE FUNCTION search_words_add() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF EXISTS (SELECT 1 FROM new_parts WHERE body <> '') THEN "
         "INSERT INTO search_words (word) "
         f"SELECT DISTINCT w FROM new_parts, unnest({_WORDS_OF.format(body='new_parts.body')}) "
         f"AS w WHERE new_parts.body <> '' AND length(w) >= {_SHORTEST} "
         "ORDER BY w ON CONFLICT DO NOTHING; "
-        "RETURN NULL; END $$"
+        "END IF; RETURN NULL; END $$"
     )
     op.execute(
         "CREATE TRIGGER search_words_add AFTER INSERT ON conversation_parts "
