@@ -306,19 +306,35 @@ async def test_a_writer_waiting_for_a_conversation_has_no_transaction_id_yet(
     assert await second > await first
 
 
-async def test_concurrent_writers_and_a_moving_reader(pg: Database, world: World) -> None:
-    """Many writers on a few conversations; a reader polling all along sees every event once,
-    and per conversation in the order the parts were stored (the lock order). Without the
-    advisory lock taken before the row lock, this fails: writers woken together take their
-    transaction ids in one order and the row lock in another."""
+async def assert_log_in_part_order(
+    db: Database, app_id: int, events: list[log.StoredEvent]
+) -> None:
+    """Per conversation, the events' parts are in the order the parts were stored."""
+    by_conversation: dict[int, list[int]] = defaultdict(list)
+    for e in events:
+        by_conversation[e.conversation_id].append(e.data["part"]["id"])
+    for cid, part_ids in by_conversation.items():
+        parts = await service.get_parts(db, app_id, cid)
+        assert part_ids == [p.id for p in parts][1:], "log order is the parts' stored order"
+
+
+async def writers_and_a_moving_reader(
+    dbs: list[Database], world: World, conversations: int, writers: int, writes: int
+) -> None:
+    """`writers` tasks, spread over `dbs`, each make `writes` replies to a few conversations;
+    a reader polling all along sees every event once, and per conversation in the order the
+    parts were stored (the lock order)."""
+    first = dbs[0]
     a = admin(world)
     cids = [
         (
-            await service.start_by_user(pg, world.app_id, world.user_id, ev.UserReply(body=f"{i}"))
+            await service.start_by_user(
+                first, world.app_id, world.user_id, ev.UserReply(body=f"{i}")
+            )
         ).state.id
-        for i in range(4)
+        for i in range(conversations)
     ]
-    _, start = await all_events(pg, world.app_id)
+    _, start = await all_events(first, world.app_id)
     done = asyncio.Event()
     seen: list[log.StoredEvent] = []
 
@@ -326,7 +342,7 @@ async def test_concurrent_writers_and_a_moving_reader(pg: Database, world: World
         position = start
         while True:
             finished = done.is_set()
-            async with pg.read() as conn:
+            async with first.read() as conn:
                 batch = await log.read_after(conn, position, 5, world.app_id)
             seen.extend(batch.events)
             position = batch.position
@@ -336,26 +352,30 @@ async def test_concurrent_writers_and_a_moving_reader(pg: Database, world: World
 
     async def writer(seed: int) -> None:
         rng = random.Random(seed)
-        for i in range(15):
+        db = dbs[seed % len(dbs)]
+        for i in range(writes):
             cid = rng.choice(cids)
             event = (
                 ev.UserReply(body=f"u{seed}-{i}")
                 if rng.random() < 0.5
                 else ev.AdminReply(author=a, body=f"a{seed}-{i}")
             )
-            await service.perform(pg, world.app_id, cid, event)
+            await service.perform(db, world.app_id, cid, event)
 
     polling = asyncio.create_task(reader())
-    await asyncio.gather(*(writer(s) for s in range(6)))
+    await asyncio.gather(*(writer(s) for s in range(writers)))
     done.set()
     await asyncio.wait_for(polling, 30)
 
-    stored, _ = await all_events(pg, world.app_id, start, limit=500)
-    assert len(stored) == 6 * 15
+    stored, _ = await all_events(first, world.app_id, start, limit=500)
+    assert len(stored) == writers * writes
     assert [e.id for e in seen] == [e.id for e in stored], "every event once, in id order"
-    by_conversation: dict[int, list[int]] = defaultdict(list)
-    for e in seen:
-        by_conversation[e.conversation_id].append(e.data["part"]["id"])
-    for cid, part_ids in by_conversation.items():
-        parts = await service.get_parts(pg, world.app_id, cid)
-        assert part_ids == [p.id for p in parts][1:], "log order is the parts' stored order"
+    assert {e.conversation_id for e in stored} <= set(cids)
+    await assert_log_in_part_order(first, world.app_id, seen)
+
+
+async def test_concurrent_writers_and_a_moving_reader(pg: Database, world: World) -> None:
+    """Many writers on a few conversations, seen by a moving reader. Without the advisory
+    lock taken before the row lock, this fails: writers woken together take their
+    transaction ids in one order and the row lock in another."""
+    await writers_and_a_moving_reader([pg], world, conversations=4, writers=6, writes=15)

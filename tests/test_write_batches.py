@@ -8,16 +8,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections import Counter, defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select, text
 
 from tests.conftest import World
-from tests.test_event_log import all_events
+from tests.test_event_log import all_events, assert_log_in_part_order, writers_and_a_moving_reader
 from threadline.apps import service as apps
 from threadline.conversations import service
 from threadline.conversations.batch import Batcher, batcher_of
@@ -40,19 +39,29 @@ def pg(db: Database) -> Database:
 
 
 @contextmanager
-def transactions() -> Iterator[list[int]]:
-    """Counts the write transactions begun meanwhile (one item per BEGIN)."""
-    begun: list[int] = []
+def counting(statement_starts: str) -> Iterator[list[int]]:
+    """Counts the statements sent meanwhile that start so (an item each)."""
+    seen: list[int] = []
 
     def observe(statement: str, _args: list[Any]) -> None:
-        if statement == "BEGIN":
-            begun.append(1)
+        if statement.startswith(statement_starts):
+            seen.append(1)
 
     direct.observers.append(observe)
     try:
-        yield begun
+        yield seen
     finally:
         direct.observers.remove(observe)
+
+
+def transactions() -> AbstractContextManager[list[int]]:
+    """Counts the write transactions begun meanwhile."""
+    return counting("BEGIN")
+
+
+def single_locks() -> AbstractContextManager[list[int]]:
+    """Counts the writes that locked their conversation alone, not in a batch."""
+    return counting("SELECT pg_advisory_xact_lock($1)")
 
 
 def admin(world: World) -> Author:
@@ -148,22 +157,6 @@ async def test_a_refused_write_fails_alone_and_its_batch_commits_the_others(
     await assert_exact(pg)
 
 
-@contextmanager
-def single_locks() -> Iterator[list[int]]:
-    """Counts the writes that locked their conversation alone, not in a batch."""
-    alone: list[int] = []
-
-    def observe(statement: str, _args: list[Any]) -> None:
-        if statement.startswith("SELECT pg_advisory_xact_lock($1)"):
-            alone.append(1)
-
-    direct.observers.append(observe)
-    try:
-        yield alone
-    finally:
-        direct.observers.remove(observe)
-
-
 async def test_a_write_that_needs_a_statement_of_its_own_runs_alone_and_right(
     pg: Database, world: World
 ) -> None:
@@ -244,12 +237,8 @@ async def test_writes_to_one_conversation_in_a_burst_go_one_per_batch_in_order(
         p.id for c in (cid, other) for p in (await service.get_parts(pg, world.app_id, c))[1:]
     }
     events, _ = await all_events(pg, world.app_id, start, limit=500)
-    by_conversation: dict[int, list[int]] = defaultdict(list)
-    for e in events:
-        by_conversation[e.conversation_id].append(e.data["part"]["id"])
-    for conversation, logged in by_conversation.items():
-        stored = await service.get_parts(pg, world.app_id, conversation)
-        assert logged == [p.id for p in stored][1:], "log order is the parts' order"
+    assert len(events) == len(calls)
+    await assert_log_in_part_order(pg, world.app_id, events)
     await assert_exact(pg)
 
 
@@ -327,52 +316,11 @@ async def test_batches_of_two_processes_keep_the_log_in_order_per_conversation(
     once, and per conversation in the order the parts were stored."""
     other = Database(pg.url)
     try:
-        cids = await conversations(pg, world, 5)
-        _, start = await all_events(pg, world.app_id)
-        done = asyncio.Event()
-        seen: list[Any] = []
-
-        async def reader() -> None:
-            from threadline.events import repository as log
-
-            position = start
-            while True:
-                finished = done.is_set()
-                async with pg.read() as conn:
-                    batch = await log.read_after(conn, position, 7, world.app_id)
-                seen.extend(batch.events)
-                position = batch.position
-                if finished and batch.complete and not batch.pending:
-                    return
-                await asyncio.sleep(0)
-
-        async def writer(seed: int) -> None:
-            rng = random.Random(seed)
-            db = pg if seed % 2 else other
-            for i in range(12):
-                event = (
-                    ev.UserReply(body=f"u{seed}-{i}")
-                    if rng.random() < 0.5
-                    else ev.AdminReply(author=admin(world), body=f"a{seed}-{i}")
-                )
-                await service.perform(db, world.app_id, rng.choice(cids), event)
-
-        polling = asyncio.create_task(reader())
-        await asyncio.gather(*(writer(s) for s in range(10)))
-        done.set()
-        await asyncio.wait_for(polling, 30)
+        await writers_and_a_moving_reader(
+            [pg, other], world, conversations=5, writers=10, writes=12
+        )
     finally:
         await other.dispose()
-    stored, _ = await all_events(pg, world.app_id, start, limit=500)
-    assert len(stored) == 10 * 12
-    assert [e.id for e in seen] == [e.id for e in stored], "every event once, in id order"
-    by_conversation: dict[int, list[int]] = defaultdict(list)
-    for e in seen:
-        by_conversation[e.conversation_id].append(e.data["part"]["id"])
-    for cid, part_ids in by_conversation.items():
-        parts = await service.get_parts(pg, world.app_id, cid)
-        assert part_ids == [p.id for p in parts][1:], "log order is the parts' stored order"
-    assert Counter(e.conversation_id for e in stored).keys() <= set(cids)
     await assert_exact(pg)
 
 
