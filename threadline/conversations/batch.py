@@ -8,16 +8,19 @@ one statement, computes each write on its own (the same code as a write alone), 
 their statements as one, and commits once.
 
 Each write is computed as if it were alone: its statements are deferred (see
-threadline.db.direct), and one that needs any other statement (a read, an early flush:
-rare writes such as a tag change on a snoozed conversation) leaves the batch and runs
-again in a transaction of its own once the batch has ended. A write whose rules refuse it
-gets its error; the others go on. If the batch's statements or its COMMIT fail (a retried
-`random_id`, a lost connection), nothing of it is kept and every write runs again alone,
-so each gets the answer it would have got alone.
+threadline.db.direct), and one that needs any other statement (a read, an early flush: a
+sender's reply, a write of two parts, a snoozed conversation's count cells) leaves the
+batch and runs again in a transaction of its own once the batch has ended; so does a retry
+(its random_id is seen used under the lock). A write whose rules refuse it gets its error;
+the others go on. Rows that other conversations' writes change too, the inbox's count
+cells, are changed once for the whole batch, summed, in the one order every writer uses.
+If the batch's statements fail (a random_id used meanwhile by another process), nothing of
+it is kept and every write runs again alone, so each gets the answer it would have got
+alone; if its COMMIT fails (a lost connection), each write gets that error, as alone.
 
 The batch holds the advisory locks of all its conversations before its transaction gets an
 id (see ConversationRepository.lock_many), which keeps the event log ordered per
-conversation exactly as single writes do. A conversation is in a batch at most once.
+conversation exactly as single writes do. A conversation is in one running batch at most.
 """
 
 from __future__ import annotations

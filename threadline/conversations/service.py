@@ -161,8 +161,8 @@ async def _store(repo: ConversationRepository, change: rules.Change, now: dateti
         await repo.erase(change.state.id, now)
 
 
-# Writes worth sending to a batch: they rarely change what other writes change too (the
-# inbox's count cells), so they rarely leave it to run alone (see batch.py).
+# Writes sent to a batch (see batch.py): the frequent ones, which seldom need a statement of
+# their own. The rarer kinds (assignments, closes, snoozes, tags, channels) go alone.
 _BATCHED = (ev.UserReply, ev.AdminReply, ev.ContentPart, ev.ReadByAdmin, ev.ReadByUser)
 
 
