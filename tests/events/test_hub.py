@@ -14,6 +14,7 @@ from sqlalchemy import event
 from tests.conftest import World
 from threadline.conversations import service
 from threadline.core import events as ev
+from threadline.db import direct
 from threadline.db.engine import Database
 from threadline.events.bus import MemoryBus, RedisBus
 from threadline.events.channels import parse
@@ -167,9 +168,13 @@ async def test_without_clients_commits_cost_no_read_and_a_first_client_starts_at
         if "FROM events" in statement or "pg_current_snapshot" in statement:
             log_reads.append(statement)
 
+    def seen_direct(statement: str, _args: Any) -> None:
+        seen(None, None, statement)
+
     engines = {db.read_engine.sync_engine, db.write_engine.sync_engine}
     for engine in engines:
         event.listen(engine, "before_cursor_execute", seen)
+    direct.observers.append(seen_direct)  # the statements sent straight to the driver
     app = world.app_id
     try:
         for i in range(3):
@@ -189,3 +194,4 @@ async def test_without_clients_commits_cost_no_read_and_a_first_client_starts_at
     finally:
         for engine in engines:
             event.remove(engine, "before_cursor_execute", seen)
+        direct.observers.remove(seen_direct)

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, or_, select
+from sqlalchemy import BigInteger, Table, any_, bindparam, or_, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.core.model import Admin, Channel, Sender, User
+from threadline.db.direct import DirectSelect, DriverConnection
 from threadline.db.schema import admins, api_tokens, apps, channels, senders, users
 
 # The read side returns the core's entities under the names its callers use.
@@ -55,6 +57,19 @@ async def app_defaults(conn: AsyncConnection, app_id: int) -> tuple[int | None, 
     return (row.default_channel_id, row.default_sender_id) if row else (None, None)
 
 
+_ADMIN_COLUMNS = (admins.c.id, admins.c.name, admins.c.avatar, admins.c.email, admins.c.created)
+_SENDER_COLUMNS = (senders.c.id, senders.c.name, senders.c.avatar)
+_IDS = bindparam("ids", type_=postgresql.ARRAY(BigInteger))
+_ADMINS_BY_ID = DirectSelect(
+    select(*_ADMIN_COLUMNS).where(admins.c.app_id == bindparam("app_id"), admins.c.id == any_(_IDS))
+)
+_SENDERS_BY_ID = DirectSelect(
+    select(*_SENDER_COLUMNS).where(
+        senders.c.app_id == bindparam("app_id"), senders.c.id == any_(_IDS)
+    )
+)
+
+
 async def admins_by_id(
     conn: AsyncConnection, app_id: int, ids: Iterable[int | None]
 ) -> dict[int, AdminRow]:
@@ -62,9 +77,11 @@ async def admins_by_id(
     wanted = _ids(ids)
     if not wanted:
         return {}
-    query = select(
-        admins.c.id, admins.c.name, admins.c.avatar, admins.c.email, admins.c.created
-    ).where(admins.c.app_id == app_id, admins.c.id.in_(wanted))
+    if conn.dialect.name == "postgresql":  # precompiled: it runs for every event streamed
+        params = {"app_id": app_id, "ids": wanted}
+        rows = await DriverConnection(conn).select(_ADMINS_BY_ID, params)
+        return {r["id"]: AdminRow(**r) for r in rows}
+    query = select(*_ADMIN_COLUMNS).where(admins.c.app_id == app_id, admins.c.id.in_(wanted))
     return {
         r.id: AdminRow(r.id, r.name, r.avatar, r.email, r.created)
         for r in await conn.execute(query)
@@ -92,9 +109,11 @@ async def senders_by_id(
     wanted = _ids(ids)
     if not wanted:
         return {}
-    query = select(senders.c.id, senders.c.name, senders.c.avatar).where(
-        senders.c.app_id == app_id, senders.c.id.in_(wanted)
-    )
+    if conn.dialect.name == "postgresql":
+        params = {"app_id": app_id, "ids": wanted}
+        rows = await DriverConnection(conn).select(_SENDERS_BY_ID, params)
+        return {r["id"]: SenderRow(**r) for r in rows}
+    query = select(*_SENDER_COLUMNS).where(senders.c.app_id == app_id, senders.c.id.in_(wanted))
     return {r.id: SenderRow(r.id, r.name, r.avatar) for r in await conn.execute(query)}
 
 

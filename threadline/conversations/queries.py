@@ -13,19 +13,24 @@ from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Select,
     and_,
+    any_,
+    bindparam,
     case,
     func,
     literal,
     select,
     tuple_,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from threadline.conversations.repository import part_from_row, state_from_row
+from threadline.conversations.repository import part_from_mapping, part_from_row, state_from_row
 from threadline.core.model import ConversationState, Part
+from threadline.db.direct import DirectSelect, DriverConnection
 from threadline.db.schema import channels
 from threadline.db.schema import conversation_parts as parts_t
 from threadline.db.schema import conversations as conv_t
@@ -270,6 +275,15 @@ async def parts_page(
     return PartPage([part_from_row(r) for r in page.rows], page.next_before, page.next_after)
 
 
+_PARTS_BY_ID = DirectSelect(
+    select(parts_t).where(
+        parts_t.c.id == any_(bindparam("ids", type_=postgresql.ARRAY(BigInteger))),
+        parts_t.c.conversation_id
+        == any_(bindparam("conversation_ids", type_=postgresql.ARRAY(BigInteger))),
+    )
+)
+
+
 async def parts_by_id(
     conn: AsyncConnection, conversation_ids: Sequence[int], part_ids: Sequence[int | None]
 ) -> dict[int, Part]:
@@ -277,6 +291,11 @@ async def parts_by_id(
     wanted = sorted({i for i in part_ids if i is not None})
     if not wanted or not conversation_ids:
         return {}
+    if conn.dialect.name == "postgresql":
+        # Precompiled, one statement for any number of ids: it runs for every event streamed.
+        params = {"ids": wanted, "conversation_ids": list(conversation_ids)}
+        rows = await DriverConnection(conn).select(_PARTS_BY_ID, params)
+        return {p.id: p for p in map(part_from_mapping, rows)}
     query = select(parts_t).where(
         parts_t.c.id.in_(wanted), parts_t.c.conversation_id.in_(list(conversation_ids))
     )

@@ -138,7 +138,10 @@ def _state_values(state: ConversationState, names: Sequence[str]) -> dict[str, A
 
 
 def part_from_row(row: Row[Any] | Any) -> Part:
-    m = row._mapping
+    return part_from_mapping(row._mapping)
+
+
+def part_from_mapping(m: Mapping[Any, Any]) -> Part:
     attachments = tuple(Attachment(**a) for a in (m["attachments"] or ()))
     return Part(
         id=m["id"],

@@ -53,7 +53,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.core.eventlog import LogEvent
-from threadline.db.direct import DirectStatement, DriverConnection
+from threadline.db.direct import DirectSelect, DirectStatement, DriverConnection
 from threadline.db.schema import events as events_t
 
 # Low bits of a PostgreSQL event id: the event's index within its transaction.
@@ -159,6 +159,18 @@ _HORIZON_SQL = text(
 )
 
 
+_HORIZON = DirectStatement(_HORIZON_SQL)
+_AFTER_QUERY = (
+    select(events_t)
+    .where(events_t.c.id > bindparam("after"))
+    .order_by(events_t.c.id)
+    .limit(bindparam("limit"))
+)
+_AFTER_OF_APP_QUERY = _AFTER_QUERY.where(events_t.c.app_id == bindparam("app_id"))
+_AFTER = DirectSelect(_AFTER_QUERY)
+_AFTER_OF_APP = DirectSelect(_AFTER_OF_APP_QUERY)
+
+
 async def horizon(conn: AsyncConnection) -> int:
     """Ids below this are final (committed or never to be).
 
@@ -170,7 +182,7 @@ async def horizon(conn: AsyncConnection) -> int:
     """
     if conn.dialect.name != "postgresql":
         return NO_HORIZON
-    return int((await conn.execute(_HORIZON_SQL)).scalar_one())
+    return int((await DriverConnection(conn).fetch(_HORIZON, {}))[0][0])
 
 
 async def read_after(
@@ -178,11 +190,17 @@ async def read_after(
 ) -> Batch:
     """Up to `limit` final events with id > `after` (of one app, or of all), in id order."""
     bound = await horizon(conn)  # before the events statement: see the module docstring
-    query = select(events_t).where(events_t.c.id > after).order_by(events_t.c.id).limit(limit)
+    params: dict[str, Any] = {"after": after, "limit": limit}
     if app_id is not None:
-        query = query.where(events_t.c.app_id == app_id)
-    rows = (await conn.execute(query)).all()
-    served = [StoredEvent(**row._mapping) for row in rows if row.id < bound]
+        params["app_id"] = app_id
+    if conn.dialect.name == "postgresql":
+        # Precompiled: every realtime hub runs this after every burst of commits.
+        statement = _AFTER if app_id is None else _AFTER_OF_APP
+        rows = await DriverConnection(conn).select(statement, params)
+    else:
+        query = _AFTER_QUERY if app_id is None else _AFTER_OF_APP_QUERY
+        rows = [dict(row._mapping) for row in await conn.execute(query, params)]
+    served = [StoredEvent(**row) for row in rows if row["id"] < bound]
     pending = len(served) < len(rows)
     complete = pending or len(rows) < limit
     position = served[-1].id if served else after
