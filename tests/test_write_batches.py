@@ -19,7 +19,7 @@ from tests.conftest import World
 from tests.test_event_log import all_events, assert_log_in_part_order, writers_and_a_moving_reader
 from threadline.apps import service as apps
 from threadline.conversations import service
-from threadline.conversations.batch import Batcher, batcher_of
+from threadline.conversations.batch import STALLED_AFTER_S, Batcher, batcher_of
 from threadline.conversations.repository import ConversationRepository
 from threadline.core import events as ev
 from threadline.core.enums import AuthorKind, PartType
@@ -503,3 +503,37 @@ async def test_one_statement_takes_its_new_words_in_one_order(pg: Database, worl
             text("SELECT count(*) FROM search_words WHERE word LIKE 'ordered%word'")
         )
         assert listed.scalar_one() == 3
+
+
+async def test_a_cancelled_batch_cancels_its_writes_and_not_those_behind_it(
+    pg: Database, world: World
+) -> None:
+    """A batch stuck on a conversation locked elsewhere is cancelled: its write is cancelled
+    (nothing stored), and the next write to that conversation, waiting behind it, still
+    runs once the lock is free."""
+    (held,) = await conversations(pg, world, 1)
+    release, locked = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with pg.write() as conn:
+            assert await ConversationRepository(conn).lock(world.app_id, held) is not None
+            locked.set()
+            await release.wait()
+
+    holding = asyncio.create_task(holder())
+    await locked.wait()
+    stuck = asyncio.create_task(service.perform(pg, world.app_id, held, ev.UserReply(body="x")))
+    await asyncio.sleep(0.01)
+    batcher = batcher_of(pg)
+    assert batcher is not None
+    (running,) = batcher._running
+    behind = asyncio.create_task(service.perform(pg, world.app_id, held, ev.UserReply(body="y")))
+    await asyncio.sleep(STALLED_AFTER_S * 2)  # the stall check found its conversation busy
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stuck
+    release.set()
+    await holding
+    assert (await asyncio.wait_for(behind, 10)).parts[0].body == "y"
+    assert [p.body for p in await service.get_parts(pg, world.app_id, held)] == ["0", "y"]
+    await assert_exact(pg)

@@ -170,12 +170,11 @@ class Batcher:
         except BaseException:
             for write in batch:
                 write.future.cancel()
+            self._release(batch)
+            self._start()  # the writes waiting behind it are not stranded
             raise
         finally:
-            task = asyncio.current_task()
-            if task is not None:
-                self._running.pop(task, None)
-            self._busy.difference_update(w.conversation_id for w in batch)
+            self._release(batch)
         for write, (value, error) in zip(batch, results, strict=True):
             if error is None:
                 try:
@@ -190,6 +189,12 @@ class Batcher:
                 write.future.set_result(value)
         # After the answers: a write sent back to run alone goes before the next batch.
         self._start()
+
+    def _release(self, batch: list[_Write[Any]]) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.pop(task, None)
+        self._busy.difference_update(w.conversation_id for w in batch)
 
     async def _attempt(
         self,
