@@ -273,11 +273,19 @@ def test_open_a_conversation_reply_note_assign_and_tag(
     note = pane.locator('[data-testid="part"][data-part-type="note"]').last
     expect(note.get_by_test_id("part-body")).to_have_text("Check the payment logs first.")
     expect(note).to_contain_text("Internal note")
-    reply_body = pane.locator('[data-testid="part"][data-part-type="reply_admin"]').last
-    background = "e => getComputedStyle(e).backgroundColor"
-    assert note.get_by_test_id("part-body").evaluate(background) != reply_body.get_by_test_id(
-        "part-body"
-    ).evaluate(background)
+    # Both read in one go from the live page: a live update may replace the part list
+    # between two separate reads (a replaced element has no computed style).
+    note_color, reply_color = page.evaluate(
+        """() => ["note", "reply_admin"].map(type => {
+            const bodies = document.querySelectorAll(
+                `[data-testid="conversation"] [data-part-type="${type}"] [data-testid="part-body"]`
+            );
+            return getComputedStyle(bodies[bodies.length - 1]).backgroundColor;
+        })"""
+    )
+    assert note_color
+    assert reply_color
+    assert note_color != reply_color
     newest = ok(api.get(f"/conversations/{cid}/parts", params={"id_as_string": True}))["data"]
     assert [(p["type"], p["body"], p["from"]["id"]) for p in newest[:2]] == [
         ("note", "Check the payment logs first.", me),
