@@ -536,15 +536,22 @@ async function markRead(id) {
   renderList();
 }
 
+/** Fetch the open conversation again, and its row in the list. */
 async function refreshCurrent() {
   const current = state.current;
   if (!current || !current.conversation) return;
   const api = state.api;
   // Refreshes overlap (a live update, the operator's own action): only the latest started
   // may apply, so an answer that arrives late never shows an older state over a newer one.
+  // The same holds for the row with the row's other fetches.
   const started = (current.refreshes = (current.refreshes || 0) + 1);
+  const rowStamp = stampRow(current.conversation.id);
   const [conversation, parts] = await Promise.all([api.conversation(current.id), api.parts(current.id)]);
   if (state.current !== current || started !== current.refreshes) return;
+  if (state.rowStamps.get(conversation.data.id) === rowStamp) {
+    placeRow({ ...conversation.data });
+    renderList();
+  }
   const before = current.conversation.admin_unread_count;
   current.conversation = conversation.data;
   for (const part of parts.data) current.parts.set(part.id, part);
@@ -735,12 +742,7 @@ async function act(work, failure) {
     if (state.current) renderHead(); // put the controls back as the server has it
     return false;
   }
-  await attempt(refreshCurrent);
-  const c = state.current && state.current.conversation;
-  if (c) {
-    stampRow(c.id); // newer than any live fetch of the row still on its way
-    placeRow({ ...c });
-  }
+  await attempt(refreshCurrent); // the pane and the row, unless a newer fetch overtook it
   renderList();
   scheduleCounts();
   return true;
