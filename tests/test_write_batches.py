@@ -357,23 +357,31 @@ async def test_an_admin_created_meanwhile_is_seen_by_a_batched_write(
     await assert_exact(pg)
 
 
+async def locked_elsewhere(
+    db: Database, world: World, conversation_id: int
+) -> tuple[asyncio.Task[None], asyncio.Event]:
+    """A transaction holding the conversation's lock until the event returned is set."""
+    release, locked = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with db.write() as conn:
+            repo = ConversationRepository(conn)
+            assert await repo.lock(world.app_id, conversation_id) is not None
+            locked.set()
+            await release.wait()
+
+    holding = asyncio.create_task(holder())
+    await locked.wait()
+    return holding, release
+
+
 async def test_writes_waiting_behind_a_stalled_batch_go_in_one_of_their_own(
     pg: Database, world: World
 ) -> None:
     """A batch waits for a conversation locked elsewhere; the writes to other conversations
     that arrive meanwhile do not wait for it."""
     held, others = (await conversations(pg, world, 1))[0], await conversations(pg, world, 4)
-    release = asyncio.Event()
-    locked = asyncio.Event()
-
-    async def holder() -> None:
-        async with pg.write() as conn:
-            assert await ConversationRepository(conn).lock(world.app_id, held) is not None
-            locked.set()
-            await release.wait()
-
-    holding = asyncio.create_task(holder())
-    await locked.wait()
+    holding, release = await locked_elsewhere(pg, world, held)
     stuck = asyncio.create_task(service.perform(pg, world.app_id, held, ev.UserReply(body="waits")))
     await asyncio.sleep(0.01)
     outcomes = await asyncio.wait_for(
@@ -512,16 +520,7 @@ async def test_a_cancelled_batch_cancels_its_writes_and_not_those_behind_it(
     (nothing stored), and the next write to that conversation, waiting behind it, still
     runs once the lock is free."""
     (held,) = await conversations(pg, world, 1)
-    release, locked = asyncio.Event(), asyncio.Event()
-
-    async def holder() -> None:
-        async with pg.write() as conn:
-            assert await ConversationRepository(conn).lock(world.app_id, held) is not None
-            locked.set()
-            await release.wait()
-
-    holding = asyncio.create_task(holder())
-    await locked.wait()
+    holding, release = await locked_elsewhere(pg, world, held)
     stuck = asyncio.create_task(service.perform(pg, world.app_id, held, ev.UserReply(body="x")))
     await asyncio.sleep(0.01)
     batcher = batcher_of(pg)
