@@ -14,6 +14,7 @@ from sqlalchemy import BigInteger, Table, any_, bindparam, or_, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from threadline.apps.repository import person_columns
 from threadline.core.model import Admin, Channel, Sender, User
 from threadline.db.direct import DirectSelect, DriverConnection
 from threadline.db.schema import admins, api_tokens, apps, channels, senders, users
@@ -57,8 +58,8 @@ async def app_defaults(conn: AsyncConnection, app_id: int) -> tuple[int | None, 
     return (row.default_channel_id, row.default_sender_id) if row else (None, None)
 
 
-_ADMIN_COLUMNS = (admins.c.id, admins.c.name, admins.c.avatar, admins.c.email, admins.c.created)
-_SENDER_COLUMNS = (senders.c.id, senders.c.name, senders.c.avatar)
+_ADMIN_COLUMNS = person_columns(admins)
+_SENDER_COLUMNS = person_columns(senders)
 _IDS = bindparam("ids", type_=postgresql.ARRAY(BigInteger))
 _ADMINS_BY_ID = DirectSelect(
     select(*_ADMIN_COLUMNS).where(admins.c.app_id == bindparam("app_id"), admins.c.id == any_(_IDS))

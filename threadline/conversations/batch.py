@@ -173,8 +173,7 @@ class Batcher:
             self._release(batch)
             self._start()  # the writes waiting behind it are not stranded
             raise
-        finally:
-            self._release(batch)
+        self._release(batch)
         for write, (value, error) in zip(batch, results, strict=True):
             if error is None:
                 try:

@@ -208,6 +208,10 @@ _GET = _SELECT_STATE.where(_BY_ID, conv_t.c.app_id == bindparam("app_id"))
 # The admin a write names, read with the lock: its columns, labelled apart from the state's.
 _ADMIN_PREFIX = "_admin_"
 _ADMIN_COLUMNS = [c.label(f"{_ADMIN_PREFIX}{c.key}") for c in person_columns(admins_t)]
+# PostgreSQL: the id of the first part the write adds, taken with the lock (see insert_part).
+_RESERVE_PART_ID: Any = literal_column("nextval('conversation_parts_id_seq')").label(
+    "_next_part_id"
+)
 
 
 @functools.cache
@@ -230,8 +234,7 @@ def _lock_statement(dialect: str, with_admin: bool) -> DirectSelect:
     source: Any = conv_t
     if dialect == "postgresql":
         lock = func.pg_advisory_xact_lock(bindparam("conversation_id")).label("_locked")
-        reserve: Any = literal_column("nextval('conversation_parts_id_seq')").label("_next_part_id")
-        columns = [lock, *columns, reserve]
+        columns = [lock, *columns, _RESERVE_PART_ID]
     if with_admin:
         columns += _ADMIN_COLUMNS
         admin = of_app(admins_t, bindparam("admin_id"), conv_t.c.app_id)
@@ -279,7 +282,6 @@ def _lock_many_statement() -> DirectSelect:
     advisory = (
         select(func.count(func.pg_advisory_xact_lock(ids.c.id))).select_from(ids).scalar_subquery()
     )
-    reserve: Any = literal_column("nextval('conversation_parts_id_seq')").label("_next_part_id")
     # The write's idempotency key was used already (read under the lock): a retry.
     done = (
         select(parts_t.c.id)
@@ -295,7 +297,7 @@ def _lock_many_statement() -> DirectSelect:
         conv_t, and_(conv_t.c.id == wanted.c.conversation_id, conv_t.c.app_id == wanted.c.app_id)
     ).outerjoin(admins_t, and_(*of_app(admins_t, wanted.c.admin_id, conv_t.c.app_id)))
     statement = (
-        select(*_STATE_COLUMNS, conv_t.c.tags, reserve, done, *_ADMIN_COLUMNS)
+        select(*_STATE_COLUMNS, conv_t.c.tags, _RESERVE_PART_ID, done, *_ADMIN_COLUMNS)
         .select_from(source)
         .where(advisory >= literal_column("0"))
         .with_for_update(of=conv_t)
