@@ -1,23 +1,55 @@
-# Sourced by scripts/start and scripts/test: create .venv if it is missing, with the first
-# Python 3.11+ found (python3, python3.13, python3.12, python3.11), or with $PYTHON.
+# Sourced by scripts/start, scripts/test and scripts/upgrade-deps.
+#
+# Installs exactly what uv.lock pins (every package, with hashes) into a virtual environment,
+# so a new machine runs the versions CI tested. uv itself is pinned here and installed with
+# pip into .tools/ the first time. The environment is .venv, or $THREADLINE_VENV; its Python
+# is the first 3.11+ of python3, python3.13, python3.12, python3.11, or $PYTHON.
 
-_python_ok() {
-    command -v "$1" >/dev/null 2>&1 && "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))'
+UV_VERSION=0.13.9
+VENV="${THREADLINE_VENV:-.venv}"
+UV=".tools/uv-$UV_VERSION/bin/uv"
+
+# uv never downloads an interpreter of its own: it uses the one found below.
+export UV_PYTHON_DOWNLOADS=never
+
+_python_version() { # command -> "3.11" (empty when it does not run)
+    "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null
 }
 
-ensure_venv() {
-    [ -x .venv/bin/python ] && return 0
-    local python=""
+find_python() {
+    local candidate version found=""
     for candidate in ${PYTHON:-python3 python3.13 python3.12 python3.11}; do
-        if _python_ok "$candidate"; then
-            python="$candidate"
-            break
+        command -v "$candidate" >/dev/null 2>&1 || continue
+        version="$(_python_version "$candidate")" || continue
+        [ -n "$version" ] || continue
+        if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+            command -v "$candidate"
+            return 0
         fi
+        found="$found $candidate ($version)"
     done
-    if [ -z "$python" ]; then
+    if [ -n "$found" ]; then
+        echo "error: Threadline needs Python 3.11 or newer; found only:$found (set PYTHON=/path/to/python3.11)" >&2
+    else
         echo "error: Threadline needs Python 3.11 or newer; none found (set PYTHON=/path/to/python3)" >&2
-        exit 1
     fi
-    echo "Creating .venv with $("$python" -V 2>&1)"
-    "$python" -m venv .venv
+    exit 1
+}
+
+ensure_uv() { # python
+    [ -x "$UV" ] && return 0
+    echo "Installing uv $UV_VERSION into .tools/"
+    rm -rf ".tools/uv-$UV_VERSION"
+    "$1" -m venv ".tools/uv-$UV_VERSION"
+    ".tools/uv-$UV_VERSION/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "uv==$UV_VERSION"
+}
+
+# Makes $VENV hold exactly the locked packages (plus Threadline itself, editable); extra
+# arguments go to `uv sync` (--extra dev, --inexact, ...).
+sync_venv() {
+    local python
+    python="$(find_python)"
+    ensure_uv "$python"
+    UV_PROJECT_ENVIRONMENT="$VENV" "$UV" sync --frozen --quiet --python "$python" "$@"
 }

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import stat
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
 
@@ -17,6 +19,7 @@ from click.testing import Result
 from sqlalchemy import select, text
 from typer.testing import CliRunner
 
+from threadline import __version__, demo_signin
 from threadline.apps import service as apps
 from threadline.cli import cli
 from threadline.conversations import service
@@ -26,6 +29,7 @@ from threadline.core.enums import AuthorKind, ConversationType, PartType
 from threadline.core.model import Author, ConversationState, Part
 from threadline.db.engine import Database
 from threadline.db.schema import admins, conversation_parts
+from threadline.db.schema import apps as app_table
 from threadline.demo import DEMO_OPERATOR_EMAIL, SCENARIOS
 
 T = TypeVar("T")
@@ -317,3 +321,72 @@ def test_installed_command_runs(tmp_path: Path) -> None:
     assert failed.returncode == 1
     assert failed.stderr.count("\n") == 1
     assert failed.stderr.startswith("error: cannot reach the database")
+
+
+def test_version_prints_the_package_version() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"threadline {__version__}"
+    assert __version__ == metadata.version("threadline")
+
+
+async def _app_ids(db: Database) -> list[int]:
+    async with db.read() as conn:
+        return list((await conn.execute(select(app_table.c.id).order_by(app_table.c.id))).scalars())
+
+
+def _demo_json(*args: str) -> dict[str, object]:
+    result = invoke("demo", "-n", "3", "--seed", "1", "--json", *args)
+    assert result.exit_code == 0, result.output
+    found: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    return found
+
+
+def test_demo_reuse_keeps_one_app_and_its_sign_in(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `scripts/start` runs each time: the second run adds no app and prints the same
+    sign-in, saved in a file only its owner can read; --fresh starts over."""
+    data = tmp_path / "data"
+    monkeypatch.setenv("THREADLINE_DATA_DIR", str(data))
+    monkeypatch.setenv("THREADLINE_DATABASE_URL", db_url)
+    first = _demo_json("--reuse")
+    assert _demo_json("--reuse") == first
+    assert with_db(db_url, _app_ids) == [first["app"]]
+    saved = data / demo_signin.SIGNIN_FILE
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert json.loads(saved.read_text())["password"] == first["password"]
+
+    # Without --reuse, `threadline demo` adds an app each time, as before.
+    other = _demo_json()
+    assert with_db(db_url, _app_ids) == [first["app"], other["app"]]
+    assert _demo_json("--reuse") == first
+
+    fresh = _demo_json("--reuse", "--fresh")
+    assert fresh["token"] != first["token"]
+    assert fresh["password"] != first["password"]
+    assert json.loads(saved.read_text())["token"] == fresh["token"]
+    if db_url.startswith("sqlite"):  # the database itself starts over
+        assert with_db(db_url, _app_ids) == [fresh["app"]]
+    else:  # other databases are never deleted: one more app
+        assert with_db(db_url, _app_ids) == [first["app"], other["app"], fresh["app"]]
+    assert _demo_json("--reuse") == fresh
+
+
+def test_demo_reuse_makes_a_new_app_when_the_saved_one_is_gone(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    monkeypatch.setenv("THREADLINE_DATA_DIR", str(data))
+    monkeypatch.setenv("THREADLINE_DATABASE_URL", db_url)
+    first = _demo_json("--reuse")
+    # A sign-in saved for another database is not reused against this one.
+    saved = json.loads((data / demo_signin.SIGNIN_FILE).read_text())
+    (data / demo_signin.SIGNIN_FILE).write_text(json.dumps({**saved, "database": "elsewhere"}))
+    second = _demo_json("--reuse")
+    assert second["app"] != first["app"]
+    # Nor one whose token no longer works.
+    (data / demo_signin.SIGNIN_FILE).write_text(json.dumps({**saved, "token": "tl_gone"}))
+    third = _demo_json("--reuse")
+    assert third["app"] not in (first["app"], second["app"])
+    assert _demo_json("--reuse") == third

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -18,6 +19,7 @@ import webbrowser
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -28,7 +30,9 @@ from rich.text import Text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from threadline import __version__, demo_signin
 from threadline import demo as demo_data
+from threadline.api.config import ApiSettings
 from threadline.apps import service as apps
 from threadline.conversations import service as conversations
 from threadline.core.errors import DomainError
@@ -70,6 +74,24 @@ DatabaseUrl = Annotated[
 
 class Failure(Exception):
     """A failure already phrased for the person at the terminal."""
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"threadline {__version__}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Threadline: a self-hosted customer-messaging conversation engine."""
 
 
 def _settings(database_url: str | None) -> Settings:
@@ -174,6 +196,44 @@ def _progress_bar(*, disable: bool, transient: bool = False) -> Progress:
     )
 
 
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL (None for other databases and in-memory ones)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return None if parsed.database == ":memory:" else Path(parsed.database)
+
+
+def _start_over(url: str, data_dir: Path) -> None:
+    """Remove the demo's sign-in and, on SQLite, the database and its files."""
+    demo_signin.forget(data_dir)
+    database = _sqlite_file(url)
+    if database is None:
+        out.print("Starting over: a new demo app (other databases are never deleted)")
+        return
+    for path in (database, *(Path(f"{database}{end}") for end in ("-wal", "-shm", "-journal"))):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(data_dir / "attachments", ignore_errors=True)
+    out.print(f"Starting over: removed {database}")
+
+
+def _print_signin(signin: demo_signin.DemoSignin, *, as_json: bool) -> None:
+    if as_json:
+        summary = {
+            "app": signin.app,
+            "token": signin.token,
+            "email": signin.email,
+            "password": signin.password,
+            "conversations": signin.conversations,
+        }
+        typer.echo(json.dumps(summary))
+        return
+    out.print(f"Demo app:      {signin.app} ({signin.conversations} conversations)")
+    out.print(f"API token:     {signin.token}")
+    out.print(f"Operator:      {signin.email}")
+    out.print(f"Password:      {signin.password}")
+
+
 @cli.command()
 def demo(
     conversations_count: Annotated[
@@ -188,12 +248,38 @@ def demo(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as one line of JSON.")
     ] = False,
+    reuse: Annotated[
+        bool,
+        typer.Option(
+            "--reuse",
+            help="Keep the demo app saved in the data directory by an earlier --reuse run, "
+            "if its database still has it, instead of adding another one.",
+        ),
+    ] = False,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Start over: forget the saved demo app and, on SQLite, delete the database.",
+        ),
+    ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Set up the database and fill a new demo app with users and conversations."""
     url = _settings(database_url).database_url
+    data_dir = ApiSettings().data_dir
     with reported(url):
+        if fresh:
+            _start_over(url, data_dir)
         upgrade(url)
+        saved = demo_signin.load(data_dir) if reuse else None
+        if (
+            saved is not None
+            and saved.database == _safe_url(url)
+            and _run(lambda db: apps.authenticate(db, saved.token), url) is not None
+        ):
+            _print_signin(saved, as_json=as_json)
+            return
         progress = _progress_bar(disable=as_json)
         with progress:
             task = progress.add_task("Demo conversations", total=conversations_count)
@@ -207,20 +293,17 @@ def demo(
                 ),
                 url,
             )
-    if as_json:
-        summary = {
-            "app": result.app_id,
-            "token": result.token,
-            "email": result.operator_email,
-            "password": result.operator_password,
-            "conversations": result.conversations,
-        }
-        typer.echo(json.dumps(summary))
-        return
-    out.print(f"Demo app:      {result.app_id} ({result.conversations} conversations)")
-    out.print(f"API token:     {result.token}")
-    out.print(f"Operator:      {result.operator_email}")
-    out.print(f"Password:      {result.operator_password}")
+        signin = demo_signin.DemoSignin(
+            database=_safe_url(url),
+            app=result.app_id,
+            token=result.token,
+            email=result.operator_email,
+            password=result.operator_password,
+            conversations=result.conversations,
+        )
+        if reuse:
+            demo_signin.save(data_dir, signin)
+    _print_signin(signin, as_json=as_json)
 
 
 def _browser_host(host: str) -> str:

@@ -206,7 +206,7 @@ class RedisBus(_RemoteBus):
                     await pubsub.ping()  # notices a dead connection between messages
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
             with contextlib.suppress(Exception):
                 await client.aclose()
 

@@ -16,6 +16,7 @@ from threadline.events import stream
 from threadline.events.realtime import start_realtime
 from threadline.settings import Settings, get_settings
 from threadline.ui import routes as ui
+from threadline.web import docs
 from threadline.webhooks import routes as webhooks
 from threadline.webhooks.worker import start_worker
 from threadline.widget import routes as widget
@@ -43,7 +44,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.db.dispose()
 
-    app = FastAPI(title="Threadline", version=__version__, lifespan=lifespan)
+    # Swagger UI comes from the package itself (docs.register), never from a CDN.
+    app = FastAPI(
+        title="Threadline",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
 
     @app.get("/health", include_in_schema=False)
@@ -59,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         return JSONResponse({"status": "ok", "database": db.dialect, "version": __version__})
 
+    docs.register(app)
     events.register_first(app)
     api.register(app)
     events.register(app)

@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.responses import HTMLResponse, Response
 from typing_extensions import TypedDict
 
+from threadline import demo_signin
 from threadline.api.auth import AdminCaller
 from threadline.api.common import AppPath, base_url, path_id
 from threadline.api.envelope import JSON, error_response, respond
@@ -40,7 +41,7 @@ from threadline.api.params import (
     describe,
 )
 from threadline.api.schemas import Envelope, Id, error_responses
-from threadline.api.state import rate_limiter_of
+from threadline.api.state import api_settings, rate_limiter_of
 from threadline.core.rules import MAX_BODY_CHARS
 from threadline.db.engine import Database
 from threadline.events.realtime import Realtime
@@ -235,12 +236,18 @@ async def widget_js(request: Request) -> Response:
 
 
 async def demo_site(request: Request) -> Response:
-    """A fake shop page with the widget, for the demo app (the first app, or `?app=`)."""
+    """A fake shop page with the widget, for the demo app: `?app=`, else the one `scripts/start`
+    saved in the data directory, else the first app."""
     raw = request.query_params.get("app")
     db = _db(request)
     async with db.read() as conn:
         if raw is None:
-            app_id = await repo.first_app_id(conn)
+            saved = demo_signin.load(api_settings(request).data_dir)
+            app_id = None
+            if saved is not None and await repo.app_widget(conn, saved.app) is not None:
+                app_id = saved.app
+            if app_id is None:
+                app_id = await repo.first_app_id(conn)
         else:
             try:
                 app_id = path_id("app", raw)
