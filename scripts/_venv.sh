@@ -46,10 +46,18 @@ ensure_uv() { # python
 }
 
 # Makes $VENV hold exactly the locked packages (plus Threadline itself, editable); extra
-# arguments go to `uv sync` (--extra dev, --inexact, ...).
+# arguments go to `uv sync` (--extra dev, --inexact, ...). Installed packages are compiled to
+# bytecode once, at install, so no start pays for it. A stamp of the lock, pyproject.toml, the
+# interpreter and the arguments skips the whole step while nothing changed.
 sync_venv() {
-    local python
+    local python stamp
     python="$(find_python)"
+    stamp="$(cat uv.lock pyproject.toml | cksum) $python uv-$UV_VERSION $*"
+    if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.threadline-synced" 2>/dev/null)" = "$stamp" ]; then
+        return 0
+    fi
     ensure_uv "$python"
-    UV_PROJECT_ENVIRONMENT="$VENV" "$UV" sync --frozen --quiet --python "$python" "$@"
+    UV_PROJECT_ENVIRONMENT="$VENV" "$UV" sync --frozen --quiet --compile-bytecode \
+        --python "$python" "$@"
+    echo "$stamp" >"$VENV/.threadline-synced"
 }
