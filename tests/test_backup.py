@@ -225,6 +225,7 @@ def test_backup_and_restore_through_the_command(sqlite_template: Path, tmp_path:
     done = invoke("backup", str(backup_file), "--database-url", f"sqlite:///{source}")
     assert done.exit_code == 0, done.output
     assert f"Backup written: {backup_file}" in done.stdout
+    backup_file.chmod(0o444)  # a backup kept read-only restores all the same
     # Restored into a new file: created, equal, clean, migrated.
     target = tmp_path / "new" / "b.db"
     restored = invoke("restore", str(backup_file), "--database-url", f"sqlite:///{target}")

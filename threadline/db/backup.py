@@ -45,11 +45,11 @@ def _sqlite_path(url: URL) -> Path:
     return Path(url.database)
 
 
-def _connect(path: Path, *, must_exist: bool) -> sqlite3.Connection:
-    if must_exist and not path.is_file():
+def _connect(path: Path, mode: str) -> sqlite3.Connection:
+    """`mode`: `ro`, `rw` (both: the file must exist) or `rwc`."""
+    if mode != "rwc" and not path.is_file():
         raise BackupError(f"{path}: no such database file")
     # Autocommit mode: BEGIN and COMMIT are issued explicitly below.
-    mode = "rw" if must_exist else "rwc"
     return sqlite3.connect(
         f"file:{path}?mode={mode}",
         uri=True,
@@ -90,7 +90,8 @@ def backup_sqlite(url: URL, destination: Path, progress: Progress) -> None:
     if destination.exists():
         raise BackupError(f"{destination} exists: choose a new file name")
     destination.parent.mkdir(parents=True, exist_ok=True)
-    source = _connect(source_path, must_exist=True)
+    # Read-write: a reader of a WAL database may have to set up its shared-memory index.
+    source = _connect(source_path, "rw")
     partial = destination.with_name(destination.name + ".partial")
     partial.unlink(missing_ok=True)
     try:
@@ -112,11 +113,11 @@ def backup_sqlite(url: URL, destination: Path, progress: Progress) -> None:
 
 def restore_sqlite(url: URL, backup: Path, progress: Progress) -> None:
     target_path = _sqlite_path(url)
-    source = _connect(backup, must_exist=True)
+    source = _connect(backup, "ro")  # a backup may be read-only
     try:
         _check_threadline(source, backup)
         target_path.parent.mkdir(parents=True, exist_ok=True)
-        target = _connect(target_path, must_exist=False)
+        target = _connect(target_path, "rwc")
         try:
             _copy(source, target, progress)
             # The server's mode; the backup file itself was left in rollback-journal mode.
