@@ -79,7 +79,11 @@ async def test_synchronous_normal_is_a_setting(
     assert await _synchronous_of_server(settings) == (1, 1)  # NORMAL
 
 
-def test_an_unknown_synchronous_mode_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unknown_synchronous_mode_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError, match="synchronous"):
+        Database(f"sqlite:///{tmp_path / 'off.db'}", sqlite_synchronous="OFF")
     monkeypatch.setenv("THREADLINE_SQLITE_SYNCHRONOUS", "OFF")
     with pytest.raises(ValidationError):
         Settings()
