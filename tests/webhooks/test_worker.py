@@ -351,6 +351,36 @@ async def test_a_replayed_dead_letter_goes_again_with_what_came_after_in_sequenc
         assert backs == [1]
 
 
+async def test_a_delivery_in_flight_during_a_replay_goes_again_after_the_replayed_one(
+    db: Database, world: World, receiver: Receiver
+) -> None:
+    ep = await endpoint(db, world, receiver.url, ["conversation_reply"])
+    patient = FAST.model_copy(update={"webhook_timeout_seconds": 10.0})
+    async with running(db, patient):
+        out = await service.start_by_user(
+            db, world.app_id, world.user_id, ev.UserReply(body="first")
+        )
+        (first,) = await settled(db, world, ep, 1, repo.DELIVERED)
+        receiver.mode = "slow"  # the next delivery is answered 2 s after it arrives
+        await service.perform(
+            db, world.app_id, out.state.id, ev.AdminReply(author=admin(world), body="second")
+        )
+        await receiver.wait_for(2)
+        # Replayed while the second one is in flight: the receiver accepts the second one
+        # (2xx), but the conversation goes again from the first, so the second follows it.
+        async with db.write() as conn:
+            queued = await repo.replay(conn, world.app_id, first.id, utcnow())
+        receiver.mode = "ok"
+        assert len(queued) == 2
+        await receiver.wait_for(4)
+        done = await settled(db, world, ep, 2, repo.DELIVERED)
+    assert [d.attempts for d in done] == [1, 1]
+    bodies = [json.loads(r["body"])["part"]["body"] for r in receiver.requests]
+    assert bodies == ["first", "second", "first", "second"]
+    numbers = [int(r["headers"]["threadline-sequence"]) for r in receiver.requests]
+    assert numbers == [1, 2, 1, 2]
+
+
 async def test_a_slow_receiver_times_out_and_is_retried(
     db: Database, world: World, receiver: Receiver
 ) -> None:

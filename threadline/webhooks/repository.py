@@ -278,9 +278,16 @@ async def record_attempt(
     error: str | None,
     latency_ms: int | None,
 ) -> None:
+    # Only if the delivery is still as the attempt found it: a replay of an earlier delivery
+    # of its conversation meanwhile queued it again (a new `next_attempt_at`), and then this
+    # attempt's outcome is dropped, so it goes again after the replayed one.
     await conn.execute(
         update(deliveries_t)
-        .where(deliveries_t.c.id == delivery.id, deliveries_t.c.status == PENDING)
+        .where(
+            deliveries_t.c.id == delivery.id,
+            deliveries_t.c.status == PENDING,
+            deliveries_t.c.next_attempt_at == delivery.next_attempt_at,
+        )
         .values(
             status=status,
             attempts=delivery.attempts + 1,
@@ -333,10 +340,11 @@ async def list_deliveries(
 
 async def replay(conn: AsyncConnection, app_id: int, delivery_id: int, now: datetime) -> list[int]:
     """Send a delivery again (the same delivery id), from its first attempt, and after it
-    every later delivery of its endpoint and conversation that is not pending (each under
-    its own id): the conversation's deliveries go again in order from there, so the last
-    one the receiver gets is the latest. The ids queued again, in order; none when the
-    delivery is pending already, not the app's, or of a removed endpoint."""
+    every later delivery of its endpoint and conversation (each under its own id, from a
+    first attempt too; one being attempted right now has that attempt's outcome dropped,
+    see `record_attempt`): the conversation's deliveries go again in order from there, so
+    the last one the receiver gets is the latest. The ids queued again, in order; none when
+    the delivery is pending already, not the app's, or of a removed endpoint."""
     live = select(endpoints_t.c.id).where(_LIVE)
     found = (
         await conn.execute(
@@ -359,7 +367,6 @@ async def replay(conn: AsyncConnection, app_id: int, delivery_id: int, now: date
             deliveries_t.c.endpoint_id == endpoint_id,
             deliveries_t.c.conversation_id == conversation_id,
             deliveries_t.c.sequence >= sequence,
-            deliveries_t.c.status != PENDING,
         )
         .values(status=PENDING, attempts=0, next_attempt_at=now, delivered_at=None)
         .returning(deliveries_t.c.id)
