@@ -51,6 +51,8 @@ console = Console()
 # the database server's (which runs in other processes).
 CPU: dict[str, float] = {}
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+# SQLite's `PRAGMA synchronous` for the engine and the floor alike, as the server's setting.
+SQLITE_SYNCHRONOUS = os.environ.get("THREADLINE_SQLITE_SYNCHRONOUS", "FULL").strip().upper()
 
 
 @dataclass
@@ -135,7 +137,7 @@ def record(db: Database, log: list[Statement]) -> Callable[[], None]:
 async def run_engine(
     url: str, s: Seed, work: list[tuple[int, ev.Event]], log: list[Statement] | None, label: str
 ) -> float:
-    db = Database(url, pool_size=2)
+    db = Database(url, pool_size=2, sqlite_synchronous=SQLITE_SYNCHRONOUS)
     stop = record(db, log) if log is not None else None
     try:
         # Warm the connection and the statement caches outside the timed loop.
@@ -187,7 +189,7 @@ async def connect_postgres(url: str) -> asyncpg.Connection:
 
 async def connect_sqlite(path: str) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, isolation_level=None)
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
+    for pragma in ("journal_mode=WAL", f"synchronous={SQLITE_SYNCHRONOUS}", "foreign_keys=ON"):
         await conn.execute(f"PRAGMA {pragma}")
     return conn
 
@@ -216,7 +218,7 @@ async def replay_postgres(url: str, log: list[Statement], label: str) -> float:
 
 async def replay_sqlite(path: str, log: list[Statement], label: str) -> float:
     async with aiosqlite.connect(path, isolation_level=None) as conn:
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
+        for pragma in ("journal_mode=WAL", f"synchronous={SQLITE_SYNCHRONOUS}", "foreign_keys=ON"):
             await conn.execute(f"PRAGMA {pragma}")
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(label, total=len(log))
@@ -251,7 +253,7 @@ async def record_log(
     url: str, s: Seed, work: list[tuple[int, ev.Event]]
 ) -> tuple[list[Statement], list[int]]:
     """Run the workload once, recording every statement; `bounds[i]` is where event i starts."""
-    db = Database(url, pool_size=2)
+    db = Database(url, pool_size=2, sqlite_synchronous=SQLITE_SYNCHRONOUS)
     log: list[Statement] = []
     stop = record(db, log)
     bounds = [0]
@@ -293,7 +295,7 @@ async def interleaved_pass(
     Each runs on its own identical copy of the seeded database; the order alternates per
     chunk so neither always goes first.
     """
-    db = Database(engine_url, pool_size=2)
+    db = Database(engine_url, pool_size=2, sqlite_synchronous=SQLITE_SYNCHRONOUS)
     result = Pass()
     try:
         await service.get_conversation(db, s.app_id, s.conversations[0])

@@ -37,6 +37,7 @@ from threadline.apps import service as apps
 from threadline.conversations import service as conversations
 from threadline.core.errors import DomainError
 from threadline.core.recompute import Drift
+from threadline.db import backup as backups
 from threadline.db.engine import Database, async_url
 from threadline.db.migrate import upgrade
 from threadline.inbox.check import NOUNS, IndexDrift
@@ -121,7 +122,7 @@ def describe(exc: BaseException, url: str | None = None) -> str:
             f"THREADLINE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
         )
         return f"invalid setting: {'; '.join(problems)}"
-    if isinstance(exc, Failure | DomainError | ValueError):
+    if isinstance(exc, Failure | DomainError | ValueError | backups.BackupError):
         return str(exc)
     if isinstance(exc, OSError):  # connection refused, unknown host, timeout
         return f"cannot reach the database{where}: {_first_line(str(exc)) or type(exc).__name__}"
@@ -453,6 +454,53 @@ def check(
     else:
         err.print(Text(f"{summary}; run `threadline check --fix` to repair", style="bold red"))
     raise typer.Exit(1)
+
+
+def _copy_bar(description: str) -> tuple[Progress, Callable[[int, int], None]]:
+    """A progress bar for a backup or restore, and the callback that moves it (pages)."""
+    bar = _progress_bar(disable=not err.is_terminal, transient=True)
+    task = bar.add_task(description, total=None)
+
+    def moved(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return bar, moved
+
+
+@cli.command()
+def backup(
+    path: Annotated[Path, typer.Argument(help="The backup file to write (a new file).")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Write a consistent backup of the database while the server runs.
+
+    SQLite: the online backup API (one snapshot, writers carry on), a SQLite file.
+    PostgreSQL: pg_dump's custom format (the PostgreSQL client programs must be installed).
+    """
+    url = _settings(database_url).database_url
+    bar, moved = _copy_bar("Backup")
+    with reported(url), bar:
+        backups.backup(url, path, moved)
+    out.print(f"Backup written: {path}")
+
+
+@cli.command()
+def restore(
+    path: Annotated[Path, typer.Argument(help="A file written by `threadline backup`.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Replace the database's content with a backup's, then migrate it to the current schema.
+
+    Stop the servers and workers first. SQLite: the file is checked, then copied into the
+    database. PostgreSQL: pg_restore --clean, in one transaction.
+    """
+    url = _settings(database_url).database_url
+    bar, moved = _copy_bar("Restore")
+    with reported(url):
+        with bar:
+            backups.restore(url, path, moved)
+        upgrade(url)
+    out.print(f"Restored {path} into {_safe_url(url)}; run `threadline check` to verify it")
 
 
 def main() -> None:

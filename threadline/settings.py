@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("threadline-data")
@@ -26,6 +27,15 @@ class Settings(BaseSettings):
     # PostgreSQL: how many writes to different conversations may share one transaction
     # when they arrive together (1: each write alone).
     write_batch: int = Field(8, ge=1, le=64)
+    # SQLite's `PRAGMA synchronous` (WAL mode): FULL makes every acknowledged write survive
+    # a power loss; NORMAL may lose the last commits then (never corrupts the file).
+    sqlite_synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
+
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
     # How long an inbox sign-in lasts (hours, fractions allowed); API tokens never expire.
     inbox_session_hours: float = Field(
         DEFAULT_INBOX_SESSION_HOURS, gt=0, le=MAX_INBOX_SESSION_HOURS, allow_inf_nan=False

@@ -66,6 +66,7 @@ async def test_add_list_deliver_and_remove(
     (replayed,) = ok(await api.post(f"{HOOKS}/replay", json={"delivery": delivery["id"]}))
     assert replayed["status"] == "pending"
     assert replayed["attempts"] == 0
+    assert replayed["sequence"] == delivery["sequence"] == 1
     await receiver.wait_for(2)
     assert receiver.requests[1]["headers"]["webhook-id"] == f"msg_{delivery['id']}"
     assert ok(await api.get(path, params={**mine, "status": "dead"})) == []

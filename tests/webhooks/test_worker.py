@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import socket
 import time
@@ -259,9 +260,11 @@ async def test_a_receiver_that_is_down_ends_dead_and_is_replayed_when_back(
         assert all(d.last_status is None and d.last_error for d in dead)
         await receiver.start()
         try:
+            queued: list[int] = []
             async with db.write() as conn:
-                for d in dead:
-                    assert await repo.replay(conn, world.app_id, d.id, utcnow())
+                for d in dead:  # the first one's replay queues the later one of its conversation
+                    queued += await repo.replay(conn, world.app_id, d.id, utcnow())
+            assert queued == [d.id for d in dead]
             worker_wake = await settled(db, world, ep, 2, repo.DELIVERED)
             assert [d.id for d in worker_wake] == [d.id for d in dead]
             assert [r["headers"]["webhook-id"] for r in receiver.requests] == [
@@ -269,6 +272,113 @@ async def test_a_receiver_that_is_down_ends_dead_and_is_replayed_when_back(
             ]
         finally:
             await receiver.stop()
+
+
+def inversions(requests: list[dict[str, Any]]) -> int:
+    """Per conversation, how often an accepted request carried an older event than the
+    accepted one before it (in arrival order)."""
+    last: dict[int, int] = {}
+    count = 0
+    for r in requests:
+        event = json.loads(r["body"])
+        cid = event["conversation"]
+        count += event["id"] < last.get(cid, 0)
+        last[cid] = event["id"]
+    return count
+
+
+async def test_a_replayed_dead_letter_goes_again_with_what_came_after_in_sequence(
+    db: Database, world: World, receiver: Receiver
+) -> None:
+    receiver.mode = "fail"
+    ep = await endpoint(db, world, receiver.url, ["conversation_reply"])
+    async with running(db):
+        cids = []
+        for c in range(2):
+            out = await service.start_by_user(
+                db, world.app_id, world.user_id, ev.UserReply(body=f"c{c} m0")
+            )
+            cids.append(out.state.id)
+        for cid in cids:
+            await service.perform(
+                db, world.app_id, cid, ev.AdminReply(author=admin(world), body="m1")
+            )
+        dead = await settled(db, world, ep, 4, repo.DEAD)
+        receiver.mode = "ok"
+        accepted_from = len(receiver.requests)  # every request before got a 500
+        for i in range(2, 5):
+            for cid in cids:
+                await service.perform(
+                    db, world.app_id, cid, ev.AdminReply(author=admin(world), body=f"m{i}")
+                )
+        before = await settled(db, world, ep, 10, repo.DELIVERED, repo.DEAD)
+        mark = len(receiver.requests)
+        assert inversions(receiver.requests[accepted_from:mark]) == 0
+        # Every conversation's deliveries to the endpoint are numbered 1, 2, ... in log order.
+        for cid in cids:
+            mine = [d for d in before if d.conversation_id == cid]
+            assert [d.sequence for d in mine] == [1, 2, 3, 4, 5]
+            assert [d.status for d in mine] == [repo.DEAD] * 2 + [repo.DELIVERED] * 3
+        queued: set[int] = set()
+        async with db.write() as conn:
+            for d in dead:
+                queued.update(await repo.replay(conn, world.app_id, d.id, utcnow()))
+            # Pending already: replaying again queues nothing more.
+            assert await repo.replay(conn, world.app_id, dead[0].id, utcnow()) == []
+        # The dead letters and, after each, what came after it in its conversation.
+        assert queued == {d.id for d in before}
+        after = await settled(db, world, ep, 10, repo.DELIVERED)
+    assert [(d.id, d.sequence) for d in after] == [(d.id, d.sequence) for d in before]
+    sequence_of = {f"msg_{d.id}": d.sequence for d in after}
+    for r in receiver.requests:
+        assert int(r["headers"]["threadline-sequence"]) == sequence_of[r["headers"]["webhook-id"]]
+    replayed = receiver.requests[mark:]
+    # After the replay the receiver got each conversation's deliveries again, in order,
+    # ending with the latest one: no inversion from the replay on.
+    assert inversions(replayed) == 0
+    for cid in cids:
+        got = [r for r in replayed if json.loads(r["body"])["conversation"] == cid]
+        assert [int(r["headers"]["threadline-sequence"]) for r in got] == [1, 2, 3, 4, 5]
+        assert json.loads(got[-1]["body"])["part"]["body"] == "m4"
+    # Over everything accepted, the only step back is the replay's restart, to sequence 1.
+    for cid in cids:
+        numbers = [
+            int(r["headers"]["threadline-sequence"])
+            for r in receiver.requests[accepted_from:]
+            if json.loads(r["body"])["conversation"] == cid
+        ]
+        backs = [b for a, b in itertools.pairwise(numbers) if b <= a]
+        assert backs == [1]
+
+
+async def test_a_delivery_in_flight_during_a_replay_goes_again_after_the_replayed_one(
+    db: Database, world: World, receiver: Receiver
+) -> None:
+    ep = await endpoint(db, world, receiver.url, ["conversation_reply"])
+    patient = FAST.model_copy(update={"webhook_timeout_seconds": 10.0})
+    async with running(db, patient):
+        out = await service.start_by_user(
+            db, world.app_id, world.user_id, ev.UserReply(body="first")
+        )
+        (first,) = await settled(db, world, ep, 1, repo.DELIVERED)
+        receiver.mode = "slow"  # the next delivery is answered 2 s after it arrives
+        await service.perform(
+            db, world.app_id, out.state.id, ev.AdminReply(author=admin(world), body="second")
+        )
+        await receiver.wait_for(2)
+        # Replayed while the second one is in flight: the receiver accepts the second one
+        # (2xx), but the conversation goes again from the first, so the second follows it.
+        async with db.write() as conn:
+            queued = await repo.replay(conn, world.app_id, first.id, utcnow())
+        receiver.mode = "ok"
+        assert len(queued) == 2
+        await receiver.wait_for(4)
+        done = await settled(db, world, ep, 2, repo.DELIVERED)
+    assert [d.attempts for d in done] == [1, 1]
+    bodies = [json.loads(r["body"])["part"]["body"] for r in receiver.requests]
+    assert bodies == ["first", "second", "first", "second"]
+    numbers = [int(r["headers"]["threadline-sequence"]) for r in receiver.requests]
+    assert numbers == [1, 2, 1, 2]
 
 
 async def test_a_slow_receiver_times_out_and_is_retried(

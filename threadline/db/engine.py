@@ -27,6 +27,10 @@ log = logging.getLogger("threadline.db")
 
 # Long enough to ride out another process's write transaction, short enough to surface a hang.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# SQLite's `PRAGMA synchronous` in WAL mode: FULL syncs the WAL at every commit, so an
+# acknowledged write survives a power loss; NORMAL syncs at checkpoints only (an OS crash
+# or power loss may lose the last commits, never corrupt the file).
+SQLITE_SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 
 
 def async_url(url: str) -> URL:
@@ -40,7 +44,10 @@ def async_url(url: str) -> URL:
     raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)}")
 
 
-def _install_sqlite_recipe(engine: AsyncEngine, begin_sql: str | None) -> None:
+def _install_sqlite_recipe(engine: AsyncEngine, begin_sql: str | None, synchronous: str) -> None:
+    if synchronous not in SQLITE_SYNCHRONOUS:
+        raise ValueError(f"SQLite synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")
+
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the driver; `on_begin` issues BEGIN itself.
@@ -48,7 +55,7 @@ def _install_sqlite_recipe(engine: AsyncEngine, begin_sql: str | None) -> None:
         cursor = dbapi_connection.cursor()
         for pragma in (
             "PRAGMA journal_mode=WAL",
-            "PRAGMA synchronous=NORMAL",
+            f"PRAGMA synchronous={synchronous}",
             "PRAGMA foreign_keys=ON",
             f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
         ):
@@ -64,7 +71,12 @@ def _install_sqlite_recipe(engine: AsyncEngine, begin_sql: str | None) -> None:
 
 
 def create_engine(
-    url: str, *, write: bool = True, pool_size: int = 10, sqlite_begin: bool = True
+    url: str,
+    *,
+    write: bool = True,
+    pool_size: int = 10,
+    sqlite_begin: bool = True,
+    sqlite_synchronous: str = "FULL",
 ) -> AsyncEngine:
     """An engine for `url`. On SQLite, `sqlite_begin=False` leaves BEGIN to the caller."""
     parsed = async_url(url)
@@ -79,7 +91,7 @@ def create_engine(
             json_deserializer=orjson.loads,
         )
         begin_sql = ("BEGIN IMMEDIATE" if write else "BEGIN") if sqlite_begin else None
-        _install_sqlite_recipe(engine, begin_sql)
+        _install_sqlite_recipe(engine, begin_sql, sqlite_synchronous)
         refuse_statements_behind_deferred(engine)
         return engine
     # JSON columns decode with orjson (as on SQLite): the stdlib decoder was a visible part
@@ -114,7 +126,13 @@ class Database:
     """The process's handle on storage: `write()` and `read()` transactions."""
 
     def __init__(
-        self, url: str, *, pool_size: int = 10, batch_writes: int = 8, batch_running: int = 1
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        batch_writes: int = 8,
+        batch_running: int = 1,
+        sqlite_synchronous: str = "FULL",
     ) -> None:
         self.url = url
         # PostgreSQL: up to `batch_writes` conversation writes share a transaction while
@@ -124,10 +142,16 @@ class Database:
         self.is_sqlite = async_url(url).get_backend_name() == "sqlite"
         # SQLite's writer issues BEGIN IMMEDIATE and COMMIT on the driver itself (see write()).
         self.write_engine = create_engine(
-            url, write=True, pool_size=pool_size, sqlite_begin=not self.is_sqlite
+            url,
+            write=True,
+            pool_size=pool_size,
+            sqlite_begin=not self.is_sqlite,
+            sqlite_synchronous=sqlite_synchronous,
         )
         self.read_engine = (
-            create_engine(url, write=False, pool_size=pool_size)
+            create_engine(
+                url, write=False, pool_size=pool_size, sqlite_synchronous=sqlite_synchronous
+            )
             if self.is_sqlite
             else self.write_engine
         )

@@ -458,6 +458,10 @@ webhook_deliveries = Table(
     ),
     Column("event_id", BigInteger, nullable=False),
     Column("conversation_id", BigInteger, nullable=False),
+    # 1, 2, ... among the endpoint's deliveries of the conversation, in log order: sent with
+    # each attempt, so a receiver can order them (a replayed dead letter comes after later
+    # ones).
+    Column("sequence", BigInteger, nullable=False),
     # `pending`, `delivered` or `dead` (every attempt failed; can be replayed).
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False),
@@ -473,6 +477,9 @@ webhook_deliveries = Table(
     # The oldest pending delivery per (endpoint, conversation) is the next one to send.
     Index("ix_webhook_deliveries_order", "endpoint_id", "conversation_id", "status", "id"),
     Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    Index(
+        "uq_webhook_deliveries_sequence", "endpoint_id", "conversation_id", "sequence", unique=True
+    ),
 )
 
 # The worker's cursor in the event log (one row, key `deliveries`).

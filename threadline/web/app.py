@@ -28,7 +28,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(
-            settings.database_url, pool_size=settings.pool_size, batch_writes=settings.write_batch
+            settings.database_url,
+            pool_size=settings.pool_size,
+            batch_writes=settings.write_batch,
+            sqlite_synchronous=settings.sqlite_synchronous,
         )
         try:
             app.state.realtime = await start_realtime(

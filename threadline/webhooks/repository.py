@@ -50,6 +50,7 @@ class Delivery:
     endpoint_id: int
     event_id: int
     conversation_id: int
+    sequence: int
     status: str
     attempts: int
     next_attempt_at: datetime
@@ -180,24 +181,53 @@ async def move_cursor(conn: AsyncConnection, old: int | None, new: int) -> bool:
     return bool(result.rowcount)
 
 
+async def _last_sequences(
+    conn: AsyncConnection, endpoint_ids: set[int], conversation_ids: set[int]
+) -> dict[tuple[int, int], int]:
+    """The highest sequence number given so far per (endpoint, conversation)."""
+    query = (
+        select(
+            deliveries_t.c.endpoint_id,
+            deliveries_t.c.conversation_id,
+            func.max(deliveries_t.c.sequence),
+        )
+        .where(
+            deliveries_t.c.endpoint_id.in_(sorted(endpoint_ids)),
+            deliveries_t.c.conversation_id.in_(sorted(conversation_ids)),
+        )
+        .group_by(deliveries_t.c.endpoint_id, deliveries_t.c.conversation_id)
+    )
+    return {(int(e), int(c)): int(n) for e, c, n in await conn.execute(query)}
+
+
 async def add_deliveries(
     conn: AsyncConnection, rows: Sequence[tuple[Endpoint, StoredEvent]], now: datetime
 ) -> None:
+    """Queue `rows` (in log order), numbering each (endpoint, conversation)'s on from its last
+    number. The caller has moved the worker's cursor in this transaction: no other
+    transaction queues deliveries meanwhile (it would fail to move the cursor)."""
     if not rows:
         return
-    values = [
-        {
-            "app_id": e.app_id,
-            "endpoint_id": endpoint.id,
-            "event_id": e.id,
-            "conversation_id": e.conversation_id,
-            "status": PENDING,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created": now,
-        }
-        for endpoint, e in rows
-    ]
+    last = await _last_sequences(
+        conn, {endpoint.id for endpoint, _ in rows}, {e.conversation_id for _, e in rows}
+    )
+    values = []
+    for endpoint, e in rows:
+        key = (endpoint.id, e.conversation_id)
+        last[key] = last.get(key, 0) + 1
+        values.append(
+            {
+                "app_id": e.app_id,
+                "endpoint_id": endpoint.id,
+                "event_id": e.id,
+                "conversation_id": e.conversation_id,
+                "sequence": last[key],
+                "status": PENDING,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created": now,
+            }
+        )
     stmt = _insert(conn, deliveries_t).values(values)
     await conn.execute(stmt.on_conflict_do_nothing(index_elements=["endpoint_id", "event_id"]))
 
@@ -248,9 +278,16 @@ async def record_attempt(
     error: str | None,
     latency_ms: int | None,
 ) -> None:
+    # Only if the delivery is still as the attempt found it: a replay of an earlier delivery
+    # of its conversation meanwhile queued it again (a new `next_attempt_at`), and then this
+    # attempt's outcome is dropped, so it goes again after the replayed one.
     await conn.execute(
         update(deliveries_t)
-        .where(deliveries_t.c.id == delivery.id, deliveries_t.c.status == PENDING)
+        .where(
+            deliveries_t.c.id == delivery.id,
+            deliveries_t.c.status == PENDING,
+            deliveries_t.c.next_attempt_at == delivery.next_attempt_at,
+        )
         .values(
             status=status,
             attempts=delivery.attempts + 1,
@@ -301,21 +338,40 @@ async def list_deliveries(
     return [_delivery(r) for r in await conn.execute(query)]
 
 
-async def replay(conn: AsyncConnection, app_id: int, delivery_id: int, now: datetime) -> bool:
-    """Send a delivery again (the same delivery id), from its first attempt; a delivery of
-    a removed endpoint stays as it is."""
+async def replay(conn: AsyncConnection, app_id: int, delivery_id: int, now: datetime) -> list[int]:
+    """Send a delivery again (the same delivery id), from its first attempt, and after it
+    every later delivery of its endpoint and conversation (each under its own id, from a
+    first attempt too; one being attempted right now has that attempt's outcome dropped,
+    see `record_attempt`): the conversation's deliveries go again in order from there, so
+    the last one the receiver gets is the latest. The ids queued again, in order; none when
+    the delivery is pending already, not the app's, or of a removed endpoint."""
     live = select(endpoints_t.c.id).where(_LIVE)
+    found = (
+        await conn.execute(
+            select(
+                deliveries_t.c.endpoint_id, deliveries_t.c.conversation_id, deliveries_t.c.sequence
+            ).where(
+                deliveries_t.c.app_id == app_id,
+                deliveries_t.c.id == delivery_id,
+                deliveries_t.c.status != PENDING,
+                deliveries_t.c.endpoint_id.in_(live),
+            )
+        )
+    ).first()
+    if found is None:
+        return []
+    endpoint_id, conversation_id, sequence = found
     result = await conn.execute(
         update(deliveries_t)
         .where(
-            deliveries_t.c.app_id == app_id,
-            deliveries_t.c.id == delivery_id,
-            deliveries_t.c.status != PENDING,
-            deliveries_t.c.endpoint_id.in_(live),
+            deliveries_t.c.endpoint_id == endpoint_id,
+            deliveries_t.c.conversation_id == conversation_id,
+            deliveries_t.c.sequence >= sequence,
         )
         .values(status=PENDING, attempts=0, next_attempt_at=now, delivered_at=None)
+        .returning(deliveries_t.c.id)
     )
-    return bool(result.rowcount)
+    return sorted(int(i) for i in result.scalars())
 
 
 async def delivery(conn: AsyncConnection, app_id: int, delivery_id: int) -> Delivery | None:

@@ -58,6 +58,7 @@ class DeliveryOut(TypedDict):
     endpoint: Id
     event: Id
     conversation: Id
+    sequence: int
     status: str
     attempts: int
     next_attempt_at: Ts | None
@@ -79,6 +80,7 @@ def _delivery_out(d: repo.Delivery) -> dict[str, Any]:
         "endpoint": d.endpoint_id,
         "event": d.event_id,
         "conversation": d.conversation_id,
+        "sequence": d.sequence,
         "status": d.status,
         "attempts": d.attempts,
         "next_attempt_at": d.next_attempt_at if d.status == repo.PENDING else None,
@@ -242,8 +244,10 @@ MAX_REPLAY = 1000
 )
 async def replay_deliveries(app: AppPath, caller: AdminCaller, p: Params[ReplayParams]) -> Response:
     """One delivery (dead or delivered), or every dead one (of one endpoint, or of all), is
-    sent again under its own delivery id, from a first attempt, ahead of its conversation's
-    later deliveries. Answers the deliveries queued again."""
+    sent again under its own delivery id, from a first attempt, and after it every later
+    delivery of its conversation to that endpoint: the conversation's deliveries go again in
+    order from there (each carries its `sequence`, also in the `Threadline-Sequence` header).
+    Answers the deliveries queued again, in order."""
     app_id = caller.app(app)
     now = utcnow()
     async with caller.db.write() as conn:
@@ -257,8 +261,10 @@ async def replay_deliveries(app: AppPath, caller: AdminCaller, p: Params[ReplayP
                 conn, app_id, p.webhook, status=repo.DEAD, before=None, limit=MAX_REPLAY
             )
             ids = [d.id for d in dead]
-        replayed = [i for i in ids if await repo.replay(conn, app_id, i, now)]
-        queued = [await repo.delivery(conn, app_id, i) for i in replayed]
+        replayed: set[int] = set()
+        for i in ids:
+            replayed.update(await repo.replay(conn, app_id, i, now))
+        queued = [await repo.delivery(conn, app_id, i) for i in sorted(replayed)]
     data = [_delivery_out(d) for d in queued if d is not None]
     return respond(list[DeliveryOut], data, context=caller.context)
 

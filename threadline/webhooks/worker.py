@@ -10,6 +10,9 @@ are sent concurrently, so a conversation's deliveries reach an endpoint in order
 other conversations proceed. Anything but a 2xx is retried with capped exponential
 backoff (a `Retry-After` is honoured); after the last attempt a delivery is `dead` (and
 no longer holds back its conversation's later ones) until replayed through the API.
+A replay sends the delivery again and then every later delivery of its conversation to
+that endpoint, in order; each attempt carries its number in the conversation
+(`Threadline-Sequence`), so a receiver can tell a replayed one from a new one.
 
 One worker sends at a time: on PostgreSQL it holds a session advisory lock, and a worker
 that cannot take it stands by. It runs inside each server process by default; with
@@ -46,6 +49,9 @@ from threadline.webhooks import signing
 log = logging.getLogger("threadline.webhooks")
 
 USER_AGENT = f"Threadline-Webhooks/{__version__}"
+# The delivery's number among its endpoint's deliveries of its conversation (1, 2, ...):
+# a receiver orders by it, e.g. ignores a replayed one older than what it has applied.
+SEQUENCE_HEADER = "Threadline-Sequence"
 # Log events turned into deliveries per transaction.
 INGEST_BATCH = 500
 # After a wake-up, wait this long so that a burst of commits makes one round.
@@ -338,7 +344,11 @@ class Worker:
             else:
                 body = EVENT_ADAPTER.dump_json(event)  # type: ignore[arg-type]
                 content_type = "application/json"
-        headers = {"Content-Type": content_type, "User-Agent": USER_AGENT}
+        headers = {
+            "Content-Type": content_type,
+            "User-Agent": USER_AGENT,
+            SEQUENCE_HEADER: str(d.sequence),
+        }
         headers |= signing.headers(
             endpoint.secret, f"msg_{d.id}", int(datetime.now(UTC).timestamp()), body
         )
