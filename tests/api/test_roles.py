@@ -596,6 +596,11 @@ async def test_a_token_may_write_as_an_admin_and_the_audit_log_says_which(
     (cli_token,) = [
         t for t in ok(await api.get("/ext/apps/$self_app/tokens")) if t["name"] == "default"
     ]
+    # Naming another app's admin is refused, and leaves no note.
+    r = await api.post(
+        f"/conversations/{cid}/reply", json={"body": "x", "from_admin": world.foreign_admin_id}
+    )
+    assert r.status_code in (400, 404)
     entries = ok(await api.get("/ext/apps/$self_app/audit"))
     noted = [e for e in entries if e["action"] == "conversation.as_admin"]
     assert [(e["actor_kind"], e["actor_token"], e["object_id"]) for e in noted] == [

@@ -406,8 +406,11 @@ async def default_sender(db: Database, app_id: int) -> int:
 
 
 async def record_as_admin(db: Database, app_id: int, actor: Actor, admin_id: int | None) -> None:
-    """The audit log's note that `actor` (a token) writes as admin `admin_id`."""
+    """The audit log's note that `actor` (a token) writes as admin `admin_id`; nothing for
+    an id that is not an admin of the app (the write is refused anyway)."""
     async with db.write() as conn:
+        if admin_id is None or not await AppRepository(conn).owned(admins, app_id, admin_id):
+            return
         await audit.record(
             conn, app_id, actor, "conversation.as_admin", "admin", admin_id, utcnow()
         )
