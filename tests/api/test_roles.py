@@ -98,7 +98,7 @@ EXPECTED: dict[tuple[str, str], tuple[tuple[str, ...], Role | None]] = {
 # Routes outside the OpenAPI document, and how tokens bear on them.
 PUBLIC = "public"  # answers alike to every caller: no token is read
 SESSION_ONLY = "session"  # an inbox session's own (any role); other tokens 403, none 401
-STREAM = "stream"  # realtime: by token and channel, never by role (tests/events)
+STREAM = "stream"  # by token and channel, never by role: tests/events/test_stream_roles.py
 VISITOR = "visitor"  # the widget's visitor tokens only (tests/widget)
 NON_API: dict[str, str] = {
     "/": PUBLIC,
