@@ -99,7 +99,6 @@ EXPECTED: dict[tuple[str, str], tuple[tuple[str, ...], Role | None]] = {
 PUBLIC = "public"  # answers alike to every caller: no token is read
 SESSION_ONLY = "session"  # an inbox session's own (any role); other tokens 403, none 401
 STREAM = "stream"  # by token and channel, never by role: tests/events/test_stream_roles.py
-VISITOR = "visitor"  # the widget's visitor tokens only (tests/widget)
 NON_API: dict[str, str] = {
     "/": PUBLIC,
     "/health": PUBLIC,
@@ -114,6 +113,17 @@ NON_API: dict[str, str] = {
     "/sse/{channels:path}": STREAM,
     "/websocket/{channels:path}": STREAM,
 }
+
+
+# The widget's visitor API, every route but opening a visitor session (open to anyone).
+WIDGET_VISITOR_CALLS = [
+    ("GET", "/widget/api/conversations"),
+    ("POST", "/widget/api/conversations"),
+    ("GET", f"/widget/api/conversations/{NO}"),
+    ("POST", f"/widget/api/conversations/{NO}/reply"),
+    ("POST", f"/widget/api/conversations/{NO}/read"),
+    ("POST", f"/widget/api/conversations/{NO}/typing"),
+]
 
 
 def shape(path: str) -> str:
@@ -287,7 +297,11 @@ def test_every_route_outside_the_document_is_classified(app: FastAPI) -> None:
     for route in app.routes:
         if isinstance(route, Route | WebSocketRoute) and route.path not in documented:
             if route.path.startswith("/widget/api/"):
-                continue  # the visitor API: visitor tokens only, tests/widget
+                visitor = {shape(p) for _, p in WIDGET_VISITOR_CALLS}
+                assert route.path in ("/widget/api/session", "/widget/api/{path:path}") or (
+                    shape(route.path) in visitor
+                ), route.path
+                continue  # the visitor API: tried below with every caller's token
             if route.path.startswith("/v1/") or route.path.startswith("/v2/"):
                 continue  # the versioned aliases of documented routes
             outside.add(route.path)
@@ -315,6 +329,10 @@ async def test_routes_outside_the_document_ignore_roles(
             if not principal.session:  # DELETE signs a session out: sessions not tried
                 r = await client.delete("/ui/session")
                 assert r.status_code == (401 if not principal.valid else 403)
+            # The visitor API takes visitor tokens only: no API token or session is one.
+            for method, path in WIDGET_VISITOR_CALLS:
+                r = await client.request(method, path, json={"body": "x"})
+                error(r, 401, "AuthenticationFailed")
 
 
 # ---------------------------------------------------------------------------
