@@ -24,9 +24,11 @@ function actor(entry, admins) {
   return name ? `${token} (issued by ${name})` : token;
 }
 
-function what(entry) {
+function what(entry, admins) {
   const action = ACTIONS[entry.action] || entry.action;
-  const target = entry.object_id ? ` ${entry.object_id}` : "";
+  const admin = entry.object_type === "admin" && admins.get(String(entry.object_id));
+  const named = admin ? ` (${admin.name})` : "";
+  const target = entry.object_id ? ` ${entry.object_id}${named}` : "";
   const d = entry.details || {};
   const extra = entry.action === "admin.role" ? ` (${d.old} → ${d.new})` : "";
   return `${action}${target}${extra}`;
@@ -37,7 +39,7 @@ function row(entry, admins) {
     "tr", { testid: "audit-entry", dataset: { action: entry.action } },
     h("td", {}, formatDateTime(entry.created)),
     h("td", {}, actor(entry, admins)),
-    h("td", {}, what(entry)),
+    h("td", {}, what(entry, admins)),
   );
 }
 
