@@ -25,6 +25,7 @@ from threadline.cli import cli
 from threadline.conversations import service
 from threadline.conversations.repository import ConversationRepository
 from threadline.core import events as ev
+from threadline.core.access import Role
 from threadline.core.enums import AuthorKind, ConversationType, PartType
 from threadline.core.model import Author, ConversationState, Part
 from threadline.db.engine import Database
@@ -390,3 +391,70 @@ def test_demo_reuse_makes_a_new_app_when_the_saved_one_is_gone(
     third = _demo_json("--reuse")
     assert third["app"] not in (first["app"], second["app"])
     assert _demo_json("--reuse") == third
+
+
+def test_token_create_issues_a_working_owner_token_for_an_existing_app(db_url: str) -> None:
+    app = json.loads(invoke("app", "create", "Acme", "--database-url", db_url).stdout)["app"]
+    result = invoke(
+        "token",
+        "create",
+        str(app),
+        "--scopes",
+        "conversations-read,admin",
+        "--database-url",
+        db_url,
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    created = json.loads(lines[0])
+    assert set(created) == {"app", "token_id", "token"}
+    record = with_db(db_url, lambda db: apps.authenticate(db, created["token"]))
+    assert record is not None
+    assert (record.app_id, record.id) == (app, created["token_id"])
+    assert record.scopes == {"conversations-read", "admin"}
+    assert record.role is Role.OWNER
+    assert record.issuer_admin_id is None
+    line = assert_one_red_line(invoke("token", "create", "999", "--database-url", db_url))
+    assert "app 999 not found" in line
+    line = assert_one_red_line(
+        invoke("token", "create", str(app), "--scopes", "root", "--database-url", db_url)
+    )
+    assert "scopes" in line
+
+
+def test_admin_create_adds_an_owner_who_can_sign_in(db_url: str) -> None:
+    app = json.loads(invoke("app", "create", "Acme", "--database-url", db_url).stdout)["app"]
+    args = ["admin", "create", str(app), "--email", "Boss@Acme.test", "--name", "Boss"]
+    result = invoke(*args, "--role", "owner", "--database-url", db_url)
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.splitlines()
+    made = json.loads(line)
+    assert set(made) == {"app", "admin", "role", "email", "password"}
+    assert (made["app"], made["role"], made["email"]) == (app, "owner", "boss@acme.test")
+
+    async def check(db: Database) -> tuple[str, bool]:
+        async with db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(admins.c.role, admins.c.password_hash).where(
+                        admins.c.id == made["admin"]
+                    )
+                )
+            ).one()
+        return row.role, PasswordHasher().verify(row.password_hash, made["password"])
+
+    assert with_db(db_url, check) == ("owner", True)
+    # With a password of one's own, none is printed; the e-mail stays unique in the app.
+    result = invoke(*args[:4], "x@acme.test", "--name", "X", "--password", "s3cret-enough",
+                    "--database-url", db_url)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "password" not in json.loads(result.stdout)
+    assert json.loads(result.stdout)["role"] == "operator"
+    assert "email" in assert_one_red_line(invoke(*args, "--database-url", db_url))
+    assert "role" in assert_one_red_line(invoke(*args, "--role", "king", "--database-url", db_url))
+    assert "app 999" in assert_one_red_line(
+        invoke(
+            "admin", "create", "999", "--email", "a@b.c", "--name", "A", "--database-url", db_url
+        )
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import socket
 import sys
@@ -33,8 +34,10 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from threadline import __version__, demo_signin
 from threadline import demo as demo_data
 from threadline.api.config import ApiSettings
+from threadline.apps import manage
 from threadline.apps import service as apps
 from threadline.conversations import service as conversations
+from threadline.core.access import Role, parse_role
 from threadline.core.errors import DomainError
 from threadline.core.recompute import Drift
 from threadline.db import backup as backups
@@ -58,6 +61,10 @@ cli = typer.Typer(
 )
 app_commands = typer.Typer(help="Manage apps (workspaces).", no_args_is_help=True)
 cli.add_typer(app_commands, name="app")
+token_commands = typer.Typer(help="Issue API tokens (regain access).", no_args_is_help=True)
+cli.add_typer(token_commands, name="token")
+admin_commands = typer.Typer(help="Add admins (regain access).", no_args_is_help=True)
+cli.add_typer(admin_commands, name="admin")
 
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -182,6 +189,55 @@ def app_create(
     with reported(url):
         created = _run(lambda db: apps.create_app(db, name), url)
     typer.echo(json.dumps({"app": created.app_id, "token": created.token}))
+
+
+@token_commands.command("create")
+def token_create(
+    app: Annotated[int, typer.Argument(help="The app's id.")],
+    scopes: Annotated[
+        str, typer.Option(help="Comma-separated scopes; every scope by default.")
+    ] = ",".join(apps.ALL_SCOPES),
+    name: Annotated[str, typer.Option(help="What the token is for.")] = "command line",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Issue an API token for an existing app; it acts as an owner (whoever runs the
+    server owns the app). Prints {"app", "token_id", "token"} as one line of JSON."""
+    url = _settings(database_url).database_url
+    chosen = [s.strip() for s in scopes.split(",") if s.strip()]
+    with reported(url):
+        token_id, token = _run(lambda db: manage.cli_issue_token(db, app, name, chosen), url)
+    typer.echo(json.dumps({"app": app, "token_id": token_id, "token": token}))
+
+
+@admin_commands.command("create")
+def admin_create(
+    app: Annotated[int, typer.Argument(help="The app's id.")],
+    email: Annotated[str, typer.Option(help="The admin's sign-in e-mail (unique in the app).")],
+    name: Annotated[str, typer.Option(help="Shown to users next to the admin's replies.")],
+    role: Annotated[
+        str, typer.Option(help="owner, administrator or operator.")
+    ] = Role.OPERATOR.value,
+    password: Annotated[
+        str | None,
+        typer.Option(help="The inbox password; a random one is made and printed if absent."),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Add an admin with an inbox login to an existing app. Prints {"app", "admin", "role",
+    "email"} as one line of JSON, with "password" when it was made here."""
+    url = _settings(database_url).database_url
+    made = password is None
+    secret = password if password is not None else secrets.token_urlsafe(12)
+    with reported(url):
+        chosen = parse_role(role)
+        admin_id = _run(
+            lambda db: manage.cli_create_admin(db, app, name, email, secret, chosen), url
+        )
+    result: dict[str, object] = {"app": app, "admin": admin_id, "role": chosen.value}
+    result["email"] = email.strip().lower()
+    if made:
+        result["password"] = secret
+    typer.echo(json.dumps(result))
 
 
 def _progress_bar(*, disable: bool, transient: bool = False) -> Progress:

@@ -28,6 +28,7 @@ from threadline.apps.repository import AppRepository
 from threadline.conversations import service
 from threadline.core import events as ev
 from threadline.core import rules
+from threadline.core.access import Role
 from threadline.core.enums import (
     AssistantType,
     AuthorKind,
@@ -676,6 +677,7 @@ class _Demo:
                 DEMO_OPERATOR_NAME,
                 email=DEMO_OPERATOR_EMAIL,
                 password=password,
+                role=Role.OWNER,  # the demo's login shows every part of the inbox
             )
         )
         for name, email in OPERATORS:
@@ -777,7 +779,7 @@ class _BulkDemo(_Demo):
         self.admins.append(
             await apps.create_admin(
                 self.db, self.app_id, DEMO_OPERATOR_NAME, email=DEMO_OPERATOR_EMAIL,
-                password=password,
+                password=password, role=Role.OWNER,
             )
         )  # fmt: skip
         for name, email in OPERATORS:

@@ -35,6 +35,7 @@ async def snapshot(api: httpx.AsyncClient, world: World, cid: int) -> list[Any]:
             "/ext/apps/$self_app/admins",
             "/ext/apps/$self_app/channels",
             "/ext/apps/$self_app/tokens",
+            "/ext/apps/$self_app/audit",
         )
     ]
 
@@ -69,6 +70,8 @@ def matrix(
         ("GET", f"/ext/apps/{a}/admins", {}),
         ("POST", f"/ext/apps/{a}/admins", {"name": "Mallory"}),
         ("DELETE", f"/ext/apps/{a}/admins/{world.admin_id}", {}),
+        ("POST", f"/ext/apps/{a}/admins/{world.admin_id}/role", {"role": "owner"}),
+        ("POST", f"/ext/apps/$self_app/admins/{world.admin_id}/role", {"role": "owner"}),
         ("DELETE", f"/ext/apps/{a}/admins", {"id": world.admin_id}),
         ("DELETE", f"/ext/apps/$self_app/admins/{world.admin_id}", {}),
         ("DELETE", "/ext/apps/$self_app/admins", {"id": world.admin_id}),
@@ -81,6 +84,8 @@ def matrix(
         ("GET", f"/ext/apps/{a}/tokens", {}),
         ("POST", f"/ext/apps/{a}/tokens", {"name": "steal", "scopes": "admin"}),
         ("DELETE", f"/ext/apps/{a}/tokens/{token_id}", {}),
+        ("POST", f"/ext/apps/{a}/tokens/{token_id}/owner", {"admin": world.admin_id}),
+        ("POST", f"/ext/apps/$self_app/tokens/{token_id}/owner", {"admin": world.admin_id}),
         ("DELETE", f"/ext/apps/{a}/tokens", {"id": token_id}),
         ("DELETE", f"/ext/apps/$self_app/tokens/{token_id}", {}),
         ("DELETE", "/ext/apps/$self_app/tokens", {"id": token_id}),
@@ -94,6 +99,7 @@ def matrix(
         ("GET", f"/ext/apps/{a}/webhooks/deliveries", {"webhook": 1}),
         ("POST", f"/ext/apps/{a}/webhooks/replay", {"delivery": 1}),
         ("GET", f"/ext/apps/{a}/widget", {}),
+        ("GET", f"/ext/apps/{a}/audit", {}),
     ]
 
 

@@ -86,6 +86,7 @@ async def test_the_right_password_gives_a_session_of_the_admin(live: Live) -> No
         "admin": admin_id,
         "name": "Olivia",
         "email": "olivia@acme.test",
+        "role": "operator",
     }
     assert re.fullmatch(r"tl_[A-Za-z0-9_-]{43}", token)
     # Stored hashed, like every token, with the inbox's scopes and no more.
@@ -111,6 +112,7 @@ async def test_the_right_password_gives_a_session_of_the_admin(live: Live) -> No
             "name": "Olivia",
             "email": "olivia@acme.test",
             "expires": expires,
+            "role": "operator",
         }
         inbox = await http.get(f"/ext/apps/{w.app_id}/inbox")
         assert inbox.status_code == 200

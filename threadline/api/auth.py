@@ -23,6 +23,7 @@ from threadline.api.params import (
 )
 from threadline.api.state import rate_limiter_of
 from threadline.apps.service import authenticate
+from threadline.core.access import Actor, ActorKind, Role, need
 from threadline.core.errors import NotFound
 from threadline.db.engine import Database
 
@@ -35,6 +36,7 @@ ADMIN = "admin"
 
 SELF_APP = "$self_app"
 SCOPES_ATTRIBUTE = "threadline_scopes"
+ROLE_ATTRIBUTE = "threadline_role"
 VERSION_SCOPE_KEY = "threadline.version"
 
 
@@ -48,10 +50,28 @@ class Caller:
     scopes: frozenset[str]
     version: int
     id_as_string: bool
+    # The role the token acts with (its issuing admin's; owner for the command line's), the
+    # issuing admin, and whether it is that admin's inbox session.
+    role: Role = Role.OWNER
+    issuer_admin_id: int | None = None
+    session: bool = False
 
     def need(self, scope: str) -> None:
         if scope not in self.scopes:
             raise PermissionDenied(f"the token lacks the {scope!r} scope")
+
+    def need_role(self, role: Role) -> None:
+        need(self.actor, role, "this")
+
+    @property
+    def session_admin(self) -> int | None:
+        """The admin an inbox session acts as; None for any other token."""
+        return self.issuer_admin_id if self.session else None
+
+    @property
+    def actor(self) -> Actor:
+        kind = ActorKind.ADMIN if self.session else ActorKind.TOKEN
+        return Actor(kind, self.role, self.issuer_admin_id, self.token_id)
 
     def app(self, app: str) -> int:
         """The app named in a path: `$self_app` or the token's own id; any other is unknown."""
@@ -95,8 +115,9 @@ def _flags(request: Request, raw: RawParams) -> tuple[int, bool]:
     return int(version), id_as_string
 
 
-def require(*scopes: str) -> Callable[[Request], Awaitable[Caller]]:
-    """A dependency: authenticate the request and check that the token has `scopes`."""
+def require(*scopes: str, role: Role | None = None) -> Callable[[Request], Awaitable[Caller]]:
+    """A dependency: authenticate the request and check that the token has `scopes` and,
+    with `role`, that it acts with that role or a higher one (a second, independent gate)."""
 
     async def dependency(request: Request) -> Caller:
         token = _header_token(request)
@@ -119,13 +140,26 @@ def require(*scopes: str) -> Callable[[Request], Awaitable[Caller]]:
                 raise Throttled(retry_after)
         raw = await cached_raw_params(request)
         version, id_as_string = _flags(request, raw)
-        caller = Caller(db, record.app_id, record.id, record.scopes, version, id_as_string)
+        caller = Caller(
+            db,
+            record.app_id,
+            record.id,
+            record.scopes,
+            version,
+            id_as_string,
+            record.role,
+            record.issuer_admin_id,
+            record.session,
+        )
         for scope in scopes:
             caller.need(scope)
+        if role is not None:
+            caller.need_role(role)
         request.scope["threadline.caller"] = caller
         return caller
 
     setattr(dependency, SCOPES_ATTRIBUTE, scopes)  # read by the OpenAPI document
+    setattr(dependency, ROLE_ATTRIBUTE, role)
     return dependency
 
 
@@ -133,4 +167,9 @@ ReadCaller = Annotated[Caller, Depends(require(READ))]
 WriteCaller = Annotated[Caller, Depends(require(WRITE))]
 SendCaller = Annotated[Caller, Depends(require(SEND_ONE))]
 UserWriteCaller = Annotated[Caller, Depends(require(WRITE, AS_USER))]
+# The `admin` scope with any role: the lists of admins and channels.
 AdminCaller = Annotated[Caller, Depends(require(ADMIN))]
+# Managing the app: the `admin` scope and the administrator (or owner) role.
+ManagerCaller = Annotated[Caller, Depends(require(ADMIN, role=Role.ADMINISTRATOR))]
+# The owner's own: the audit log.
+OwnerCaller = Annotated[Caller, Depends(require(ADMIN, role=Role.OWNER))]

@@ -9,10 +9,10 @@ from starlette.responses import Response
 
 from threadline.api.auth import Caller
 from threadline.api.envelope import respond
-from threadline.api.errors import InvalidParameter
+from threadline.api.errors import InvalidParameter, PermissionDenied
 from threadline.api.params import ApiParams, P, params, parse_id
 from threadline.api.schemas import Empty, PartRef
-from threadline.apps.manage import default_sender
+from threadline.apps.manage import default_sender, record_as_admin
 from threadline.conversations.service import Outcome
 from threadline.core.enums import AuthorKind, PartType
 from threadline.core.model import Author, Part
@@ -50,11 +50,27 @@ else:
             return Annotated[model, Depends(params(model))]
 
 
-async def admin_author(caller: Caller, from_admin: str | None) -> Author:
-    """`from_admin`: an admin id, or `default_admin` (also when absent): the app's sender."""
-    if from_admin is None or not from_admin.strip() or from_admin.strip() == DEFAULT_ADMIN:
+async def admin_author(caller: Caller, from_admin: str | None, *, record: bool = True) -> Author:
+    """`from_admin`: an admin id, or `default_admin` (also when absent): the app's sender.
+
+    An inbox session acts as its own admin: absent or naming that admin, it is the author;
+    naming anyone else (another admin, or the app's sender) is refused. An API token may
+    name any admin of the app, as the vendor API allows; with `record`, the audit log keeps
+    which token wrote as which admin (the attempt, recorded before the write is tried)."""
+    named = from_admin.strip() if from_admin is not None else ""
+    own = caller.session_admin
+    if own is not None:
+        if named and (named == DEFAULT_ADMIN or path_id("from_admin", named) != own):
+            raise PermissionDenied(
+                f"from_admin: an inbox session acts as its own admin ({own}), never as another"
+            )
+        return Author(AuthorKind.ADMIN, own)
+    if not named or named == DEFAULT_ADMIN:
         return Author(AuthorKind.SENDER, await default_sender(caller.db, caller.app_id))
-    return Author(AuthorKind.ADMIN, path_id("from_admin", from_admin.strip()))
+    author = Author(AuthorKind.ADMIN, path_id("from_admin", named))
+    if record:
+        await record_as_admin(caller.db, caller.app_id, caller.actor, author.id)
+    return author
 
 
 def base_url(request: Request) -> str:

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from threadline.api.auth import SCOPES_ATTRIBUTE
+from threadline.api.auth import ROLE_ATTRIBUTE, SCOPES_ATTRIBUTE
 from threadline.api.params import MAX_ID
 from threadline.api.routing import served_routes
 
@@ -88,6 +88,15 @@ def route_scopes(route: APIRoute) -> tuple[str, ...] | None:
     return None
 
 
+def route_role(route: APIRoute) -> str | None:
+    """The least role the route's token dependency demands (None: any role)."""
+    for dependant in _dependants(route.dependant):
+        if getattr(dependant.call, SCOPES_ATTRIBUTE, None) is not None:
+            role = getattr(dependant.call, ROLE_ATTRIBUTE, None)
+            return str(role) if role is not None else None
+    return None
+
+
 def _security(scopes: tuple[str, ...]) -> list[dict[str, list[str]]]:
     # For schemes other than OAuth2, OpenAPI 3.1 lists the roles a call needs: the scopes.
     return [{name: list(scopes)} for name in SECURITY_SCHEMES]
@@ -112,6 +121,11 @@ def finish(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
         for served in served_routes(app)
         for method in served.methods
     }
+    role_of = {
+        (method.lower(), served.path): route_role(served.route)
+        for served in served_routes(app)
+        for method in served.methods
+    }
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             operation.get("responses", {}).pop("422", None)
@@ -124,6 +138,13 @@ def finish(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
                 continue
             operation["security"] = _security(scopes)
             text = _scope_text(scopes, CONDITIONAL_SCOPES.get((method, path)))
+            role = role_of.get((method, path))
+            if role is not None:
+                operation["x-tl-role"] = role
+                text += (
+                    f" Role: {role} or above (an inbox session's admin; a token's issuing"
+                    " admin, or owner for tokens issued by the command line)."
+                )
             description = operation.get("description", "").strip()
             operation["description"] = f"{description}\n\n{text}" if description else text
     return schema

@@ -198,6 +198,8 @@ class MessageStarted(TypedDict):
 class AdminRecord(AdminOut):
     email: str | None
     created: Ts
+    # owner, administrator or operator.
+    role: str
 
 
 class TokenOut(TypedDict):
@@ -208,11 +210,31 @@ class TokenOut(TypedDict):
     created: Ts
     # When an inbox sign-in stops working; null for tokens made through the API.
     expires: Ts | None
+    # The admin who issued it, whose role it acts with and whose removal ends it; null for
+    # the command line's tokens, which act as an owner.
+    issuer_admin: Id | None
+    # An admin's inbox sign-in.
+    session: bool
 
 
 class TokenCreated(TokenOut):
     # Null when a retry answers a token created before: only its hash is stored.
     token: str | None
+
+
+class AuditEntryOut(TypedDict):
+    id: Id
+    created: Ts
+    # admin (an inbox session), token or cli (the command line).
+    actor_kind: str
+    actor_admin: Id | None
+    actor_token: Id | None
+    # admin.create, admin.remove, admin.role, token.create, token.revoke, token.reown,
+    # webhook.create, webhook.remove, conversation.as_admin ...
+    action: str
+    object_type: str
+    object_id: Id | None
+    details: dict[str, Any]
 
 
 class ErrorMeta(TypedDict):

@@ -1,5 +1,10 @@
 """Managing an app through the API: admins, channels and tokens (the `admin` scope).
 
+Each change names its `actor` (`threadline.core.access`): the rules of who may manage whom
+are checked against the actor's role, and changes to admins, roles and tokens are written
+to the audit log in the change's own transaction. The default actor is the command line
+(whoever runs the server): routes always pass the caller's.
+
 Each creation takes an optional `random_id`, the client's idempotency key: a retry with the
 same key in the same app creates nothing and answers what the first request created,
 whatever its other parameters (as a retried conversation write does). Admins, channels,
@@ -13,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import anyio
-from sqlalchemy import Table, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -24,10 +29,18 @@ from threadline.apps.service import (
     check_scopes,
     forget_tokens,
     hash_password,
-    hash_token,
-    issue_token,
-    session_token_name,
+    issue_token_with_id,
     utcnow,
+)
+from threadline.audit import repository as audit
+from threadline.core.access import (
+    CLI,
+    Actor,
+    Role,
+    check_keeps_an_owner,
+    check_manage_admin,
+    check_manage_token,
+    need,
 )
 from threadline.core.errors import InvalidParameter, NotFound
 from threadline.db.engine import Database
@@ -108,9 +121,13 @@ async def add_admin(
     avatar: str | None,
     password: str | None,
     random_id: int | None = None,
+    role: Role = Role.OPERATOR,
+    actor: Actor = CLI,
 ) -> app_q.AdminRow:
-    """A new admin. A retry with the first request's `random_id` answers the first admin,
-    even when it was removed since (it stays removed: the key never creates a second)."""
+    """A new admin with `role`. A retry with the first request's `random_id` answers the
+    first admin, even when it was removed since (it stays removed: the key never creates a
+    second)."""
+    check_manage_admin(actor, role)
     name = _name(name)
     email = email.strip().lower() if email and email.strip() else None
     # A retry skips the password hash, and must not meet its own email as taken.
@@ -123,9 +140,12 @@ async def add_admin(
     async def create(conn: AsyncConnection) -> int:
         if email is not None and await app_q.admin_with_email(conn, app_id, email):
             raise InvalidParameter("email", "another admin of the app has it")
-        return await AppRepository(conn).create_admin(
-            app_id, name, email, password_hash, avatar, utcnow()
+        now = utcnow()
+        ident = await AppRepository(conn).create_admin(
+            app_id, name, email, password_hash, avatar, now, role
         )
+        await audit.record(conn, app_id, actor, "admin.create", "admin", ident, now, role=role)
+        return ident
 
     try:
         ident, _ = await create_once(db, admins, app_id, random_id, create)
@@ -140,27 +160,89 @@ async def add_admin(
     return await _admin(db, app_id, ident)
 
 
-async def remove_admin(db: Database, app_id: int, admin_id: int) -> None:
-    """The admin can no longer be assigned or write; history keeps their name."""
-    async with db.write() as conn:
-        result = await conn.execute(
-            update(admins)
-            .where(admins.c.id == admin_id, admins.c.app_id == app_id, admins.c.removed.is_(None))
-            .values(removed=utcnow())
+async def _role_for_update(conn: AsyncConnection, app_id: int, admin_id: int) -> Role:
+    """The role of an admin of the app (not removed), its row locked until the commit."""
+    query = (
+        select(admins.c.role)
+        .where(admins.c.id == admin_id, admins.c.app_id == app_id, admins.c.removed.is_(None))
+        .with_for_update()
+    )
+    role = (await conn.execute(query)).scalar_one_or_none()
+    if role is None:
+        raise NotFound("admin", admin_id)
+    return Role(role)
+
+
+async def _other_owners(conn: AsyncConnection, app_id: int, admin_id: int) -> int:
+    """How many owners the app keeps besides `admin_id` (their rows locked: two owners
+    removing each other at once cannot both succeed)."""
+    query = (
+        select(admins.c.id)
+        .where(
+            admins.c.app_id == app_id,
+            admins.c.role == Role.OWNER.value,
+            admins.c.removed.is_(None),
+            admins.c.id != admin_id,
         )
-        if not result.rowcount:
-            raise NotFound("admin", admin_id)
-        # A removed operator is signed out of the inbox everywhere.
-        await conn.execute(
+        .with_for_update()
+    )
+    return len((await conn.execute(query)).all())
+
+
+async def remove_admin(db: Database, app_id: int, admin_id: int, actor: Actor = CLI) -> None:
+    """The admin can no longer be assigned or write; history keeps their name. Every token
+    they issued, their inbox sessions included, is revoked with them."""
+    async with db.write() as conn:
+        role = await _role_for_update(conn, app_id, admin_id)
+        check_manage_admin(actor, role)
+        if role is Role.OWNER:
+            check_keeps_an_owner(await _other_owners(conn, app_id, admin_id))
+        now = utcnow()
+        await conn.execute(update(admins).where(admins.c.id == admin_id).values(removed=now))
+        revoked = await conn.execute(
             update(api_tokens)
             .where(
                 api_tokens.c.app_id == app_id,
-                api_tokens.c.name == session_token_name(admin_id),
+                api_tokens.c.issuer_admin_id == admin_id,
                 api_tokens.c.revoked.is_(None),
             )
-            .values(revoked=utcnow())
+            .values(revoked=now)
+        )
+        await audit.record(
+            conn,
+            app_id,
+            actor,
+            "admin.remove",
+            "admin",
+            admin_id,
+            now,
+            role=role,
+            tokens_revoked=revoked.rowcount,
         )
     forget_tokens(db)
+
+
+async def set_role(
+    db: Database, app_id: int, admin_id: int, role: Role, actor: Actor = CLI
+) -> app_q.AdminRow:
+    """Give an admin another role: administrators promote and demote operators only; owners
+    anyone, as long as an owner remains. Their sessions and tokens act with it at once."""
+    async with db.write() as conn:
+        current = await _role_for_update(conn, app_id, admin_id)
+        check_manage_admin(actor, current)
+        check_manage_admin(actor, role)
+        if current is Role.OWNER and role is not Role.OWNER:
+            check_keeps_an_owner(await _other_owners(conn, app_id, admin_id))
+        if current is not role:
+            now = utcnow()
+            await conn.execute(
+                update(admins).where(admins.c.id == admin_id).values(role=role.value)
+            )
+            await audit.record(
+                conn, app_id, actor, "admin.role", "admin", admin_id, now, old=current, new=role
+            )
+    forget_tokens(db)
+    return await _admin(db, app_id, admin_id)
 
 
 async def add_channel(
@@ -207,14 +289,22 @@ async def remove_channel(db: Database, app_id: int, channel_id: int) -> None:
 
 
 async def add_token(
-    db: Database, app_id: int, *, name: str, scopes: list[str], random_id: int | None = None
+    db: Database,
+    app_id: int,
+    *,
+    name: str,
+    scopes: list[str],
+    random_id: int | None = None,
+    actor: Actor = CLI,
 ) -> tuple[app_q.TokenRow, str | None]:
-    """A new token with the chosen scopes; its text is returned here and never again.
+    """A new token with the chosen scopes; its text is returned here and never again. It is
+    issued by `actor`: it acts with the role of the actor's admin and dies with them.
 
     A retry with the first request's `random_id` answers the first token's record with no
     text (None: only its hash is stored), even when it was revoked since (it stays revoked:
     the key never creates a second).
     """
+    need(actor, Role.ADMINISTRATOR, "managing tokens")
     name = _name(name)
     if not scopes:
         raise InvalidParameter("scopes", f"choose one or more of {', '.join(ALL_SCOPES)}")
@@ -224,11 +314,15 @@ async def add_token(
     issued: list[str] = []
 
     async def create(conn: AsyncConnection) -> int:
-        repo = AppRepository(conn)
-        issued.append(await issue_token(repo, app_id, name, unique, utcnow()))
-        record = await repo.token_by_hash(hash_token(issued[-1]))
-        assert record is not None
-        return record.id
+        now = utcnow()
+        ident, text = await issue_token_with_id(
+            AppRepository(conn), app_id, name, unique, now, issuer=actor
+        )
+        issued.append(text)
+        await audit.record(
+            conn, app_id, actor, "token.create", "token", ident, now, name=name, scopes=unique
+        )
+        return ident
 
     ident, created = await create_once(db, api_tokens, app_id, random_id, create)
     async with db.read() as conn:
@@ -237,20 +331,70 @@ async def add_token(
     return row, issued[-1] if created else None
 
 
-async def revoke_token(db: Database, app_id: int, token_id: int) -> None:
-    async with db.write() as conn:
-        result = await conn.execute(
-            update(api_tokens)
-            .where(
-                api_tokens.c.id == token_id,
-                api_tokens.c.app_id == app_id,
-                api_tokens.c.revoked.is_(None),
+async def _token_for_update(
+    conn: AsyncConnection, app_id: int, token_id: int
+) -> tuple[Role, int | None, bool]:
+    """A working token's role (its issuer's, owner for the command line's), its issuing
+    admin and whether it is a session; its row locked until the commit."""
+    t = api_tokens.c
+    query = (
+        select(t.issuer_admin_id, t.session)
+        .where(t.id == token_id, t.app_id == app_id, t.revoked.is_(None))
+        .with_for_update()
+    )
+    row = (await conn.execute(query)).first()
+    if row is None:
+        raise NotFound("token", token_id)
+    if row.issuer_admin_id is None:
+        return Role.OWNER, None, bool(row.session)
+    role = (
+        await conn.execute(
+            select(admins.c.role).where(
+                admins.c.id == row.issuer_admin_id, admins.c.app_id == app_id
             )
-            .values(revoked=utcnow())
         )
-        if not result.rowcount:
-            raise NotFound("token", token_id)
+    ).scalar_one_or_none()
+    return Role(role or Role.OWNER), row.issuer_admin_id, bool(row.session)
+
+
+async def revoke_token(db: Database, app_id: int, token_id: int, actor: Actor = CLI) -> None:
+    """Revoke a token; not one that acts with a higher role than the actor's."""
+    async with db.write() as conn:
+        role, issuer, _ = await _token_for_update(conn, app_id, token_id)
+        check_manage_token(actor, role)
+        now = utcnow()
+        await conn.execute(
+            update(api_tokens).where(api_tokens.c.id == token_id).values(revoked=now)
+        )
+        await audit.record(
+            conn, app_id, actor, "token.revoke", "token", token_id, now, issuer_admin=issuer
+        )
     forget_tokens(db)
+
+
+async def reown_token(
+    db: Database, app_id: int, token_id: int, admin_id: int, actor: Actor = CLI
+) -> app_q.TokenRow:
+    """Make admin `admin_id` the token's issuer: it acts with their role from now on and
+    dies with them (not with its former issuer). Inbox sessions cannot be re-owned. Neither
+    the token's present role nor the new admin's may be above the actor's."""
+    async with db.write() as conn:
+        role, issuer, session = await _token_for_update(conn, app_id, token_id)
+        if session:
+            raise InvalidParameter("id", "an inbox session cannot be re-owned")
+        check_manage_token(actor, role)
+        check_manage_token(actor, await _role_for_update(conn, app_id, admin_id))
+        now = utcnow()
+        await conn.execute(
+            update(api_tokens).where(api_tokens.c.id == token_id).values(issuer_admin_id=admin_id)
+        )
+        await audit.record(
+            conn, app_id, actor, "token.reown", "token", token_id, now, old=issuer, new=admin_id
+        )
+        row = await app_q.token(conn, app_id, token_id)
+    forget_tokens(db)
+    assert row is not None
+    return row
 
 
 async def default_sender(db: Database, app_id: int) -> int:
@@ -259,3 +403,44 @@ async def default_sender(db: Database, app_id: int) -> int:
     if sender is None:
         raise NotFound("app", app_id)
     return sender
+
+
+async def record_as_admin(db: Database, app_id: int, actor: Actor, admin_id: int | None) -> None:
+    """The audit log's note that `actor` (a token) writes as admin `admin_id`; nothing for
+    an id that is not an admin of the app (the write is refused anyway)."""
+    async with db.write() as conn:
+        if admin_id is None or not await AppRepository(conn).owned(admins, app_id, admin_id):
+            return
+        await audit.record(
+            conn, app_id, actor, "conversation.as_admin", "admin", admin_id, utcnow()
+        )
+
+
+async def _app_exists(db: Database, app_id: int) -> None:
+    async with db.read() as conn:
+        if await AppRepository(conn).app(app_id) is None:
+            raise NotFound("app", app_id)
+
+
+async def cli_issue_token(
+    db: Database, app_id: int, name: str, scopes: list[str]
+) -> tuple[int, str]:
+    """`threadline token create`: a token of an existing app, issued by the command line
+    (it acts as an owner); its id and text."""
+    await _app_exists(db, app_id)
+    row, token = await add_token(db, app_id, name=name, scopes=scopes, actor=CLI)
+    assert token is not None
+    return row.id, token
+
+
+async def cli_create_admin(
+    db: Database, app_id: int, name: str, email: str, password: str, role: Role
+) -> int:
+    """`threadline admin create`: an admin with an inbox login, added by the command line."""
+    if not email.strip():
+        raise InvalidParameter("email", "must not be empty")
+    await _app_exists(db, app_id)
+    row = await add_admin(
+        db, app_id, name=name, email=email, avatar=None, password=password, role=role, actor=CLI
+    )
+    return row.id

@@ -35,6 +35,9 @@ class TokenRow:
     created: datetime
     # Inbox sign-ins expire; tokens made through the API do not (None).
     expires: datetime | None
+    # The admin who issued it (None: the command line), and whether it is their session.
+    issuer_admin_id: int | None = None
+    session: bool = False
 
 
 def _ids(ids: Iterable[int | None]) -> list[int]:
@@ -96,6 +99,17 @@ async def list_admins(conn: AsyncConnection, app_id: int) -> list[AdminRow]:
         .order_by(admins.c.id)
     )
     return [AdminRow(r.id, r.name, r.avatar, r.email, r.created) for r in await conn.execute(query)]
+
+
+async def admin_roles(conn: AsyncConnection, app_id: int, ids: Iterable[int]) -> dict[int, str]:
+    """The roles of admins of the app, by id (removed ones included)."""
+    wanted = _ids(ids)
+    if not wanted:
+        return {}
+    query = select(admins.c.id, admins.c.role).where(
+        admins.c.app_id == app_id, admins.c.id.in_(wanted)
+    )
+    return {int(r.id): str(r.role) for r in await conn.execute(query)}
 
 
 async def admin_with_email(conn: AsyncConnection, app_id: int, email: str) -> int | None:
@@ -175,11 +189,22 @@ _TOKEN_COLUMNS = (
     api_tokens.c.scopes,
     api_tokens.c.created,
     api_tokens.c.expires,
+    api_tokens.c.issuer_admin_id,
+    api_tokens.c.session,
 )
 
 
 def _token(r: Any) -> TokenRow:
-    return TokenRow(r.id, r.name, r.prefix, list(r.scopes), r.created, r.expires)
+    return TokenRow(
+        r.id,
+        r.name,
+        r.prefix,
+        list(r.scopes),
+        r.created,
+        r.expires,
+        r.issuer_admin_id,
+        bool(r.session),
+    )
 
 
 async def list_tokens(conn: AsyncConnection, app_id: int, now: datetime) -> list[TokenRow]:

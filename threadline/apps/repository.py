@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from threadline.core.access import Role
 from threadline.core.model import Admin, Sender
 from threadline.db.direct import DirectSelect, DriverConnection
 from threadline.db.schema import admins, api_tokens, apps, channels, messages, senders, users
@@ -21,6 +22,11 @@ class TokenRecord:
     app_id: int
     scopes: frozenset[str]
     expires: datetime | None = None
+    # The admin who issued it (for a session: the signed-in admin); None: the command line.
+    issuer_admin_id: int | None = None
+    # The role it acts with: its issuing admin's, or owner for the command line's tokens.
+    role: Role = Role.OWNER
+    session: bool = False
 
 
 def of_app(table: Table, ident: Any, app_id: Any) -> list[ColumnElement[bool]]:
@@ -86,6 +92,10 @@ class AppRepository:
         scopes: list[str],
         now: datetime,
         expires: datetime | None = None,
+        *,
+        issuer_admin_id: int | None = None,
+        issuer_token_id: int | None = None,
+        session: bool = False,
     ) -> int:
         return await self._insert(
             api_tokens,
@@ -96,17 +106,45 @@ class AppRepository:
             scopes=scopes,
             created=now,
             expires=expires,
+            issuer_admin_id=issuer_admin_id,
+            issuer_token_id=issuer_token_id,
+            session=session,
         )
 
     async def token_by_hash(self, token_hash: str) -> TokenRecord | None:
-        """The token unless revoked; an expired one too (the caller compares `expires`)."""
-        query = select(
-            api_tokens.c.id, api_tokens.c.app_id, api_tokens.c.scopes, api_tokens.c.expires
-        ).where(api_tokens.c.token_hash == token_hash, api_tokens.c.revoked.is_(None))
+        """The token unless revoked or its issuing admin is removed; an expired one too
+        (the caller compares `expires`). Its role is its issuer's, read now."""
+        t = api_tokens.c
+        issuer = (admins.c.id == t.issuer_admin_id) & (admins.c.app_id == t.app_id)
+        query = (
+            select(
+                t.id,
+                t.app_id,
+                t.scopes,
+                t.expires,
+                t.issuer_admin_id,
+                t.session,
+                admins.c.role,
+                admins.c.removed,
+            )
+            .select_from(api_tokens.outerjoin(admins, issuer))
+            .where(t.token_hash == token_hash, t.revoked.is_(None))
+        )
         row = (await self.conn.execute(query)).first()
         if row is None:
             return None
-        return TokenRecord(row.id, row.app_id, frozenset(row.scopes), row.expires)
+        if row.issuer_admin_id is not None and (row.role is None or row.removed is not None):
+            return None  # the token died with its issuer
+        role = Role(row.role) if row.issuer_admin_id is not None else Role.OWNER
+        return TokenRecord(
+            row.id,
+            row.app_id,
+            frozenset(row.scopes),
+            row.expires,
+            row.issuer_admin_id,
+            role,
+            bool(row.session),
+        )
 
     async def create_admin(
         self,
@@ -116,6 +154,7 @@ class AppRepository:
         password_hash: str | None,
         avatar: str | None,
         now: datetime,
+        role: Role = Role.OPERATOR,
     ) -> int:
         return await self._insert(
             admins,
@@ -125,6 +164,7 @@ class AppRepository:
             password_hash=password_hash,
             avatar=avatar,
             created=now,
+            role=role.value,
         )
 
     async def create_channel(self, app_id: int, name: str, type_: str, now: datetime) -> int:

@@ -14,6 +14,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from threadline.apps.repository import AppRepository, TokenRecord
+from threadline.audit import repository as audit
+from threadline.core.access import CLI, Actor, ActorKind, Role
 from threadline.core.errors import InvalidParameter
 from threadline.db.engine import Database
 
@@ -77,12 +79,43 @@ async def issue_token(
     scopes: list[str],
     now: datetime,
     expires: datetime | None = None,
+    *,
+    issuer: Actor = CLI,
 ) -> str:
-    """A new token; with `expires`, refused from then on, else valid until revoked."""
+    """A new token; with `expires`, refused from then on, else valid until revoked.
+
+    It records its `issuer`: an inbox session or a token issued by an admin acts with that
+    admin's role and dies with that admin's removal; the command line's acts as an owner."""
+    return (await issue_token_with_id(repo, app_id, name, scopes, now, expires, issuer=issuer))[1]
+
+
+async def issue_token_with_id(
+    repo: AppRepository,
+    app_id: int,
+    name: str,
+    scopes: list[str],
+    now: datetime,
+    expires: datetime | None = None,
+    *,
+    issuer: Actor = CLI,
+    session: bool = False,
+) -> tuple[int, str]:
+    """`issue_token`, answering the new token's id and text."""
     check_scopes(scopes)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    await repo.create_token(app_id, name, hash_token(token), token[:12], scopes, now, expires)
-    return token
+    ident = await repo.create_token(
+        app_id,
+        name,
+        hash_token(token),
+        token[:12],
+        scopes,
+        now,
+        expires,
+        issuer_admin_id=issuer.admin_id,
+        issuer_token_id=issuer.token_id if issuer.kind is not ActorKind.CLI else None,
+        session=session,
+    )
+    return ident, token
 
 
 async def create_app(db: Database, name: str) -> CreatedApp:
@@ -96,7 +129,10 @@ async def create_app(db: Database, name: str) -> CreatedApp:
         channel_id = await repo.create_channel(app_id, "Inbox", "default", now)
         sender_id = await repo.create_sender(app_id, name)
         await repo.set_defaults(app_id, channel_id, sender_id)
-        token = await issue_token(repo, app_id, "default", list(ALL_SCOPES), now)
+        token_id, token = await issue_token_with_id(repo, app_id, "default", list(ALL_SCOPES), now)
+        await audit.record(
+            conn, app_id, CLI, "token.create", "token", token_id, now, scopes=list(ALL_SCOPES)
+        )
     return CreatedApp(app_id, token, channel_id, sender_id)
 
 
@@ -146,14 +182,19 @@ async def create_admin(
     email: str | None = None,
     password: str | None = None,
     avatar: str | None = None,
+    role: Role = Role.OPERATOR,
 ) -> int:
+    """An admin, created by whoever runs the server (the command line, the demo, tests)."""
     if not name.strip():
         raise InvalidParameter("name", "must not be empty")
     password_hash = hash_password(password) if password else None
+    now = utcnow()
     async with db.write() as conn:
-        return await AppRepository(conn).create_admin(
-            app_id, name, email, password_hash, avatar, utcnow()
+        ident = await AppRepository(conn).create_admin(
+            app_id, name, email, password_hash, avatar, now, role
         )
+        await audit.record(conn, app_id, CLI, "admin.create", "admin", ident, now, role=role.value)
+        return ident
 
 
 async def create_channel(db: Database, app_id: int, name: str, type_: str = "default") -> int:

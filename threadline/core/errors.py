@@ -56,3 +56,11 @@ class TagAlreadyAssigned(DomainError):
 
 class TagNotAssigned(DomainError):
     error_name = "ConversationTagIsNotAssigned"
+
+
+class NotAllowed(DomainError):
+    """The caller's role does not allow this (the token's scopes may; roles are a second
+    gate)."""
+
+    error_name = "PermissionDenied"
+    status = 403

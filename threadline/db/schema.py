@@ -85,6 +85,12 @@ api_tokens = Table(
     # Inbox sessions end then; NULL: the token lasts until revoked (integrations' tokens).
     Column("expires", UTCDateTime, nullable=True),
     *_creation_key("api_tokens"),
+    # Who issued the token (threadline.core.access): the admin whose role it acts with and
+    # whose removal ends it, NULL for the command line (it acts as an owner); the token that
+    # issued it through the API, if any. An inbox session is issued by its own admin.
+    Column("issuer_admin_id", BigId, nullable=True),
+    Column("issuer_token_id", BigId, nullable=True),
+    Column("session", Boolean, nullable=False, server_default=text("false")),
 )
 
 admins = Table(
@@ -98,6 +104,8 @@ admins = Table(
     Column("password_hash", String(255), nullable=True),
     Column("created", UTCDateTime, nullable=False),
     Column("removed", UTCDateTime, nullable=True),
+    # owner, administrator or operator (threadline.core.access.Role).
+    Column("role", String(16), nullable=False, server_default="operator"),
     Index("uq_admins_app_id_email", "app_id", "email", unique=True),
     *_creation_key("admins"),
 )
@@ -501,4 +509,22 @@ widget_sessions = Table(
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created", UTCDateTime, nullable=False),
     Index("ix_widget_sessions_user", "user_id"),
+)
+
+# Who created or removed tokens, admins and webhooks, changed roles, re-owned tokens, and
+# when (threadline.audit). `actor_kind` is admin (an inbox session), token or cli.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    _id(),
+    _app_id(),
+    Column("created", UTCDateTime, nullable=False),
+    Column("actor_kind", String(8), nullable=False),
+    Column("actor_admin_id", BigId, nullable=True),
+    Column("actor_token_id", BigId, nullable=True),
+    Column("action", String(64), nullable=False),
+    Column("object_type", String(32), nullable=False),
+    Column("object_id", BigId, nullable=True),
+    Column("details", Json, nullable=False),
+    Index("ix_audit_log_app_id_id", "app_id", "id"),
 )

@@ -300,7 +300,9 @@ async def _stream_typing(scope: Scope, conversation: str) -> None:
         author: dict[str, object] = {"kind": "user", "id": state.user_id}
     else:
         from_admin = raw.values.get("from_admin")
-        who = await admin_author(caller, str(from_admin) if from_admin is not None else None)
+        who = await admin_author(
+            caller, str(from_admin) if from_admin is not None else None, record=False
+        )
         author = {"kind": who.kind.value, "id": who.id}
     body = raw.values.get("body")
     realtime.typing(

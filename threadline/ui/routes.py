@@ -125,6 +125,8 @@ class SessionOut(TypedDict):
     email: str | None
     # When the token stops working (Unix seconds, as every API time); null: never.
     expires: Ts | None
+    # owner, administrator or operator: what the inbox offers to manage.
+    role: str
     token: NotRequired[str]
 
 
@@ -135,6 +137,7 @@ def _session_out(session: service.Session) -> dict[str, object]:
         "name": session.name,
         "email": session.email,
         "expires": session.expires,
+        "role": session.role.value,
     }
     if session.token is not None:
         out["token"] = session.token

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -29,17 +28,18 @@ from threadline.apps.repository import AppRepository
 from threadline.apps.service import (
     forget_tokens,
     hash_password,
-    issue_token,
+    issue_token_with_id,
     session_token_name,
     utcnow,
     verify_password,
 )
+from threadline.core.access import Actor, ActorKind, Role
 from threadline.db.engine import Database
 from threadline.db.schema import admins, api_tokens
 
-# What the inbox does: read and write conversations, read users, list admins and channels.
+# What the inbox may do. The `admin` scope lists admins and channels; managing the app
+# needs, besides, the administrator or owner role: a session acts with its admin's role.
 SESSION_SCOPES = ("conversations-read", "conversations-write", "user-read", "admin")
-_SESSION_NAME_PATTERN = re.compile(r"inbox session of admin (\d+)")
 # The same e-mail may belong to admins of several apps; each is one argon2 check.
 MAX_ACCOUNTS_PER_EMAIL = 5
 # argon2 takes ~64 MiB and a core for a fraction of a second: a burst of sign-ins waits in
@@ -61,6 +61,7 @@ class Session:
     email: str | None
     expires: datetime | None
     token: str | None = None
+    role: Role = Role.OPERATOR
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,7 @@ class _Account:
     name: str
     email: str | None
     password_hash: str
+    role: Role
 
 
 class LoginGuard:
@@ -112,13 +114,20 @@ async def _accounts(conn: AsyncConnection, email: str, app_id: int | None) -> li
     if app_id is not None:
         conditions.append(admins.c.app_id == app_id)
     query = (
-        select(admins.c.id, admins.c.app_id, admins.c.name, admins.c.email, admins.c.password_hash)
+        select(
+            admins.c.id,
+            admins.c.app_id,
+            admins.c.name,
+            admins.c.email,
+            admins.c.password_hash,
+            admins.c.role,
+        )
         .where(*conditions)
         .order_by(admins.c.id)
         .limit(MAX_ACCOUNTS_PER_EMAIL)
     )
     return [
-        _Account(r.id, r.app_id, r.name, r.email, r.password_hash)
+        _Account(r.id, r.app_id, r.name, r.email, r.password_hash, Role(r.role))
         for r in await conn.execute(query)
     ]
 
@@ -155,11 +164,21 @@ async def log_in(
     name = session_token_name(found.admin_id)
     now = utcnow()
     expires = now + lifetime
+    issuer = Actor(ActorKind.ADMIN, found.role, found.admin_id)
     async with db.write() as conn:
-        token = await issue_token(
-            AppRepository(conn), found.app_id, name, list(SESSION_SCOPES), now, expires
+        _, token = await issue_token_with_id(
+            AppRepository(conn),
+            found.app_id,
+            name,
+            list(SESSION_SCOPES),
+            now,
+            expires,
+            issuer=issuer,
+            session=True,
         )
-    return Session(found.app_id, found.admin_id, found.name, found.email, expires, token)
+    return Session(
+        found.app_id, found.admin_id, found.name, found.email, expires, token, found.role
+    )
 
 
 async def _session_admin(
@@ -167,29 +186,29 @@ async def _session_admin(
 ) -> tuple[int, datetime | None]:
     """The admin a session token was issued to, and when it expires; any other token is
     not a session."""
-    query = select(api_tokens.c.name, api_tokens.c.expires).where(
+    query = select(api_tokens.c.issuer_admin_id, api_tokens.c.expires).where(
         api_tokens.c.id == token_id,
         api_tokens.c.app_id == app_id,
         api_tokens.c.revoked.is_(None),
+        api_tokens.c.session.is_(True),
     )
     row = (await conn.execute(query)).first()
-    matched = _SESSION_NAME_PATTERN.fullmatch(row.name if row else "")
-    if row is None or matched is None:
+    if row is None or row.issuer_admin_id is None:
         raise PermissionDenied("this token is not an inbox session")
-    return int(matched.group(1)), row.expires
+    return int(row.issuer_admin_id), row.expires
 
 
 async def current(db: Database, app_id: int, token_id: int) -> Session:
     """Who the session token belongs to (refused once that admin is removed)."""
     async with db.read() as conn:
         admin_id, expires = await _session_admin(conn, app_id, token_id)
-        query = select(admins.c.id, admins.c.name, admins.c.email).where(
+        query = select(admins.c.id, admins.c.name, admins.c.email, admins.c.role).where(
             admins.c.id == admin_id, admins.c.app_id == app_id, admins.c.removed.is_(None)
         )
         row = (await conn.execute(query)).first()
     if row is None:
         raise AuthenticationFailed("the session's admin no longer exists")
-    return Session(app_id, row.id, row.name, row.email, expires)
+    return Session(app_id, row.id, row.name, row.email, expires, role=Role(row.role))
 
 
 async def log_out(db: Database, app_id: int, token_id: int) -> None:

@@ -17,6 +17,7 @@ from threadline.events.realtime import start_realtime
 from threadline.settings import Settings, get_settings
 from threadline.ui import routes as ui
 from threadline.web import docs
+from threadline.web.headers import HtmlSecurityHeaders
 from threadline.webhooks import routes as webhooks
 from threadline.webhooks.worker import start_worker
 from threadline.widget import routes as widget
@@ -77,4 +78,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     webhooks.register(app)
     widget.register(app)
     ui.register(app)
+    app.add_middleware(HtmlSecurityHeaders)
     return app

@@ -10,7 +10,7 @@ from pydantic import Field
 from starlette.responses import Response
 from typing_extensions import TypedDict
 
-from threadline.api.auth import AdminCaller
+from threadline.api.auth import ManagerCaller
 from threadline.api.common import AppPath, Params
 from threadline.api.envelope import respond
 from threadline.api.errors import InvalidParameter
@@ -99,7 +99,7 @@ def _delivery_out(d: repo.Delivery) -> dict[str, Any]:
     summary="The app's webhook endpoints",
     openapi_extra=describe(ApiParams, body=False),
 )
-async def list_webhooks(app: AppPath, caller: AdminCaller) -> Response:
+async def list_webhooks(app: AppPath, caller: ManagerCaller) -> Response:
     app_id = caller.app(app)
     async with caller.db.read() as conn:
         found = await repo.endpoints(conn, app_id)
@@ -144,7 +144,7 @@ def _check_url(url: str) -> str:
     summary="Add a webhook endpoint",
     openapi_extra=describe(NewWebhookParams, body=True),
 )
-async def add_webhook(app: AppPath, caller: AdminCaller, p: Params[NewWebhookParams]) -> Response:
+async def add_webhook(app: AppPath, caller: ManagerCaller, p: Params[NewWebhookParams]) -> Response:
     """Deliveries start with the changes committed from now on.
 
     With `random_id`, a retry (the same key, per app) adds nothing and answers the first
@@ -164,6 +164,7 @@ async def add_webhook(app: AppPath, caller: AdminCaller, p: Params[NewWebhookPar
         events=list(dict.fromkeys(p.events)),
         format_=p.format,
         random_id=p.random_id,
+        actor=caller.actor,
     )
     data = {**_webhook_out(endpoint), "secret": endpoint.secret, "token": endpoint.token}
     return respond(WebhookCreated, data, context=caller.context)
@@ -180,13 +181,10 @@ class RemoveWebhookParams(ApiParams):
     openapi_extra=describe(RemoveWebhookParams, body=True),
 )
 async def remove_webhook(
-    app: AppPath, caller: AdminCaller, p: Params[RemoveWebhookParams]
+    app: AppPath, caller: ManagerCaller, p: Params[RemoveWebhookParams]
 ) -> Response:
     """Nothing more is sent to it; its pending deliveries end dead."""
-    app_id = caller.app(app)
-    async with caller.db.write() as conn:
-        if not await repo.remove_endpoint(conn, app_id, p.webhook, utcnow()):
-            raise NotFound("webhook", p.webhook)
+    await service.remove_endpoint(caller.db, caller.app(app), p.webhook, caller.actor)
     return respond(Empty, {}, context=caller.context)
 
 
@@ -210,7 +208,7 @@ class DeliveriesParams(ApiParams):
     openapi_extra=describe(DeliveriesParams, body=False),
 )
 async def list_deliveries(
-    app: AppPath, caller: AdminCaller, p: Params[DeliveriesParams]
+    app: AppPath, caller: ManagerCaller, p: Params[DeliveriesParams]
 ) -> Response:
     """The app's deliveries, newest first, with each one's attempts, last answer and next
     try; `dead` ones are the dead letters, to replay."""
@@ -242,7 +240,9 @@ MAX_REPLAY = 1000
     summary="Send webhook deliveries again",
     openapi_extra=describe(ReplayParams, body=True),
 )
-async def replay_deliveries(app: AppPath, caller: AdminCaller, p: Params[ReplayParams]) -> Response:
+async def replay_deliveries(
+    app: AppPath, caller: ManagerCaller, p: Params[ReplayParams]
+) -> Response:
     """One delivery (dead or delivered), or every dead one (of one endpoint, or of all), is
     sent again under its own delivery id, from a first attempt, and after it every later
     delivery of its conversation to that endpoint: the conversation's deliveries go again in

@@ -8,6 +8,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.apps.manage import create_once
 from threadline.apps.service import utcnow
+from threadline.audit import repository as audit
+from threadline.core.access import CLI, Actor
+from threadline.core.errors import NotFound
 from threadline.db.engine import Database
 from threadline.db.schema import webhook_endpoints as endpoints_t
 from threadline.events import repository as log_store
@@ -23,8 +26,10 @@ async def add_endpoint(
     events: list[str],
     format_: str,
     random_id: int | None,
+    actor: Actor = CLI,
 ) -> repo.Endpoint:
-    """A new endpoint, or the one the app's creation with the same key made."""
+    """A new endpoint, or the one the app's creation with the same key made; the creation
+    is in the audit log under `actor`."""
     made: list[repo.Endpoint] = []
 
     async def create(conn: AsyncConnection) -> int:
@@ -41,6 +46,9 @@ async def add_endpoint(
                 now=utcnow(),
             )
         )
+        await audit.record(
+            conn, app_id, actor, "webhook.create", "webhook", made[-1].id, utcnow(), url=url
+        )
         return made[-1].id
 
     ident, created = await create_once(db, endpoints_t, app_id, random_id, create)
@@ -48,3 +56,12 @@ async def add_endpoint(
         return made[-1]
     async with db.read() as conn:  # the first creation's, removed since or not
         return (await repo.endpoints_by_id(conn, [ident]))[ident]
+
+
+async def remove_endpoint(db: Database, app_id: int, endpoint_id: int, actor: Actor = CLI) -> None:
+    """Nothing more is sent to the endpoint; the removal is in the audit log."""
+    async with db.write() as conn:
+        now = utcnow()
+        if not await repo.remove_endpoint(conn, app_id, endpoint_id, now):
+            raise NotFound("webhook", endpoint_id)
+        await audit.record(conn, app_id, actor, "webhook.remove", "webhook", endpoint_id, now)

@@ -28,7 +28,7 @@ from starlette.responses import HTMLResponse, Response
 from typing_extensions import TypedDict
 
 from threadline import demo_signin
-from threadline.api.auth import AdminCaller
+from threadline.api.auth import ManagerCaller
 from threadline.api.common import AppPath, base_url, path_id
 from threadline.api.envelope import JSON, error_response, respond
 from threadline.api.errors import AuthenticationFailed, DomainError, Throttled
@@ -279,7 +279,7 @@ class WidgetSettings(TypedDict):
     summary="The chat widget: its snippet and the secret for signed user ids",
     openapi_extra=describe(ApiParams, body=False),
 )
-async def widget_settings(app: AppPath, caller: AdminCaller, request: Request) -> Response:
+async def widget_settings(app: AppPath, caller: ManagerCaller, request: Request) -> Response:
     """`snippet` embeds the widget for anonymous visitors. To tie a visitor to the site's
     own user, add `data-user-id="<id>"` and `data-user-hash="<hex HMAC-SHA256 of the id,
     keyed with secret>"`, computed on the site's server; keep `secret` there."""

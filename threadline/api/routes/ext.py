@@ -10,7 +10,14 @@ from fastapi import APIRouter, Path, Request
 from pydantic import Field, WithJsonSchema
 from starlette.responses import Response
 
-from threadline.api.auth import AS_USER, AdminCaller, Caller, WriteCaller
+from threadline.api.auth import (
+    AS_USER,
+    AdminCaller,
+    Caller,
+    ManagerCaller,
+    OwnerCaller,
+    WriteCaller,
+)
 from threadline.api.common import (
     DEFAULT_ADMIN,
     DEFAULT_USER,
@@ -44,6 +51,7 @@ from threadline.api.params import (
 from threadline.api.present import Presenter, channel_out
 from threadline.api.schemas import (
     AdminRecord,
+    AuditEntryOut,
     ChannelOut,
     ConversationOut,
     Empty,
@@ -59,8 +67,10 @@ from threadline.apps.manage import MAX_NAME_CHARS
 from threadline.apps.repository import AppRepository
 from threadline.apps.service import ALL_SCOPES
 from threadline.attachments import service as files
+from threadline.audit import service as audit
 from threadline.conversations import service
 from threadline.core import events as ev
+from threadline.core.access import Role, parse_role
 from threadline.core.enums import AssistantType, AuthorKind, MessageStatus, PartType
 from threadline.core.model import ConversationState
 from threadline.db.schema import admins
@@ -222,7 +232,7 @@ async def typing(
         ):
             raise InvalidParameter("from_user", "is not the user of this conversation")
     else:
-        author = await admin_author(caller, p.from_admin)
+        author = await admin_author(caller, p.from_admin, record=False)
         if author.kind is AuthorKind.ADMIN and author.id is not None:
             async with caller.db.read() as conn:
                 if not await AppRepository(conn).owned(admins, caller.app_id, author.id):
@@ -303,7 +313,7 @@ class EraseParams(ApiParams):
     openapi_extra=describe(EraseParams, body=True),
 )
 async def erase_user(
-    user: UserPath, caller: AdminCaller, p: Params[EraseParams], request: Request
+    user: UserPath, caller: ManagerCaller, p: Params[EraseParams], request: Request
 ) -> Response:
     """Every conversation of the user is removed (bodies and files erased), props wiped."""
     ref = users.parse_user_ref(user, bool(p.by_user_id))
@@ -316,7 +326,7 @@ async def erase_user(
 # Managing the app
 
 
-def _admin_record(row: app_q.AdminRow) -> dict[str, object]:
+def _admin_record(row: app_q.AdminRow, role: str) -> dict[str, object]:
     return {
         "id": row.id,
         "name": row.name,
@@ -324,7 +334,14 @@ def _admin_record(row: app_q.AdminRow) -> dict[str, object]:
         "type": "admin",
         "email": row.email,
         "created": row.created,
+        "role": role,
     }
+
+
+async def _admin_answer(caller: Caller, row: app_q.AdminRow) -> Response:
+    async with caller.db.read() as conn:
+        roles = await app_q.admin_roles(conn, caller.app_id, [row.id])
+    return respond(AdminRecord, _admin_record(row, roles[row.id]), context=caller.context)
 
 
 @router.get(
@@ -337,7 +354,15 @@ async def list_admins(app: AppPath, caller: AdminCaller) -> Response:
     app_id = caller.app(app)
     async with caller.db.read() as conn:
         rows = await app_q.list_admins(conn, app_id)
-    return respond(list[AdminRecord], [_admin_record(r) for r in rows], context=caller.context)
+        roles = await app_q.admin_roles(conn, app_id, [r.id for r in rows])
+    data = [_admin_record(r, roles[r.id]) for r in rows]
+    return respond(list[AdminRecord], data, context=caller.context)
+
+
+RoleParam = Annotated[
+    str,
+    WithJsonSchema({"type": "string", "enum": [r.value for r in Role]}),
+]
 
 
 class AdminParams(ApiParams):
@@ -349,6 +374,11 @@ class AdminParams(ApiParams):
         None, max_length=1024, description="An image URL.", examples=["https://example.com/a.png"]
     )
     password: str | None = Field(None, max_length=1024, description="For the operators' UI.")
+    role: RoleParam = Field(
+        "operator",
+        description="operator (inbox work), administrator (manages the app and its "
+        "operators; needs an administrator or owner) or owner (needs an owner).",
+    )
     random_id: RandomId = Field(
         None, description="Idempotency key: a retry adds nothing and answers the first admin."
     )
@@ -360,7 +390,7 @@ class AdminParams(ApiParams):
     summary="Add an admin",
     openapi_extra=describe(AdminParams, body=True),
 )
-async def add_admin(app: AppPath, caller: AdminCaller, p: Params[AdminParams]) -> Response:
+async def add_admin(app: AppPath, caller: ManagerCaller, p: Params[AdminParams]) -> Response:
     """With `random_id`, a retry (the same key, per app) adds nothing and answers the first
     request's admin, whatever its other parameters, even if that admin was removed since
     (it stays removed)."""
@@ -373,8 +403,31 @@ async def add_admin(app: AppPath, caller: AdminCaller, p: Params[AdminParams]) -
         avatar=p.avatar,
         password=p.password,
         random_id=p.random_id,
+        role=parse_role(p.role),
+        actor=caller.actor,
     )
-    return respond(AdminRecord, _admin_record(row), context=caller.context)
+    return await _admin_answer(caller, row)
+
+
+class RoleParams(ApiParams):
+    role: RoleParam = Field(description="The admin's new role.", examples=["administrator"])
+
+
+@router.post(
+    "/apps/{app}/admins/{id}/role",
+    response_model=Envelope[AdminRecord],
+    summary="Change an admin's role",
+    openapi_extra=describe(RoleParams, body=True),
+)
+async def set_role(
+    app: AppPath, admin_id: ObjectId, caller: ManagerCaller, p: Params[RoleParams]
+) -> Response:
+    """Administrators promote and demote operators; owners anyone. The app's last owner
+    cannot be demoted. The admin's sessions and tokens act with the new role at once."""
+    row = await manage.set_role(
+        caller.db, caller.app(app), path_id("id", admin_id), parse_role(p.role), caller.actor
+    )
+    return await _admin_answer(caller, row)
 
 
 class RemoveParams(ApiParams):
@@ -387,9 +440,11 @@ class RemoveParams(ApiParams):
     summary="Remove an admin",
     openapi_extra=describe(ApiParams, body=False),
 )
-async def remove_admin(app: AppPath, admin_id: ObjectId, caller: AdminCaller) -> Response:
-    """The admin can no longer act or be assigned; past parts keep their name."""
-    await manage.remove_admin(caller.db, caller.app(app), path_id("id", admin_id))
+async def remove_admin(app: AppPath, admin_id: ObjectId, caller: ManagerCaller) -> Response:
+    """The admin can no longer act or be assigned; past parts keep their name. The tokens
+    they issued and their inbox sessions are revoked. Administrators remove operators;
+    owners anyone but the app's last owner."""
+    await manage.remove_admin(caller.db, caller.app(app), path_id("id", admin_id), caller.actor)
     return respond(Empty, {}, context=caller.context)
 
 
@@ -400,9 +455,9 @@ async def remove_admin(app: AppPath, admin_id: ObjectId, caller: AdminCaller) ->
     openapi_extra=describe(RemoveParams, body=True),
 )
 async def remove_admin_by_param(
-    app: AppPath, caller: AdminCaller, p: Params[RemoveParams]
+    app: AppPath, caller: ManagerCaller, p: Params[RemoveParams]
 ) -> Response:
-    await manage.remove_admin(caller.db, caller.app(app), p.id)
+    await manage.remove_admin(caller.db, caller.app(app), p.id, caller.actor)
     return respond(Empty, {}, context=caller.context)
 
 
@@ -436,7 +491,7 @@ class NewChannelParams(ApiParams):
     summary="Add a channel",
     openapi_extra=describe(NewChannelParams, body=True),
 )
-async def add_channel(app: AppPath, caller: AdminCaller, p: Params[NewChannelParams]) -> Response:
+async def add_channel(app: AppPath, caller: ManagerCaller, p: Params[NewChannelParams]) -> Response:
     """With `random_id`, a retry (the same key, per app) adds nothing and answers the first
     request's channel, whatever its other parameters, even if that channel was removed since
     (it stays removed)."""
@@ -457,7 +512,7 @@ async def add_channel(app: AppPath, caller: AdminCaller, p: Params[NewChannelPar
     summary="Remove a channel",
     openapi_extra=describe(ApiParams, body=False),
 )
-async def remove_channel(app: AppPath, channel_id: ObjectId, caller: AdminCaller) -> Response:
+async def remove_channel(app: AppPath, channel_id: ObjectId, caller: ManagerCaller) -> Response:
     """Its conversations keep naming it; the app's default channel cannot be removed."""
     await manage.remove_channel(caller.db, caller.app(app), path_id("id", channel_id))
     return respond(Empty, {}, context=caller.context)
@@ -470,7 +525,7 @@ async def remove_channel(app: AppPath, channel_id: ObjectId, caller: AdminCaller
     openapi_extra=describe(RemoveParams, body=True),
 )
 async def remove_channel_by_param(
-    app: AppPath, caller: AdminCaller, p: Params[RemoveParams]
+    app: AppPath, caller: ManagerCaller, p: Params[RemoveParams]
 ) -> Response:
     await manage.remove_channel(caller.db, caller.app(app), p.id)
     return respond(Empty, {}, context=caller.context)
@@ -484,6 +539,8 @@ def _token_out(row: app_q.TokenRow) -> dict[str, object]:
         "scopes": row.scopes,
         "created": row.created,
         "expires": row.expires,
+        "issuer_admin": row.issuer_admin_id,
+        "session": row.session,
     }
 
 
@@ -493,7 +550,7 @@ def _token_out(row: app_q.TokenRow) -> dict[str, object]:
     summary="The app's tokens (never their text)",
     openapi_extra=describe(ApiParams, body=False),
 )
-async def list_tokens(app: AppPath, caller: AdminCaller) -> Response:
+async def list_tokens(app: AppPath, caller: ManagerCaller) -> Response:
     app_id = caller.app(app)
     async with caller.db.read() as conn:
         rows = await app_q.list_tokens(conn, app_id, datetime.now(UTC))
@@ -529,16 +586,24 @@ class NewTokenParams(ApiParams):
     summary="Create a token",
     openapi_extra=describe(NewTokenParams, body=True),
 )
-async def add_token(app: AppPath, caller: AdminCaller, p: Params[NewTokenParams]) -> Response:
+async def add_token(app: AppPath, caller: ManagerCaller, p: Params[NewTokenParams]) -> Response:
     """The answer's `token` (the token's text) is shown once: only a hash is stored.
 
     With `random_id`, a retry (the same key, per app) creates nothing and answers the first
     request's token, whatever its other parameters, even if it was revoked since (it stays
     revoked), with `token` null: its text cannot be shown again. If the first answer was
     lost, revoke this token and create another.
+
+    The token is issued by the caller: it acts with the role of the caller's admin (the
+    session's, or the one who issued the calling token) and is revoked with that admin.
     """
     row, token = await manage.add_token(
-        caller.db, caller.app(app), name=p.name, scopes=p.scopes, random_id=p.random_id
+        caller.db,
+        caller.app(app),
+        name=p.name,
+        scopes=p.scopes,
+        random_id=p.random_id,
+        actor=caller.actor,
     )
     return respond(TokenCreated, {**_token_out(row), "token": token}, context=caller.context)
 
@@ -549,8 +614,10 @@ async def add_token(app: AppPath, caller: AdminCaller, p: Params[NewTokenParams]
     summary="Revoke a token",
     openapi_extra=describe(ApiParams, body=False),
 )
-async def revoke_token(app: AppPath, token_id: ObjectId, caller: AdminCaller) -> Response:
-    await manage.revoke_token(caller.db, caller.app(app), path_id("id", token_id))
+async def revoke_token(app: AppPath, token_id: ObjectId, caller: ManagerCaller) -> Response:
+    """Not a token that acts with a higher role than the caller's (an administrator cannot
+    revoke an owner's or the command line's tokens)."""
+    await manage.revoke_token(caller.db, caller.app(app), path_id("id", token_id), caller.actor)
     return respond(Empty, {}, context=caller.context)
 
 
@@ -561,7 +628,60 @@ async def revoke_token(app: AppPath, token_id: ObjectId, caller: AdminCaller) ->
     openapi_extra=describe(RemoveParams, body=True),
 )
 async def revoke_token_by_param(
-    app: AppPath, caller: AdminCaller, p: Params[RemoveParams]
+    app: AppPath, caller: ManagerCaller, p: Params[RemoveParams]
 ) -> Response:
-    await manage.revoke_token(caller.db, caller.app(app), p.id)
+    await manage.revoke_token(caller.db, caller.app(app), p.id, caller.actor)
     return respond(Empty, {}, context=caller.context)
+
+
+class OwnerParams(ApiParams):
+    admin: IdParam = Field(description="The admin who owns the token from now on.")
+
+
+@router.post(
+    "/apps/{app}/tokens/{id}/owner",
+    response_model=Envelope[TokenOut],
+    summary="Re-own a token",
+    openapi_extra=describe(OwnerParams, body=True),
+)
+async def reown_token(
+    app: AppPath, token_id: ObjectId, caller: ManagerCaller, p: Params[OwnerParams]
+) -> Response:
+    """The token acts with `admin`'s role from now on and is revoked with `admin`, not with
+    its former issuer: re-own an integration's token before removing its issuer. Neither
+    the token's present role nor `admin`'s may be above the caller's; inbox sessions cannot
+    be re-owned."""
+    row = await manage.reown_token(
+        caller.db, caller.app(app), path_id("id", token_id), p.admin, caller.actor
+    )
+    return respond(TokenOut, _token_out(row), context=caller.context)
+
+
+class AuditParams(ApiParams):
+    after: IdOrZero = Field(
+        0, description="Entries older than this one: `meta.next_after` of the previous page."
+    )
+    count: Annotated[int, Field(ge=1, le=audit.MAX_PAGE)] = Field(
+        audit.DEFAULT_PAGE, description=f"Entries per answer, 1-{audit.MAX_PAGE}, newest first."
+    )
+
+
+@router.get(
+    "/apps/{app}/audit",
+    response_model=Envelope[list[AuditEntryOut]],
+    summary="The audit log",
+    openapi_extra=describe(AuditParams, body=False),
+)
+async def audit_log(app: AppPath, caller: OwnerCaller, p: Params[AuditParams]) -> Response:
+    """Who created or removed tokens, admins and webhooks, changed roles, re-owned tokens,
+    or wrote as another admin with a token, and when; newest first. `meta.next_after` is
+    the cursor of the next page (null on the last). Owners only."""
+    entries, next_after = await audit.page(
+        caller.db, caller.app(app), after=p.after or None, count=p.count
+    )
+    return respond(
+        list[AuditEntryOut],
+        [audit.entry_out(e) for e in entries],
+        context=caller.context,
+        next_after=next_after,
+    )

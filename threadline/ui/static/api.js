@@ -73,6 +73,9 @@ export class Api {
   signOut() { return this.delete("/ui/session"); }
   admins() { return this.get(`/ext/apps/${this.app}/admins`); }
   channels() { return this.get(`/apps/${this.app}/channels`); }
+  audit({ count, after }) {
+    return this.get(`/ext/apps/${this.app}/audit`, { count, after: after || undefined });
+  }
 
   /** A page of an inbox view (`filters`: status, assignee, channel, tag). */
   inbox(filters, { position, count = 20, counts = false } = {}) {

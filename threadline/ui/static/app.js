@@ -1,5 +1,6 @@
 // The operators' inbox: views with live counts, the conversation list, one conversation.
 import { Api, UNREACHABLE, randomId, signIn } from "./api.js";
+import { showAudit } from "./audit.js";
 import {
   byTestId, fill, formatDateTime, h, localInputValue, operatorBody, operatorText, snippet,
   timeElement,
@@ -230,6 +231,8 @@ async function onLogin(event) {
 }
 
 function endSession(message) {
+  if ($("audit").open) $("audit").close();
+  $("audit-open").hidden = true;
   if (state.realtime) state.realtime.stop();
   state.realtime = null;
   sessionStorage.removeItem(STORAGE_KEY);
@@ -261,6 +264,8 @@ async function startInbox(session) {
   $("login").hidden = true;
   $("inbox").hidden = false;
   document.querySelector('[data-testid="current-admin"]').textContent = session.name;
+  // The audit log is the owners' (the server refuses it to anyone else).
+  $("audit-open").hidden = session.role !== "owner";
   // Subscribed first: every change committed from here on reaches the page.
   state.realtime = new Realtime({
     token: session.token,
@@ -979,6 +984,9 @@ function clearTyping(id) {
 async function boot() {
   $("login-form").addEventListener("submit", onLogin);
   $("logout").addEventListener("click", onLogout);
+  $("audit-open").addEventListener("click", () => {
+    if (state.api) showAudit(state.api, state.admins, $("audit"));
+  });
   $("search-form").addEventListener("submit", onSearch);
   $("search").addEventListener("keydown", onSearchKey);
   $("search").addEventListener("input", onSearchInput);
@@ -1007,7 +1015,7 @@ async function boot() {
   }
   try {
     const who = await new Api(session).whoAmI();
-    session = { ...session, name: who.data.name };
+    session = { ...session, name: who.data.name, role: who.data.role };
   } catch (error) {
     if (error.status === 401 || error.status === 403) {
       sessionStorage.removeItem(STORAGE_KEY);
