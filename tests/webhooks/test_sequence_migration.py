@@ -16,16 +16,24 @@ from threadline.db.schema import webhook_deliveries, webhook_endpoints
 NOW = datetime(2026, 12, 21, 9, 0, tzinfo=UTC)
 
 
-async def _seed(url: str) -> None:
+async def _app(url: str) -> int:
+    """An app, made at the latest schema (the code that makes it writes today's columns)."""
+    db = Database(url)
+    try:
+        return (await build_world(db)).app_id
+    finally:
+        await db.dispose()
+
+
+async def _seed(url: str, app_id: int) -> None:
     """Two endpoints; deliveries of two conversations, queued interleaved."""
     db = Database(url)
     try:
-        world = await build_world(db)
         async with db.write() as conn:
             endpoints = []
             for n in range(2):
                 values = {
-                    "app_id": world.app_id,
+                    "app_id": app_id,
                     "url": f"https://receiver.example/{n}",
                     "events": [],
                     "format": "json",
@@ -51,7 +59,7 @@ async def _seed(url: str) -> None:
                                 " 1, :now, :now)"
                             ),
                             {
-                                "app": world.app_id,
+                                "app": app_id,
                                 "endpoint": endpoint,
                                 "event": event,
                                 "conversation": conversation,
@@ -80,8 +88,9 @@ async def _rows(url: str) -> list[tuple[int, int, int, int]]:
 
 
 def test_upgrade_numbers_existing_deliveries_per_endpoint_and_conversation(db_url: str) -> None:
+    app_id = asyncio.run(_app(db_url))
     downgrade(db_url, "0012")
-    asyncio.run(_seed(db_url))
+    asyncio.run(_seed(db_url, app_id))
     upgrade(db_url)
     rows = asyncio.run(_rows(db_url))
     assert len(rows) == 12
