@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from fastapi import FastAPI
 
 from threadline import __version__, api
 from threadline.db.engine import Database
@@ -16,6 +14,8 @@ from threadline.events import stream
 from threadline.events.realtime import start_realtime
 from threadline.settings import Settings, get_settings
 from threadline.ui import routes as ui
+from threadline.web import health
+from threadline.web.failures import RequestGuard
 from threadline.webhooks import routes as webhooks
 from threadline.webhooks.worker import start_worker
 from threadline.widget import routes as widget
@@ -27,7 +27,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(
-            settings.database_url, pool_size=settings.pool_size, batch_writes=settings.write_batch
+            settings.database_url,
+            pool_size=settings.pool_size,
+            batch_writes=settings.write_batch,
+            timeouts=settings.db_timeouts(),
         )
         try:
             app.state.realtime = await start_realtime(
@@ -46,18 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Threadline", version=__version__, lifespan=lifespan)
     app.state.settings = settings
 
-    @app.get("/health", include_in_schema=False)
-    async def health(request: Request) -> JSONResponse:
-        db: Database = request.app.state.db
-        try:
-            async with db.read() as conn:
-                await conn.execute(text("SELECT 1"))
-        except Exception as exc:  # any failure to reach the database is "unhealthy"
-            return JSONResponse(
-                {"status": "unavailable", "database": db.dialect, "error": str(exc)[:200]},
-                status_code=503,
-            )
-        return JSONResponse({"status": "ok", "database": db.dialect, "version": __version__})
+    health.register(app)
 
     events.register_first(app)
     api.register(app)
@@ -65,4 +57,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     webhooks.register(app)
     widget.register(app)
     ui.register(app)
+    # Outermost: a request id for every request, and an answer for every failure.
+    app.add_middleware(RequestGuard)
     return app
