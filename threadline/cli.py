@@ -262,6 +262,8 @@ def serve(
     """Serve the API and the inbox with uvicorn."""
     import uvicorn
 
+    from threadline.logs import logging_config
+
     settings = _settings(database_url)
     host = host or settings.host
     port = port or settings.port
@@ -282,6 +284,11 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        # Structured records (JSON when stderr is no terminal), in every worker process.
+        log_config=logging_config(),
+        # A failed request is logged (one line, threadline.web.failures); a line for every
+        # answered request only when asked for.
+        access_log=settings.access_log,
     )
 
 

@@ -45,7 +45,12 @@ def logging_config(*, as_json: bool | None = None, level: str = "INFO") -> dict[
         as_json = not sys.stderr.isatty()
     final: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if as_json:
-        final += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        # A traceback as a list of frames, without each frame's local variables (those made
+        # one record of a database failure a megabyte).
+        tracebacks = structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        )
+        final += [tracebacks, structlog.processors.JSONRenderer()]
     else:
         final.append(structlog.dev.ConsoleRenderer(colors=False))
     return {

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     db_connect_timeout: float = Field(3.0, gt=0, le=3600, allow_inf_nan=False)
     db_statement_timeout: float = Field(5.0, gt=0, le=86_400, allow_inf_nan=False)
     db_pool_timeout: float = Field(3.0, gt=0, le=3600, allow_inf_nan=False)
+    # `threadline serve`: log a line for every answered request (failed ones always are).
+    access_log: bool = False
     # How long an inbox sign-in lasts (hours, fractions allowed); API tokens never expire.
     inbox_session_hours: float = Field(
         DEFAULT_INBOX_SESSION_HOURS, gt=0, le=MAX_INBOX_SESSION_HOURS, allow_inf_nan=False
