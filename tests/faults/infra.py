@@ -108,6 +108,9 @@ class PrivatePostgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+SCRATCH_REDIS = ("--save", "", "--appendonly", "no")
+
+
 class PrivateRedis:
     def __init__(self) -> None:
         server = shutil.which("redis-server")
@@ -115,8 +118,7 @@ class PrivateRedis:
             raise RuntimeError("no redis-server on this machine")
         self.port = free_port()
         self.process = subprocess.Popen(
-            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "no"],
+            [server, "--port", str(self.port), "--bind", "127.0.0.1", *SCRATCH_REDIS],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -150,6 +152,8 @@ class TcpProxy:
         asyncio.set_event_loop(self._loop)
 
         async def main() -> None:
+            self._flowing = asyncio.Event()
+            self._flowing.set()
             self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
             ready.set()
 
@@ -176,8 +180,7 @@ class TcpProxy:
     ) -> None:
         try:
             while data := await source.read(65536):
-                while self.mode == "freeze":
-                    await asyncio.sleep(0.02)
+                await self._flowing.wait()
                 if self.mode == "cut":
                     break
                 sink.write(data)
@@ -195,12 +198,15 @@ class TcpProxy:
     def cut(self) -> None:
         self.mode = "cut"
         self._loop.call_soon_threadsafe(self._abort_all)
+        self._loop.call_soon_threadsafe(self._flowing.set)
 
     def freeze(self) -> None:
         self.mode = "freeze"
+        self._loop.call_soon_threadsafe(self._flowing.clear)
 
     def restore(self) -> None:
         self.mode = "pass"
+        self._loop.call_soon_threadsafe(self._flowing.set)
 
     def close(self) -> None:
         self.cut()
@@ -249,12 +255,15 @@ class Server:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def _workers(self) -> tuple[str, str]:
+        return ("--workers", str(self.workers))
+
     def start(self) -> None:
         log = self.log_path.open("ab")
         out = self.log_path.with_suffix(".out").open("ab")
         self.process = subprocess.Popen(
-            [str(BIN / "threadline"), "serve", "--port", str(self.port)]
-            + ["--workers", str(self.workers)],
+            [str(BIN / "threadline"), "serve", *("--port", str(self.port)), *self._workers],
             env={**os.environ, **self.env},
             stdout=out,
             stderr=log,
