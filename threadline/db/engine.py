@@ -282,9 +282,13 @@ class Database:
             try:
                 async with self._transaction(conn):
                     yield conn
-            except BaseException:
-                if conn.invalidated:
+            except BaseException as failure:
+                fault = classify(failure) if isinstance(failure, Exception) else None
+                # A file opened read-only stays so: the next write opens it again.
+                if conn.invalidated or (fault is not None and fault.kind == "read_only"):
                     self._writer = None
+                    with contextlib.suppress(Exception):
+                        await conn.invalidate()
                     await _close(conn)
                 raise
 
