@@ -30,6 +30,7 @@ from threadline.core.enums import (
     SentVia,
 )
 from threadline.core.errors import DomainError, InvalidParameter, NotFound
+from threadline.core.idempotency import check_retry
 from threadline.core.model import Admin, Author, ConversationState, JSONObject, Part, Sender
 from threadline.core.recompute import Drift, drifts, repaired
 from threadline.db.direct import NotBatchable, NothingAdded
@@ -210,7 +211,8 @@ async def perform(
             state = await repo.lock(app_id, conversation_id, admin_id=only_admin)
             written = await locked(repo, conn, state)
     except (_AlreadyDone, NothingAdded):
-        return await _first_result(db, app_id, conversation_id, key)
+        keyed = next((e for e in reversed(events) if idempotency_key(e) == key), None)
+        return await _first_result(db, app_id, conversation_id, key, keyed)
     committed(written)
     return written[0]
 
@@ -262,8 +264,14 @@ async def _write_locked(
 
 
 async def _first_result(
-    db: Database, app_id: int, conversation_id: int, key: tuple[str, int] | None
+    db: Database,
+    app_id: int,
+    conversation_id: int,
+    key: tuple[str, int] | None,
+    retried: ev.Event | None,
 ) -> Outcome:
+    """The first write's part for a retry (`retried`, the event that carries the key);
+    `IdempotencyKeyReused` when the retry asks for something else than the first write."""
     async with db.read() as conn:
         repo = ConversationRepository(conn)
         state = await repo.get(app_id, conversation_id)
@@ -272,6 +280,7 @@ async def _first_result(
         raise NotFound("conversation", conversation_id)
     if part is None:
         raise InvalidParameter("random_id", "already used for another write to this conversation")
+    check_retry(part, retried)
     return Outcome(state, [part], duplicate=True)
 
 
@@ -330,7 +339,7 @@ async def start_by_user(
         async with db.read() as conn:
             ident = await ConversationRepository(conn).find_started(user_id, reply.random_id)
         assert ident is not None
-        return await _first_result(db, app_id, ident, ("reply", reply.random_id))
+        return await _first_result(db, app_id, ident, ("reply", reply.random_id), reply)
     db.events_committed(app_id)
     return Outcome(change.state, change.parts)
 
