@@ -298,8 +298,12 @@ def worker(database_url: DatabaseUrl = None) -> None:
 
     Runs until interrupted. On PostgreSQL any number may run: one delivers at a time.
     """
+    import logging.config
+
+    from threadline.logs import logging_config
     from threadline.webhooks.worker import run_worker
 
+    logging.config.dictConfig(logging_config())
     settings = _settings(database_url)
     out.print(f"Webhook worker on {_safe_url(settings.database_url)}")
     with reported(settings.database_url):
