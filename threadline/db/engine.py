@@ -169,6 +169,12 @@ async def _close(conn: AsyncConnection) -> None:
             await conn.invalidate()
 
 
+async def _drop(conn: AsyncConnection) -> None:
+    """Discard a connection without a word to the server (which may not answer)."""
+    with contextlib.suppress(Exception):
+        await conn.invalidate()
+
+
 class Database:
     """The process's handle on storage: `write()` and `read()` transactions."""
 
@@ -268,10 +274,16 @@ class Database:
                 async with self._transaction(conn):
                     yield conn
                 keep = len(self._idle_writers) < self._max_idle_writers
+            except Exception as failure:
+                if classify(failure) is not None:
+                    # Lost, or stuck behind a statement that timed out: dropped at once (a
+                    # rollback or reset would wait for the same server a second time).
+                    await _drop(conn)
+                raise
             finally:
                 if keep:
                     self._idle_writers.append(conn)
-                else:
+                elif not conn.invalidated:
                     # Back to SQLAlchemy's pool, which resets it (or discards it if broken).
                     await _close(conn)
             return
@@ -300,6 +312,12 @@ class Database:
         try:
             yield
         except BaseException as failure:
+            if (
+                transaction.is_postgres
+                and isinstance(failure, Exception)
+                and classify(failure) is not None
+            ):
+                raise  # no rollback on a lost or stuck connection: the caller drops it
             try:
                 await transaction.end(commit=False)
             except Exception as rollback_failure:
@@ -320,7 +338,12 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         async with self.read_engine.begin() as conn:
-            yield conn
+            try:
+                yield conn
+            except Exception as failure:
+                if not self.is_sqlite and classify(failure) is not None:
+                    await _drop(conn)  # no rollback or reset waiting for the same server
+                raise
 
     async def dispose(self) -> None:
         """Close every connection. The process is stopping: a connection that broke on the
