@@ -14,7 +14,9 @@ from threadline.core.model import Attachment, Author, Part
 ANN = Author(AuthorKind.ADMIN, 1)
 BOB = Author(AuthorKind.ADMIN, 2)
 FILE = Attachment(id=7, size=10, filename="a.txt", mime_type="text/plain")
-OTHER_FILE = Attachment(id=8, size=10, filename="a.txt", mime_type="text/plain")
+OTHER_FILE = Attachment(id=8, size=11, filename="b.txt", mime_type="text/plain")
+# The same file uploaded again by a retry: stored anew, under another id.
+SAME_FILE_AGAIN = Attachment(id=9, size=10, filename="a.txt", mime_type="text/plain")
 
 
 def part(type_: PartType = PartType.REPLY_ADMIN, author: Author = ANN, **fields: object) -> Part:
@@ -39,6 +41,8 @@ def test_the_same_reply_is_a_retry() -> None:
     check_retry(stored, retry)  # no error
     # The channel it came through and the external id are not content.
     assert is_same_write(stored, ev.AdminReply(author=ANN, body="Hi", attachments=(FILE,)))
+    again = ev.AdminReply(author=ANN, body="Hi", attachments=(SAME_FILE_AGAIN,))
+    assert is_same_write(stored, again)
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,9 @@ rather than answered with a part the client did not ask for.
 
 The content compared is what the write puts into its part: for replies, notes and other
 content parts the part's type, its author (the admin, bot or sender; a user's reply is
-always the conversation's user), the body, the structured body and the attachments (their
-ids, in order); for an assignment the assignee; for a tag the tag. Closing, reopening,
+always the conversation's user), the body, the structured body and the attachments (each
+file's name, size and type, in order: a retry uploads its files again); for an
+assignment the assignee; for a tag the tag. Closing, reopening,
 snoozing and changing channel carry nothing beyond their kind, which the key includes.
 Transport details (`sent_via`, `external_id`) are not content.
 """
@@ -39,8 +40,13 @@ def _same_content(
     return (
         part.body == body
         and (part.body_json or None) == (body_json or None)
-        and [a.id for a in part.attachments] == [a.id for a in attachments]
+        and [_file(a) for a in part.attachments] == [_file(a) for a in attachments]
     )
+
+
+def _file(attachment: Attachment) -> tuple[str, int, str]:
+    # Not its id: a retry uploads its files again, and each upload is stored anew.
+    return (attachment.filename, attachment.size, attachment.mime_type)
 
 
 def is_same_write(part: Part, event: ev.Event) -> bool:
