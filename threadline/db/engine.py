@@ -24,7 +24,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from threadline.db.direct import DriverConnection, refuse_statements_behind_deferred
-from threadline.db.faults import Fault, classify
+from threadline.db.faults import Fault, StorageUnavailable, classify
 
 log = logging.getLogger("threadline.db")
 
@@ -175,6 +175,11 @@ async def _drop(conn: AsyncConnection) -> None:
         await conn.invalidate()
 
 
+# After a write found PostgreSQL down or stuck, for this long (or until a write succeeds)
+# only one write at a time goes to it.
+PROBE_WINDOW_SECONDS = 5.0
+
+
 class Database:
     """The process's handle on storage: `write()` and `read()` transactions."""
 
@@ -222,6 +227,7 @@ class Database:
         # The storage fault the last write transaction failed with, and when (monotonic);
         # None once a write succeeded since. Readiness reports a recent one.
         self.last_write_fault: tuple[Fault, float] | None = None
+        self._probing = False
 
     def events_committed(self, app_id: int) -> None:
         """Called by the writer once its transaction, which appended events, committed."""
@@ -242,6 +248,7 @@ class Database:
         BEGIN and COMMIT go straight to the driver: SQLAlchemy's own transaction handling
         costs more than the statements of a typical conversation write.
         """
+        probe = self._probe()
         try:
             async with self._write() as conn:
                 yield conn
@@ -250,7 +257,27 @@ class Database:
             if fault is not None:
                 self.last_write_fault = (fault, time.monotonic())
             raise
+        finally:
+            if probe:
+                self._probing = False
         self.last_write_fault = None
+
+    def _probe(self) -> bool:
+        """PostgreSQL, after a write found the database down or stuck: one write at a time
+        tries whether it is back (True: this one); the others are refused at once, rather
+        than each waiting out the timeouts in turn behind the writes before it."""
+        fault = self.last_write_fault
+        if (
+            self.is_sqlite
+            or fault is None
+            or fault[0].kind not in ("unavailable", "timeout")
+            or time.monotonic() - fault[1] > PROBE_WINDOW_SECONDS
+        ):
+            return False
+        if self._probing:
+            raise StorageUnavailable(fault[0])
+        self._probing = True
+        return True
 
     async def _writer_connection(self) -> AsyncConnection:
         """PostgreSQL: a kept write connection, or one from the pool. A kept one the server

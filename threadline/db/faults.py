@@ -37,6 +37,14 @@ class Fault:
         return MESSAGES[self.kind]
 
 
+class StorageUnavailable(Exception):
+    """Refused without asking the database: it has just failed (see `Database.write`)."""
+
+    def __init__(self, fault: Fault) -> None:
+        super().__init__(f"{fault.message} (a write is already probing whether it is back)")
+        self.fault = fault
+
+
 # PostgreSQL SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html).
 _SQLSTATE_KIND: dict[str, FaultKind] = {
     "53100": "storage_full",  # disk_full
@@ -98,6 +106,8 @@ def _asyncpg_fault(exc: BaseException) -> Fault | None:
 def classify(exc: BaseException) -> Fault | None:
     """The storage fault behind `exc`, or None when it is something else (a bug)."""
     for current in _chain(exc):
+        if isinstance(current, StorageUnavailable):
+            return current.fault
         if isinstance(current, sa_exc.TimeoutError):  # no pooled connection came free in time
             return Fault("timeout", "pool wait timeout")
         if isinstance(current, sqlite3.Error):
