@@ -402,6 +402,8 @@ def serve(
     """Serve the API and the inbox with uvicorn."""
     import uvicorn
 
+    from threadline.logs import logging_config
+
     settings = _settings(database_url)
     host = host or settings.host
     port = port or settings.port
@@ -422,6 +424,11 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        # Structured records (JSON when stderr is no terminal), in every worker process.
+        log_config=logging_config(),
+        # A failed request is logged (one line, threadline.web.failures); a line for every
+        # answered request only when asked for.
+        access_log=settings.access_log,
     )
 
 
@@ -431,8 +438,12 @@ def worker(database_url: DatabaseUrl = None) -> None:
 
     Runs until interrupted. On PostgreSQL any number may run: one delivers at a time.
     """
+    import logging.config
+
+    from threadline.logs import logging_config
     from threadline.webhooks.worker import run_worker
 
+    logging.config.dictConfig(logging_config())
     settings = _settings(database_url)
     out.print(f"Webhook worker on {_safe_url(settings.database_url)}")
     with reported(settings.database_url):

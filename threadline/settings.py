@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from threadline.db.engine import Timeouts
+
 DEFAULT_DATA_DIR = Path("threadline-data")
 # An operator signs in about once a week; a lost or shared token stops working by then.
 DEFAULT_INBOX_SESSION_HOURS = 168.0
@@ -36,10 +38,24 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.strip().upper() if isinstance(value, str) else value
 
+    # PostgreSQL timeouts, in seconds: opening a connection, one statement's answer, waiting
+    # for a pooled connection. A down or frozen database is answered with 503 within them.
+    db_connect_timeout: float = Field(3.0, gt=0, le=3600, allow_inf_nan=False)
+    db_statement_timeout: float = Field(5.0, gt=0, le=86_400, allow_inf_nan=False)
+    db_pool_timeout: float = Field(3.0, gt=0, le=3600, allow_inf_nan=False)
+    # `threadline serve`: log a line for every answered request (failed ones always are).
+    access_log: bool = False
     # How long an inbox sign-in lasts (hours, fractions allowed); API tokens never expire.
     inbox_session_hours: float = Field(
         DEFAULT_INBOX_SESSION_HOURS, gt=0, le=MAX_INBOX_SESSION_HOURS, allow_inf_nan=False
     )
+
+    def db_timeouts(self) -> Timeouts:
+        return Timeouts(
+            connect=self.db_connect_timeout,
+            statement=self.db_statement_timeout,
+            pool=self.db_pool_timeout,
+        )
 
 
 def get_settings() -> Settings:

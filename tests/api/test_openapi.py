@@ -23,8 +23,17 @@ from threadline.apps.service import ALL_SCOPES
 from threadline.db.engine import Database
 
 # Served outside the API and its document (the root redirects to the API explorer).
-UNDOCUMENTED = {"/", "/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-ERRORS = {"400", "401", "403", "404", "429"}
+UNDOCUMENTED = {
+    "/",
+    "/health",
+    "/health/live",
+    "/health/ready",
+    "/openapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+}
+ERRORS = {"400", "401", "403", "404", "409", "429", "503"}
 # Read by the old pagination only (`version=1` or /v1/), as their descriptions say.
 V1_ONLY = {"after", "count"}
 

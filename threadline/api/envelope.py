@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,8 +20,6 @@ from threadline.api.errors import (
 )
 from threadline.api.routing import allowed_methods
 from threadline.api.schemas import Envelope, ErrorEnvelope, adapter
-
-log = logging.getLogger("threadline.api")
 
 JSON = "application/json"
 
@@ -102,14 +99,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response("InternalError", str(exc.detail), exc.status_code)
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    """A bug, not bad input: log it with the request line and answer 500 in the envelope."""
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response("InternalError", "internal error", 500)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)

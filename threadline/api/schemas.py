@@ -265,7 +265,9 @@ def error_responses(bad_request: str = "BadRequest") -> dict[int | str, dict[str
             (401, "AuthenticationFailed"),
             (403, "PermissionDenied"),
             (404, "NotFound (also for objects of another app)"),
+            (409, "IdempotencyKeyReused (a random_id reused for different content)"),
             (429, "Throttled"),
+            (503, "ServiceUnavailable (storage down, slow, full or read-only; see Retry-After)"),
         )
     }
 

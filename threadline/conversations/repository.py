@@ -209,6 +209,7 @@ _GET = _SELECT_STATE.where(_BY_ID, conv_t.c.app_id == bindparam("app_id"))
 _ADMIN_PREFIX = "_admin_"
 _ADMIN_COLUMNS = [c.label(f"{_ADMIN_PREFIX}{c.key}") for c in person_columns(admins_t)]
 # PostgreSQL: the id of the first part the write adds, taken with the lock (see insert_part).
+_NEXT_PART_ID = "SELECT nextval('conversation_parts_id_seq')"
 _RESERVE_PART_ID: Any = literal_column("nextval('conversation_parts_id_seq')").label(
     "_next_part_id"
 )
@@ -350,6 +351,9 @@ class ConversationRepository:
         self.driver = DriverConnection(conn)
         self._reserved_part_id: int | None = None
         self.locked_admins: dict[int, Admin | None] = {}
+        # PostgreSQL: the words of the bodies this transaction erased, to take out of the
+        # word list once its count cells are written (`forget_erased`).
+        self._erased_words: list[str] = []
 
     async def _execute(self, statement: Any, params: dict[str, Any] | None = None) -> Any:
         """Through SQLAlchemy, after the transaction's deferred statements (so it sees them)."""
@@ -437,8 +441,9 @@ class ConversationRepository:
     async def insert_part(self, part: Part) -> int | None:
         """Insert one part; None when its (kind, random_id) was already used in the conversation.
 
-        With the id `lock` reserved, the INSERT is deferred; if its (kind, random_id) turns
-        out to be used, `NothingAdded` is raised when it is sent (at the latest at COMMIT).
+        On PostgreSQL the INSERT is deferred (with the id `lock` reserved, or one taken
+        ahead); if its (kind, random_id) turns out to be used, `NothingAdded` is raised when
+        it is sent (at the latest at COMMIT). On SQLite it runs at once.
         """
         if part.random_id is None:
             stmt = _INSERT_PART
@@ -450,6 +455,15 @@ class ConversationRepository:
             values["id"] = reserved
             await self.driver.defer(stmt, values, must_add=part.random_id is not None)
             return reserved
+        if self.is_postgres:
+            # No id reserved (a second part of the write, or a new conversation's): the id is
+            # taken ahead and the INSERT deferred too, so all of the write's parts go in the
+            # statement that updates its count cells (their words are added at that
+            # statement's end: the word list after the cells, the order of every writer;
+            # see `forget_erased`).
+            values["id"] = await self.driver.fetch_ahead(_NEXT_PART_ID)
+            await self.driver.defer(stmt, values, must_add=part.random_id is not None)
+            return int(values["id"])
         rows = await self.driver.fetch(stmt, values)
         return int(rows[0][0]) if rows else None
 
@@ -477,6 +491,23 @@ class ConversationRepository:
             .where(parts_t.c.conversation_id == conversation_id)
             .values(body="", body_json=None, attachments=None, removed=now)
         )
+        self._erased_words += words
+
+    async def forget_erased(self) -> None:
+        """Take the erased bodies' words out of the word list, last in the transaction.
+
+        The lock order of every writer (PostgreSQL) is: the conversation row, then the count
+        cells (in one sorted order), then the word list. A write's parts add their words in
+        the statement that also updates its cells, by a trigger that runs at the statement's
+        end, so after the cells. An erasure locks the word list (`search_words.forget`): it
+        must hold its cells first, or it would wait for the cells of a writer that waits
+        for the word list, a deadlock. So the statements pending here (the cells among
+        them) are sent before the word list is locked.
+        """
+        if not self._erased_words:
+            return
+        words, self._erased_words = self._erased_words, []
+        await self.driver.flush()
         await search_words.forget(self.conn, words)
 
     async def parts(self, conversation_id: int) -> list[Part]:

@@ -293,6 +293,14 @@ class DriverConnection:
         elif not await driver.fetchval(sql, *args):
             raise NothingAdded
 
+    async def fetch_ahead(self, sql: str) -> Any:
+        """PostgreSQL: the one value of `sql` (which reads no table a deferred statement
+        writes, such as `nextval`), run without sending the deferred statements first."""
+        assert self.is_postgres
+        notify(sql, [])
+        driver = await self._get()
+        return await driver.fetchval(sql)
+
     def next_event_index(self, count: int) -> int:
         """The index in this transaction of the first of `count` events about to be added."""
         first: int = self.conn.info.get(_EVENTS, 0)

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from fastapi import FastAPI
 
 from threadline import __version__, api
 from threadline.db.engine import Database
@@ -16,7 +14,8 @@ from threadline.events import stream
 from threadline.events.realtime import start_realtime
 from threadline.settings import Settings, get_settings
 from threadline.ui import routes as ui
-from threadline.web import docs
+from threadline.web import docs, health
+from threadline.web.failures import RequestGuard
 from threadline.web.headers import HtmlSecurityHeaders
 from threadline.webhooks import routes as webhooks
 from threadline.webhooks.worker import start_worker
@@ -33,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pool_size=settings.pool_size,
             batch_writes=settings.write_batch,
             sqlite_synchronous=settings.sqlite_synchronous,
+            timeouts=settings.db_timeouts(),
         )
         try:
             app.state.realtime = await start_realtime(
@@ -58,18 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
 
-    @app.get("/health", include_in_schema=False)
-    async def health(request: Request) -> JSONResponse:
-        db: Database = request.app.state.db
-        try:
-            async with db.read() as conn:
-                await conn.execute(text("SELECT 1"))
-        except Exception as exc:  # any failure to reach the database is "unhealthy"
-            return JSONResponse(
-                {"status": "unavailable", "database": db.dialect, "error": str(exc)[:200]},
-                status_code=503,
-            )
-        return JSONResponse({"status": "ok", "database": db.dialect, "version": __version__})
+    health.register(app)
 
     docs.register(app)
     events.register_first(app)
@@ -79,4 +68,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     widget.register(app)
     ui.register(app)
     app.add_middleware(HtmlSecurityHeaders)
+    # Outermost: a request id for every request, and an answer for every failure.
+    app.add_middleware(RequestGuard)
     return app
