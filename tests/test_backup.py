@@ -26,6 +26,7 @@ from threadline.conversations import service
 from threadline.core import events as ev
 from threadline.db import backup as backups
 from threadline.db.engine import Database
+from threadline.db.migrate import upgrade
 from threadline.settings import Settings
 from threadline.web.app import create_app
 
@@ -50,6 +51,8 @@ def one_red_line(result: Result) -> str:
 
 async def _synchronous_of_server(settings: Settings) -> tuple[int, int]:
     """`PRAGMA synchronous` of the server's write and read connections."""
+    # /health is ready only on a database at the latest schema (upgrade runs its own loop).
+    await asyncio.to_thread(upgrade, settings.database_url)
     app = create_app(settings)
     async with LifespanManager(app):
         db: Database = app.state.db

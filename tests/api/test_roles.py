@@ -102,6 +102,8 @@ STREAM = "stream"  # by token and channel, never by role: tests/events/test_stre
 NON_API: dict[str, str] = {
     "/": PUBLIC,
     "/health": PUBLIC,
+    "/health/live": PUBLIC,
+    "/health/ready": PUBLIC,
     "/openapi.json": PUBLIC,
     "/docs": PUBLIC,
     "/docs/oauth2-redirect": PUBLIC,
