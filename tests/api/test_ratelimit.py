@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -21,14 +22,20 @@ from threadline.db.engine import Database
 from threadline.settings import Settings
 from threadline.web.app import create_app
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+
+def redis_url() -> str | None:
+    """THREADLINE_TEST_REDIS_URL (as every Redis test reads it); under CI=true, required."""
+    url = os.environ.get("THREADLINE_TEST_REDIS_URL")
+    if not url and os.environ.get("CI"):
+        raise RuntimeError("CI=true but THREADLINE_TEST_REDIS_URL is not set")
+    return url or None
 
 
-async def redis_available() -> bool:
-    client = aioredis.from_url(REDIS_URL)
+async def redis_answers(url: str) -> bool:
+    client = aioredis.from_url(url)
     try:
         return bool(await client.ping())
-    except OSError:
+    except (OSError, aioredis.RedisError):  # redis-py 8 raises its own ConnectionError
         return False
     finally:
         await client.aclose()
@@ -37,9 +44,16 @@ async def redis_available() -> bool:
 @pytest.fixture(params=["memory", "redis"])
 async def limited(request: pytest.FixtureRequest, app: FastAPI) -> AsyncIterator[FastAPI]:
     """The app with a limit of 3 requests a minute per token, in either storage."""
-    storage = "memory://" if request.param == "memory" else REDIS_URL
-    if request.param == "redis" and not await redis_available():
-        pytest.skip("no Redis at 127.0.0.1:6379")
+    storage = "memory://"
+    if request.param == "redis":
+        url = redis_url()
+        if url is None:
+            pytest.skip("THREADLINE_TEST_REDIS_URL is not set")
+        if not await redis_answers(url):
+            if os.environ.get("CI"):
+                raise RuntimeError(f"CI=true but Redis does not answer at {url}")
+            pytest.skip(f"no Redis answers at {url}")
+        storage = url
     settings: ApiSettings = app.state.api_settings
     app.state.api_settings = settings.model_copy(
         update={"rate_limit": "3/minute", "rate_limit_storage": storage}
