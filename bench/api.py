@@ -267,7 +267,8 @@ async def floor(
         await conn.close()
     busy, wall = machine_busy() - busy, time.perf_counter() - wall
     other = max(0.0, busy - p.engine_cpu - p.floor_cpu - pg_cpu) / wall
-    return Floor(events / p.engine_s, events / p.floor_s, len(log) / events, other)
+    statements = engine_bench.statement_count(log) / events
+    return Floor(events / p.engine_s, events / p.floor_s, statements, other)
 
 
 # -- CPU accounting ----------------------------------------------------------------------------
