@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from tests.api.conftest import client_for
 from tests.api.helpers import error, ok
-from tests.conftest import World
+from tests.conftest import World, build_world
 from threadline.api.config import ApiSettings
 from threadline.api.ratelimit import TokenRateLimiter
 from threadline.apps.repository import AppRepository
@@ -113,3 +115,29 @@ def test_a_bad_limit_fails_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("THREADLINE_RATE_LIMIT", "lots")
     with pytest.raises(ValueError, match="lots"):
         create_app(Settings(database_url="sqlite:///unused.db"))
+
+
+async def test_the_default_limit_throttles_the_601st_request_of_a_minute(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Production settings, nothing overridden: 600 requests a minute per token, then 429."""
+    monkeypatch.delenv("THREADLINE_RATE_LIMIT", raising=False)
+    monkeypatch.delenv("THREADLINE_RATE_LIMIT_STORAGE", raising=False)
+    application = create_app(Settings(database_url=db_url))
+    application.state.api_settings = ApiSettings(data_dir=tmp_path / "data")
+    assert application.state.api_settings.rate_limit == "600/minute"
+    async with LifespanManager(application, startup_timeout=30, shutdown_timeout=30):
+        world = await build_world(application.state.db)
+        async with client_for(application, world.token) as client:
+            allowed = 0
+            for _ in range(1200):
+                r = await client.get("/apps/$self_app/channels")
+                if r.status_code == 429:
+                    break
+                ok(r)
+                allowed += 1
+            error(r, 429, "Throttled")
+            assert 1 <= int(r.headers["Retry-After"]) <= 60
+    # The limiter counts in a sliding window of a minute: exactly 600 are allowed unless the
+    # requests straddle the turn of a minute, when the earlier minute counts in part.
+    assert 600 <= allowed < 1200
