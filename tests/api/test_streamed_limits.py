@@ -50,3 +50,39 @@ async def test_a_streamed_body_over_the_limit_is_refused_and_writes_nothing(
 
             part = ok(await client.post(url, content=small(), headers=headers))
             assert part["body"] == "y" * 1000
+
+
+async def test_a_streamed_file_over_the_limit_is_refused_and_nothing_is_stored(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with serve(db_url, tmp_path) as live:
+        live.app.state.api_settings = live.app.state.api_settings.model_copy(
+            update={"attachment_max_bytes": 256 * 1024}
+        )
+        cid = await started(live.db, live.world)
+        url = f"/conversations/{cid}/reply"
+        boundary = "threadline-test-boundary"
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+        def multipart(size: int) -> AsyncIterator[bytes]:
+            async def parts() -> AsyncIterator[bytes]:
+                yield (
+                    f"--{boundary}\r\n"
+                    'Content-Disposition: form-data; name="attachment"; filename="a.txt"\r\n'
+                    "Content-Type: text/plain\r\n\r\n"
+                ).encode()
+                async for chunk in chunks(size):
+                    yield chunk
+                yield f"\r\n--{boundary}--\r\n".encode()
+
+            return parts()
+
+        async with live.client() as client:
+            r = await client.post(url, content=multipart(256 * 1024 + 1), headers=headers)
+            assert "content-length" not in r.request.headers  # sent chunked
+            assert "larger than" in error(r, 400, "BadRequest")
+            assert ok(await client.get(f"/conversations/{cid}"))["parts_count"] == 1
+            root = tmp_path / "data" / "attachments"
+            assert not root.exists() or not [p for p in root.rglob("*") if p.is_file()]
+            part = ok(await client.post(url, content=multipart(1000), headers=headers))
+            assert part["attachments"][0]["size"] == 1000
