@@ -157,7 +157,7 @@ def _same_error(raised: DomainError | None, expected: DomainError) -> None:
     assert str(raised) == str(expected)
 
 
-# Starting conversations stops at this many per run: later steps write to them.
+# Starting conversations stops at this many live ones: later steps write to them.
 MAX_CONVERSATIONS = 5
 
 
@@ -326,7 +326,7 @@ class StorageMachine(RuleBasedStateMachine):
             timedelta(0),
         )
 
-    @precondition(lambda self: len(self.order) < MAX_CONVERSATIONS)
+    @precondition(lambda self: len(self.order) - len(self.removed()) < MAX_CONVERSATIONS)
     @rule(
         user=st.sampled_from([0, 1, None]),
         reply=user_replies(),
@@ -340,7 +340,7 @@ class StorageMachine(RuleBasedStateMachine):
         channels = (None, *self.ids.channels, *self.ids.foreign_channels)
         self.start_user(user, reply, channels[channel], external, self.tick(step))
 
-    @precondition(lambda self: len(self.order) < MAX_CONVERSATIONS)
+    @precondition(lambda self: len(self.order) - len(self.removed()) < MAX_CONVERSATIONS)
     @rule(
         defect=st.sampled_from([None, None, None, None, "user", "sender", "channel", "body"]),
         user=st.sampled_from([0, 1]),
@@ -495,7 +495,7 @@ class StorageMachine(RuleBasedStateMachine):
         assert outcome.parts == created
         model.state, model.parts = state, parts
 
-    @rule(which=st.integers(0, 100), focus=st.integers(0, 12), step=steps())
+    @rule(which=st.integers(0, 100), focus=st.integers(0, 14), step=steps())
     def follow_up(self, which: int, focus: int, step: timedelta) -> None:
         """A valid event that the conversation's state makes interesting.
 
@@ -524,7 +524,14 @@ class StorageMachine(RuleBasedStateMachine):
             ev.ReadByAdmin(),
             ev.ChangeChannel(channel_id=channels[0], by=admin),
             ev.BotTakeOver(assistant_type=list(AssistantType)[which % len(AssistantType)]),
+            # Removal, one time in two that it comes up: its conversation is done for.
+            ev.Remove() if which % 2 else None,
+            ev.ReadByUser(),
         ]
+        if focus == 9 and not state.closed:  # closed first, to be reopened
+            self.perform_events(which, [ev.Close(by=admin)], step, cid=cid)
+            if self.models[cid].state.closed:
+                candidates[9] = ev.Reopen(by=admin)
         if focus == 1 and not state.tags:  # a tag to remove first
             self.perform_events(which, [ev.AddTag(tag="later", by=admin)], step, cid=cid)
             if self.models[cid].state.tags:
