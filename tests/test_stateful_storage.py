@@ -157,6 +157,26 @@ def _same_error(raised: DomainError | None, expected: DomainError) -> None:
     assert str(raised) == str(expected)
 
 
+# The kinds of event the follow-up rule writes, each after what makes it change something.
+FOLLOW_UPS = (
+    "delay",
+    "remove_tag",
+    "update_status",
+    "user_reply",
+    "bot_hand_off",
+    "admin_reply",
+    "note",
+    "add_tag",
+    "assign",
+    "reopen",
+    "close",
+    "read_by_admin",
+    "change_channel",
+    "bot_take_over",
+    "remove",
+    "read_by_user",
+)
+
 # Starting conversations stops at this many live ones: later steps write to them.
 MAX_CONVERSATIONS = 5
 
@@ -495,50 +515,66 @@ class StorageMachine(RuleBasedStateMachine):
         assert outcome.parts == created
         model.state, model.parts = state, parts
 
-    @rule(which=st.integers(0, 100), focus=st.integers(0, 14), step=steps())
+    @rule(which=st.integers(0, 100), focus=st.integers(0, len(FOLLOW_UPS) - 1), step=steps())
     def follow_up(self, which: int, focus: int, step: timedelta) -> None:
-        """A valid event that the conversation's state makes interesting.
+        """Valid events of three kinds, each after what makes it change the conversation
+        (a tag before its removal, a bot before its hand-off, ...).
 
         Random events (the `perform` rules) cover refusals and odd values; this rule makes
         sure that every kind of event is also stored, in every run, on every database.
         """
+        for k in range(3):
+            kind = FOLLOW_UPS[(focus + 5 * k) % len(FOLLOW_UPS)]
+            self.follow_up_one(which + k, kind, step)
+
+    def follow_up_one(self, which: int, kind: str, step: timedelta) -> None:
         cid = self.pick(which)
-        state = self.models[cid].state
+        if kind == "update_status":  # a conversation a message started
+            started = [c for c in self.order if self.models[c].state.message_id is not None]
+            live = [c for c in started if self.models[c].state.removed is None]
+            if not live:
+                return
+            cid = live[which % len(live)]
         admin = Author(AuthorKind.ADMIN, self.ids.admins[which % 2])
-        others = [a for a in self.ids.admins if a != state.assignee_id]
-        statuses = [m for m in MessageStatus if m is not state.status]
-        channels = [c for c in self.ids.channels if c != state.channel_id]
-        candidates: list[ev.Event | None] = [
-            ev.Delay(until=self.now + step + timedelta(hours=1 + which), by=admin),
-            ev.RemoveTag(tag=state.tags[0], by=admin) if state.tags else None,
-            ev.UpdateStatus(status=statuses[which % len(statuses)])
-            if state.message_id is not None
-            else None,
-            ev.UserReply(body="Back again"),
-            ev.BotHandOff(admin_id=others[0], by=admin) if state.assistant_type else None,
-            ev.AdminReply(author=admin, body="We are on it"),
-            ev.ContentPart(type=PartType.NOTE, author=admin, body="Call them back"),
-            ev.AddTag(tag=("vip", "billing", "bug")[which % 3], by=admin),
-            ev.Assign(admin_id=others[0], by=admin),
-            ev.Reopen(by=admin) if state.closed else ev.Close(by=admin),
-            ev.ReadByAdmin(),
-            ev.ChangeChannel(channel_id=channels[0], by=admin),
-            ev.BotTakeOver(assistant_type=list(AssistantType)[which % len(AssistantType)]),
-            # Removal, one time in two that it comes up: its conversation is done for.
-            ev.Remove() if which % 2 else None,
-            ev.ReadByUser(),
-        ]
-        if focus == 9 and not state.closed:  # closed first, to be reopened
-            self.perform_events(which, [ev.Close(by=admin)], step, cid=cid)
-            if self.models[cid].state.closed:
-                candidates[9] = ev.Reopen(by=admin)
-        if focus == 1 and not state.tags:  # a tag to remove first
-            self.perform_events(which, [ev.AddTag(tag="later", by=admin)], step, cid=cid)
-            if self.models[cid].state.tags:
-                candidates[1] = ev.RemoveTag(tag="later", by=admin)
-        event = candidates[focus] or candidates[0]
-        assert event is not None
-        self.perform_events(which, [event], step, cid=cid)
+
+        def state() -> ConversationState:
+            return self.models[cid].state
+
+        def perform(event: ev.Event) -> None:
+            self.perform_events(which, [event], step, cid=cid)
+
+        if kind == "remove_tag" and not state().tags:
+            perform(ev.AddTag(tag="later", by=admin))
+        if kind == "bot_hand_off" and state().assistant_type is None:
+            perform(ev.BotTakeOver(assistant_type=AssistantType.ROUTING_BOT))
+        if kind == "reopen" and not state().closed:
+            perform(ev.Close(by=admin))
+        if kind == "read_by_admin" and not state().admin_unread_count:
+            perform(ev.UserReply(body="Hello?"))
+        s = state()
+        others = [a for a in self.ids.admins if a != s.assignee_id]
+        statuses = [m for m in MessageStatus if m is not s.status]
+        channels = [c for c in self.ids.channels if c != s.channel_id]
+        bots = [b for b in AssistantType if b is not s.assistant_type]
+        event: ev.Event = {
+            "delay": lambda: ev.Delay(until=self.now + step + timedelta(hours=1), by=admin),
+            "remove_tag": lambda: ev.RemoveTag(tag=s.tags[0] if s.tags else "x", by=admin),
+            "update_status": lambda: ev.UpdateStatus(status=statuses[which % len(statuses)]),
+            "user_reply": lambda: ev.UserReply(body="Back again"),
+            "bot_hand_off": lambda: ev.BotHandOff(admin_id=others[0], by=admin),
+            "admin_reply": lambda: ev.AdminReply(author=admin, body="We are on it"),
+            "note": lambda: ev.ContentPart(type=PartType.NOTE, author=admin, body="Call back"),
+            "add_tag": lambda: ev.AddTag(tag=("vip", "billing", "bug")[which % 3], by=admin),
+            "assign": lambda: ev.Assign(admin_id=others[0], by=admin),
+            "reopen": lambda: ev.Reopen(by=admin),
+            "close": lambda: ev.Close(by=admin),
+            "read_by_admin": lambda: ev.ReadByAdmin(),
+            "change_channel": lambda: ev.ChangeChannel(channel_id=channels[0], by=admin),
+            "bot_take_over": lambda: ev.BotTakeOver(assistant_type=bots[which % len(bots)]),
+            "remove": lambda: ev.Remove(),
+            "read_by_user": lambda: ev.ReadByUser(),
+        }[kind]()
+        perform(event)
 
     @rule(which=st.integers(0, 100), step=steps())
     def foreign_app_is_refused(self, which: int, step: timedelta) -> None:
