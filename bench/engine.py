@@ -7,6 +7,10 @@ reference checks, pure rules, part insert, derived-field update, one transaction
 The floor is measured by recording every SQL statement and parameter set the engine sent
 (BEGIN and COMMIT included) and replaying exactly those statements with the same driver
 (asyncpg or aiosqlite) in the same process, on an identical copy of the seeded database.
+On SQLite the replay also makes the same trips to aiosqlite's thread as the engine: the
+statements the engine sent in one trip (deferred ones with the next statement or the
+COMMIT) go in one trip, and a trip without a statement (SQLAlchemy fetching its rows)
+is one too, so the floor does the same work apart from the engine's own.
 The ratio engine/floor says how much of the database's speed the engine keeps. Engine and
 floor take turns every 50 events, each on its own copy of the database, so a busy machine
 slows both alike; each pass prints its ratio and the median is reported.
@@ -21,6 +25,7 @@ import asyncio
 import os
 import random
 import shutil
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -101,11 +106,31 @@ def workload(s: Seed, n: int) -> list[tuple[int, ev.Event]]:
 
 
 Statement = tuple[str, Any]
+# In a recorded log (SQLite): the engine made a trip to aiosqlite's thread here, with the
+# statements since the previous marker.
+TRIP = "-- trip to the driver's thread"
+
+
+def statement_count(log: list[Statement]) -> int:
+    return sum(statement != TRIP for statement, _ in log)
+
+
+def trip_count(log: list[Statement]) -> int:
+    return sum(statement == TRIP for statement, _ in log)
 
 
 def record(db: Database, log: list[Statement]) -> Callable[[], None]:
-    """Record what the engine sends to the driver, including transaction control."""
+    """Record what the engine sends to the driver, including transaction control, and on
+    SQLite each trip to aiosqlite's thread (a `TRIP` marker after its statements)."""
     sync_engine = db.write_engine.sync_engine
+    hop = aiosqlite.Connection._execute
+
+    async def traced_hop(conn: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        log.append((TRIP, None))
+        return await hop(conn, fn, *args, **kwargs)
+
+    if db.is_sqlite:
+        aiosqlite.Connection._execute = traced_hop  # type: ignore[method-assign]
 
     def on_execute(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
         log.append((statement, params))
@@ -126,6 +151,7 @@ def record(db: Database, log: list[Statement]) -> Callable[[], None]:
     event.listen(sync_engine, "rollback", on_rollback)
 
     def stop() -> None:
+        aiosqlite.Connection._execute = hop  # type: ignore[method-assign]
         direct.observers.remove(on_direct)
         event.remove(sync_engine, "before_cursor_execute", on_execute)
         event.remove(sync_engine, "commit", on_commit)
@@ -169,15 +195,40 @@ async def run_postgres_statements(conn: asyncpg.Connection, statements: list[Sta
             await conn.fetch(statement, *params)
 
 
-async def run_sqlite_statements(conn: aiosqlite.Connection, statements: list[Statement]) -> None:
+def _run_trip(conn: sqlite3.Connection, statements: list[Statement]) -> None:
+    """In aiosqlite's thread: the statements of one of the engine's trips."""
     for statement, params in statements:
         if statement == "COMMIT":
-            await conn.commit()
+            conn.commit()
         elif statement == "ROLLBACK":
-            await conn.rollback()
+            conn.rollback()
         else:
-            # One hop to the driver's thread per statement, as the engine does.
-            await conn.execute_fetchall(statement, params or ())
+            cursor = conn.execute(statement, params or ())
+            try:
+                cursor.fetchall()
+            finally:
+                cursor.close()
+
+
+def trips(statements: list[Statement]) -> list[list[Statement]]:
+    """The recorded statements grouped as the engine sent them, one list per trip."""
+    grouped: list[list[Statement]] = []
+    current: list[Statement] = []
+    for statement, params in statements:
+        if statement == TRIP:
+            grouped.append(current)
+            current = []
+        else:
+            current.append((statement, params))
+    if current:
+        grouped.append(current)
+    return grouped
+
+
+async def run_sqlite_statements(conn: aiosqlite.Connection, statements: list[Statement]) -> None:
+    # The engine's trips to the driver's thread, each with the statements it carried.
+    for trip in trips(statements):
+        await conn._execute(_run_trip, conn._conn, trip)
 
 
 async def connect_postgres(url: str) -> asyncpg.Connection:
@@ -220,16 +271,12 @@ async def replay_sqlite(path: str, log: list[Statement], label: str) -> float:
     async with aiosqlite.connect(path, isolation_level=None) as conn:
         for pragma in ("journal_mode=WAL", f"synchronous={SQLITE_SYNCHRONOUS}", "foreign_keys=ON"):
             await conn.execute(f"PRAGMA {pragma}")
+        grouped = trips(log)
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task(label, total=len(log))
+            task = progress.add_task(label, total=len(grouped))
             start, cpu = time.perf_counter(), time.process_time()
-            for i, (statement, params) in enumerate(log):
-                if statement == "COMMIT":
-                    await conn.commit()
-                elif statement == "ROLLBACK":
-                    await conn.rollback()
-                else:
-                    await conn.execute_fetchall(statement, params or ())
+            for i, trip in enumerate(grouped):
+                await conn._execute(_run_trip, conn._conn, trip)
                 if i % 1000 == 0:
                     progress.update(task, completed=i)
             CPU["sqlite floor"] = time.process_time() - cpu
@@ -424,8 +471,14 @@ def summarise(name: str, events: int, log: list[Statement], passes: list[Pass]) 
         f"[bold]{name:8}[/] engine {engine_eps:7.0f} events/s   floor {floor_eps:7.0f} events/s"
         f"   ratio {ratio:.2f} (passes: {', '.join(f'{r:.2f}' for r in ratios)})"
     )
+    trips_per_event = (
+        f", {trip_count(log) / events:.2f} trips to the driver's thread/event (engine and floor)"
+        if trip_count(log)
+        else ""
+    )
     console.print(
-        f"{'':8} {len(log) / events:.1f} statements/event; this process's CPU per event: "
+        f"{'':8} {statement_count(log) / events:.1f} statements/event{trips_per_event}; "
+        "this process's CPU per event: "
         f"engine {engine_cpu:.0f} µs, floor {floor_cpu:.0f} µs; load average {load:.1f}"
     )
     return {"engine_eps": engine_eps, "floor_eps": floor_eps, "ratio": ratio}

@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ class Target:
     token: str = ""
     fill_seconds: float | None = None
     results: dict[str, tuple[float, float]] = field(default_factory=dict)
+    errors: dict[str, Counter[str]] = field(default_factory=dict)
 
 
 def database_url(kind: str, size: int, postgres: str) -> str:
@@ -254,16 +256,53 @@ def depth_100(client: httpx.Client, app: int) -> str | None:
     return position
 
 
-def _timed(client: httpx.Client, case: dict[str, Any]) -> float:
+# Cases whose answer may have no row: the rare word occurs nowhere at ten thousand
+# conversations (about 200 parts at a million). Every other case is chosen to find rows.
+MAY_BE_EMPTY = frozenset({"search rare"})
+
+
+def rows_of(answer: Any) -> int | None:
+    """The conversations an inbox page or a search answered, or None: not such an answer."""
+    if not isinstance(answer, dict) or answer.get("meta", {}).get("status") != 200:
+        return None
+    data = answer.get("data")
+    if isinstance(data, dict):
+        data = data.get("conversations")
+    return len(data) if isinstance(data, list) else None
+
+
+def _timed(
+    client: httpx.Client, case: dict[str, Any], errors: Counter[str], empty_ok: bool
+) -> float | None:
+    """The request's time in ms; None (counted in `errors`) when it failed or found no row
+    (unless `empty_ok`): an empty page measures nothing of a view."""
     params = {k: v for k, v in case.items() if k != "path"}
     started = time.perf_counter()
-    response = client.get(case["path"], params=params)
+    try:
+        response = client.get(case["path"], params=params)
+    except httpx.HTTPError as exc:
+        errors[f"connection: {type(exc).__name__}"] += 1
+        return None
     elapsed = (time.perf_counter() - started) * 1000
-    response.raise_for_status()
+    if response.status_code != 200:
+        errors[f"HTTP {response.status_code}"] += 1
+        return None
+    try:
+        rows = rows_of(response.json())
+    except ValueError:
+        rows = None
+    if rows is None:
+        errors["not an inbox or search answer"] += 1
+        return None
+    if rows == 0 and not empty_ok:
+        errors["no rows"] += 1
+        return None
     return elapsed
 
 
 def _summary(timings: list[float]) -> tuple[float, float]:
+    if not timings:
+        return float("nan"), float("nan")
     timings = sorted(timings)
     return statistics.median(timings), timings[int(len(timings) * 0.95) - 1]
 
@@ -286,17 +325,24 @@ def run(targets: list[Target], samples: int) -> None:
             cases.append(requests_for(target.app, picks, depth_100(client, target.app)))
         for name in cases[-1]:
             timings: list[list[float]] = [[] for _ in targets]
+            errors: list[Counter[str]] = [Counter() for _ in targets]
             for _ in range(max(5, samples // 10)):
-                for client, case in zip(clients, cases, strict=True):
-                    _timed(client, case[name])
+                for i, (client, case) in enumerate(zip(clients, cases, strict=True)):
+                    _timed(client, case[name], errors[i], name in MAY_BE_EMPTY)
             for _ in range(samples):
                 for i, (client, case) in enumerate(zip(clients, cases, strict=True)):
-                    timings[i].append(_timed(client, case[name]))
+                    took = _timed(client, case[name], errors[i], name in MAY_BE_EMPTY)
+                    if took is not None:
+                        timings[i].append(took)
             line = [f"  {name:30}"]
-            for target, measured in zip(targets, timings, strict=True):
+            for target, measured, failed in zip(targets, timings, errors, strict=True):
                 target.results[name] = _summary(measured)
+                if failed:
+                    target.errors[name] = failed
                 p50, p95 = target.results[name]
                 line.append(f"{target.size:>9,}: p50 {p50:6.2f} p95 {p95:6.2f}")
+                if failed:
+                    line.append(f"[red]errors {dict(failed)}[/]")
             console.print("   ".join(line) + f"   (load {os.getloadavg()[0]:.1f})")
     finally:
         for client in clients:
@@ -343,6 +389,12 @@ def report(kind: str, targets: list[Target]) -> bool:
         if t.fill_seconds is not None:
             console.print(f"demo fill, {t.size:,} conversations: {t.fill_seconds:.0f} s")
     console.print(f"load average: {os.getloadavg()}")
+    for t in targets:
+        for name, failed in t.errors.items():
+            ok = False
+            console.print(
+                f"[red]{t.size:,} {name}: {sum(failed.values())} errors {dict(failed)}[/]"
+            )
     return ok
 
 
@@ -382,7 +434,8 @@ def main() -> None:
         )
     )
     if not ok:
-        console.print("[red]some targets missed[/]")
+        console.print("[red]some targets missed or some requests failed[/]")
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, event, insert, select, text, update
 from sqlalchemy.dialects import postgresql
 
 from tests.conftest import World
+from tests.waiting import until_running
 from threadline.conversations import service
 from threadline.core import events as ev
 from threadline.core.enums import AuthorKind
@@ -271,7 +272,7 @@ async def test_a_write_cancelled_during_a_statement_ends_with_the_cancellation(
 
     task = asyncio.create_task(slow_write())
     await running.wait()
-    await asyncio.sleep(0.2)
+    await until_running(db, "SELECT pg_sleep(5)")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

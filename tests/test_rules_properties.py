@@ -15,11 +15,20 @@ from datetime import UTC, datetime, timedelta
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
+from tests.reach import Reach
 from threadline.core import events as ev
 from threadline.core import recompute, rules
 from threadline.core.enums import (
+    CONTENT_TYPES,
     HIDDEN_FROM_USER,
     REPLY_TYPES,
     SYSTEM_TYPES,
@@ -32,7 +41,7 @@ from threadline.core.enums import (
     ReplyType,
     SentVia,
 )
-from threadline.core.errors import DomainError
+from threadline.core.errors import ConversationRemoved, DomainError
 from threadline.core.model import Attachment, Author, ConversationState, Part
 
 # Every generated time lies within a few hours after BASE, so Delay targets fall both
@@ -122,7 +131,12 @@ def _times() -> st.SearchStrategy[datetime]:
     return st.integers(0, 4 * 3600 * 10**6).map(lambda us: BASE + timedelta(microseconds=us))
 
 
-BODIES = st.sampled_from(["Hello", "<p>Thanks!</p>", "Order #42?", "", "   ", TOO_LONG])
+# Bodies and authors are drawn valid three times out of four: a refusal checks one rule, an
+# accepted event moves the state on to the cases the later steps build on.
+BODIES = st.sampled_from(
+    ["Hello", "<p>Thanks!</p>", "Order #42?", "Hello", "Hi", "Thanks", "", "   ", TOO_LONG]
+)
+CONTENT_TYPE_LIST = sorted(CONTENT_TYPES)
 BODY_JSON = st.sampled_from([None, {}, {"buttons": ["yes", "no"]}])
 ATTACHMENTS = st.sampled_from([(), (ATTACHMENT,)])
 RANDOM_IDS = st.sampled_from([None, 0, 1, 2, 3])
@@ -144,7 +158,10 @@ def event_strategies(ids: Ids) -> dict[str, st.SearchStrategy[ev.Event]]:
     """One strategy per event class, drawing valid and invalid parameters."""
     # Most references are valid; in the storage tests one in four names another app's admin.
     admin_ids = st.sampled_from(ids.admins * 3 + ids.foreign_admins * 2)
+    own_admin = st.sampled_from(ids.admins).map(lambda a: Author(AuthorKind.ADMIN, a))
     operators = st.one_of(
+        own_admin,
+        own_admin,
         admin_ids.map(lambda a: Author(AuthorKind.ADMIN, a)),
         st.sampled_from((ids.sender, ids.sender, *ids.foreign_senders)).map(
             lambda s: Author(AuthorKind.SENDER, s)
@@ -170,7 +187,12 @@ def event_strategies(ids: Ids) -> dict[str, st.SearchStrategy[ev.Event]]:
         ),
         "content_part": st.builds(
             ev.ContentPart,
-            type=st.sampled_from(list(PartType)),
+            # Mostly a type the rules accept (a note one time in three), else any type.
+            type=st.one_of(
+                st.just(PartType.NOTE),
+                st.sampled_from(CONTENT_TYPE_LIST),
+                st.sampled_from(list(PartType)),
+            ),
             author=operators,
             body=bodies,
             body_json=body_json,
@@ -320,6 +342,80 @@ def assert_effects(
         assert after.last_update == before.last_update
 
 
+# --- reach ----------------------------------------------------------------------------
+
+EVENT_KINDS = (
+    ev.UserReply,
+    ev.AdminReply,
+    ev.ContentPart,
+    ev.Assign,
+    ev.Close,
+    ev.Reopen,
+    ev.Delay,
+    ev.AddTag,
+    ev.RemoveTag,
+    ev.ChangeChannel,
+    ev.ReadByAdmin,
+    ev.ReadByUser,
+    ev.StartByMessage,
+    ev.UpdateStatus,
+    ev.BotTakeOver,
+    ev.BotHandOff,
+    ev.Remove,
+)
+
+# The transitions a run of the rules' machines must reach: every kind of event accepted, and
+# the interplays between fields the spec's event table names.
+SPECIAL_TRANSITIONS = (
+    "a user reply clears a snooze",
+    "a user reply reopens a closed conversation",
+    "a note is stored",
+    "an operator reply reads the user's replies",
+    "an assignment ends a bot's turn",
+    "a bot hands the conversation off",
+    "a snooze is cleared",
+    "an event on a removed conversation is refused",
+)
+REQUIRED_TRANSITIONS = (
+    *(f"{kind.__name__}: changed" for kind in EVENT_KINDS),
+    *SPECIAL_TRANSITIONS,
+)
+
+
+def transitions(
+    before: ConversationState,
+    event: ev.Event,
+    change: rules.Change | None,
+    error: DomainError | None,
+) -> list[str]:
+    """What applying `event` to `before` did, as the labels `REQUIRED_TRANSITIONS` uses."""
+    kind = type(event).__name__
+    if isinstance(error, ConversationRemoved):
+        return ["an event on a removed conversation is refused"]
+    if error is not None:
+        return [f"{kind}: refused ({type(error).__name__})"]
+    assert change is not None
+    if not change.changed:
+        return [f"{kind}: no change"]
+    found = [f"{kind}: changed"]
+    match event:
+        case ev.UserReply() if before.delayed_until is not None:
+            found.append("a user reply clears a snooze")
+        case ev.ContentPart(type=PartType.NOTE):
+            found.append("a note is stored")
+        case ev.Assign() if before.assistant_type is not None:
+            found.append("an assignment ends a bot's turn")
+        case ev.BotHandOff() if before.assistant_type is not None:
+            found.append("a bot hands the conversation off")
+        case ev.Delay(until=None):
+            found.append("a snooze is cleared")
+    if isinstance(event, ev.UserReply) and before.closed:
+        found.append("a user reply reopens a closed conversation")
+    if isinstance(event, ev.AdminReply) and change.mark_read is rules.MarkRead.USER_PARTS_BY_ADMIN:
+        found.append("an operator reply reads the user's replies")
+    return found
+
+
 # --- the machine ----------------------------------------------------------------------
 
 PURE_IDS = Ids(user=10, admins=(1, 2, 3), channels=(100, 101), sender=50)
@@ -330,14 +426,34 @@ def _group(*names: str) -> st.SearchStrategy[ev.Event]:
     return st.one_of([_PURE[name] for name in names])
 
 
+def _later() -> st.SearchStrategy[timedelta]:
+    """A snooze's length: a minute to a day."""
+    return st.integers(60, 86_400).map(lambda seconds: timedelta(seconds=seconds))
+
+
 class ConversationRules(RuleBasedStateMachine):
-    """One conversation kept in memory; every rule applies one event at a later time."""
+    """Conversations kept in memory; every rule applies one event at a later time.
+
+    A removal ends a conversation: the machine checks that it refuses every later event and
+    goes on with a new conversation, so that no step is spent on a removed one.
+    """
+
+    reach = Reach("rules", REQUIRED_TRANSITIONS)
 
     def __init__(self) -> None:
         super().__init__()
         self.now = BASE
+        self.conversation_id = 0
+        self.new_conversation()
+
+    def new_conversation(self) -> None:
+        self.conversation_id += 1
         self.state = rules.new_conversation(
-            conversation_id=1, app_id=1, user_id=PURE_IDS.user, now=BASE, channel_id=100
+            conversation_id=self.conversation_id,
+            app_id=1,
+            user_id=PURE_IDS.user,
+            now=self.now,
+            channel_id=100,
         )
         self.parts: list[Part] = []
         self.next_id = 1
@@ -352,11 +468,15 @@ class ConversationRules(RuleBasedStateMachine):
         parts_before = copy.deepcopy(self.parts)
         try:
             change = rules.apply(self.state, event, self.now)
-        except DomainError:
+        except DomainError as error:
+            for label in transitions(before, event, None, error):
+                self.reach.hit(label)
             assert self.state == before, "a refused event changes nothing"
             assert self.parts == parts_before
             return
         assert self.state == before, "apply never mutates its input"
+        for label in transitions(before, event, change, None):
+            self.reach.hit(label)
         if not change.changed:
             assert change.state == before
             assert not change.parts
@@ -370,12 +490,28 @@ class ConversationRules(RuleBasedStateMachine):
         assert_effects(before, change.state, event, change.parts)
         self.state = change.state
 
-    @rule(event=_group("user_reply", "admin_reply", "content_part"), step=steps())
+    @rule(event=_group("user_reply", "user_reply", "admin_reply", "content_part"), step=steps())
     def reply(self, event: ev.Event, step: timedelta) -> None:
         self.apply(event, step)
 
     @rule(event=_group("assign", "close", "reopen", "delay", "change_channel"), step=steps())
     def workflow(self, event: ev.Event, step: timedelta) -> None:
+        self.apply(event, step)
+
+    @rule(
+        until=st.one_of(_later(), st.none()),
+        by=st.sampled_from([Author(AuthorKind.ADMIN, 1), Author.system()]),
+        step=steps(),
+    )
+    def snooze(self, until: timedelta | None, by: Author, step: timedelta) -> None:
+        """A snooze into the future (or none: wake up), as the inbox's buttons send it."""
+        target = None if until is None else self.now + step + until
+        self.apply(ev.Delay(until=target, by=by), step)
+
+    @precondition(lambda self: self.state.delayed_until is not None or self.state.closed)
+    @rule(event=user_replies(), step=steps())
+    def user_writes_back(self, event: ev.UserReply, step: timedelta) -> None:
+        """The user writes to a snoozed or closed conversation."""
         self.apply(event, step)
 
     @rule(event=_group("add_tag", "remove_tag"), step=steps())
@@ -387,25 +523,42 @@ class ConversationRules(RuleBasedStateMachine):
         self.apply(event, step)
 
     @rule(
-        event=_group("start_by_message", "update_status", "bot_take_over", "bot_hand_off"),
+        event=_group("update_status", "bot_take_over", "bot_hand_off", "start_by_message"),
         step=steps(),
     )
     def message_and_bots(self, event: ev.Event, step: timedelta) -> None:
         self.apply(event, step)
 
+    @precondition(lambda self: self.state.assistant_type is not None)
+    @rule(event=_group("assign", "bot_hand_off"), step=steps())
+    def operators_take_over_from_a_bot(self, event: ev.Event, step: timedelta) -> None:
+        self.apply(event, step)
+
     @precondition(lambda self: self.state.parts_count >= 6)
-    @rule(step=steps())
-    def remove(self, step: timedelta) -> None:
+    @rule(
+        step=steps(),
+        later=st.one_of(*_PURE.values()),
+        first=st.one_of(_PURE["user_reply"], _PURE["start_by_message"]),
+    )
+    def remove(self, step: timedelta, later: ev.Event, first: ev.Event) -> None:
         self.apply(ev.Remove(), step)
         assert self.state.removed is not None
         assert all(p.body == "" and p.body_json is None and not p.attachments for p in self.parts)
+        assert_invariants(self.state, self.parts)
+        self.apply(later, timedelta(0))  # refused (a second removal: no change)
+        assert self.state.removed is not None
+        self.new_conversation()
+        self.apply(first, timedelta(0))
 
     @invariant()
     def spec_invariants(self) -> None:
         assert_invariants(self.state, self.parts)
 
 
-ConversationRules.TestCase.settings = settings(
-    max_examples=100, stateful_step_count=40, deadline=None
-)
-TestConversationRules = ConversationRules.TestCase
+def test_random_events_keep_the_invariants() -> None:
+    ConversationRules.reach = Reach("rules", REQUIRED_TRANSITIONS)
+    run_state_machine_as_test(
+        ConversationRules,
+        settings=settings(max_examples=100, stateful_step_count=40, deadline=None),
+    )
+    ConversationRules.reach.assert_reached()

@@ -18,21 +18,23 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
-import hypothesis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
+    precondition,
     rule,
     run_state_machine_as_test,
 )
 from sqlalchemy import func, select
 
 from tests.conftest import build_world
+from tests.reach import Reach
 from tests.test_rules_properties import (
     BASE,
+    EVENT_KINDS,
     Ids,
     assert_invariants,
     event_strategies,
@@ -47,13 +49,15 @@ from threadline.conversations.repository import ConversationRepository, state_fr
 from threadline.core import events as ev
 from threadline.core import rules
 from threadline.core.enums import (
+    AssistantType,
     AuthorKind,
     ConversationType,
     MessageStatus,
+    PartType,
     RecipientType,
     ReplyType,
 )
-from threadline.core.errors import DomainError, NotFound
+from threadline.core.errors import ConversationRemoved, DomainError, NotFound
 from threadline.core.model import Author, ConversationState, Part
 from threadline.db.engine import Database
 from threadline.db.schema import conversation_parts, conversations, messages
@@ -153,11 +157,36 @@ def _same_error(raised: DomainError | None, expected: DomainError) -> None:
     assert str(raised) == str(expected)
 
 
+# The kinds of event the follow-up rule writes, each after what makes it change something.
+FOLLOW_UPS = (
+    "delay",
+    "remove_tag",
+    "update_status",
+    "user_reply",
+    "bot_hand_off",
+    "admin_reply",
+    "note",
+    "add_tag",
+    "assign",
+    "reopen",
+    "close",
+    "read_by_admin",
+    "change_channel",
+    "bot_take_over",
+    "remove",
+    "read_by_user",
+)
+
+# Starting conversations stops at this many live ones: later steps write to them.
+MAX_CONVERSATIONS = 5
+
+
 class StorageMachine(RuleBasedStateMachine):
     """Several conversations of one app, written through the service, checked against a model."""
 
     url: ClassVar[str]
     setup: ClassVar[Setup]
+    reach: ClassVar[Reach]
 
     def __init__(self) -> None:
         super().__init__()
@@ -213,7 +242,13 @@ class StorageMachine(RuleBasedStateMachine):
             return None, exc
 
     def pick(self, which: int) -> int:
-        return self.order[which % len(self.order)]
+        """One of this run's conversations that are not removed (any, when all are)."""
+        live = [cid for cid in self.order if self.models[cid].state.removed is None]
+        choices = live or self.order
+        return choices[which % len(choices)]
+
+    def removed(self) -> list[int]:
+        return [cid for cid in self.order if self.models[cid].state.removed is not None]
 
     # --- starting conversations ---------------------------------------------------------
 
@@ -240,10 +275,12 @@ class StorageMachine(RuleBasedStateMachine):
             )
         )
         if user is None or channel in self.ids.foreign_channels:
+            self.reach.hit("start_by_user: foreign reference")
             assert isinstance(error, NotFound), error
             return
         started_key = (user_id, reply.random_id) if reply.random_id else None
         if started_key in self.started:
+            self.reach.hit("start_by_user: retry")
             assert error is None
             assert outcome.duplicate
             model = self.models[self.started[started_key]]
@@ -261,8 +298,10 @@ class StorageMachine(RuleBasedStateMachine):
         expected.start_random_id = reply.random_id or None
         change, refused = attempt(rules.apply, expected, reply, now)
         if refused is not None:
+            self.reach.hit("start_by_user: refused")
             _same_error(error, refused)
             return
+        self.reach.hit("start_by_user: started")
         assert change is not None
         assert error is None, error
         assert not outcome.duplicate
@@ -285,9 +324,29 @@ class StorageMachine(RuleBasedStateMachine):
     )
     def first_conversation(self, reply: ev.UserReply, random_id: int | None) -> None:
         reply = dataclasses.replace(reply, random_id=random_id)
+        before = len(self.models)
         self.start_user(0, reply, None, False, self.now)
-        assert len(self.models) == 1
+        assert len(self.models) == before + 1
 
+    @initialize(type_=st.sampled_from(list(ConversationType)), sender=st.integers(0, 2))
+    def a_message_starts_one(self, type_: ConversationType, sender: int) -> None:
+        """Every run also writes to a conversation that a message started."""
+        self.start_by_message(
+            None,
+            1,
+            sender,
+            3,
+            "Welcome!",
+            type_,
+            ReplyType.TEXT,
+            RecipientType.ALL,
+            MessageStatus.SENT,
+            None,
+            0,
+            timedelta(0),
+        )
+
+    @precondition(lambda self: len(self.order) - len(self.removed()) < MAX_CONVERSATIONS)
     @rule(
         user=st.sampled_from([0, 1, None]),
         reply=user_replies(),
@@ -301,22 +360,27 @@ class StorageMachine(RuleBasedStateMachine):
         channels = (None, *self.ids.channels, *self.ids.foreign_channels)
         self.start_user(user, reply, channels[channel], external, self.tick(step))
 
+    @precondition(lambda self: len(self.order) - len(self.removed()) < MAX_CONVERSATIONS)
     @rule(
-        user=st.sampled_from([0, 1, None]),
-        sender=st.integers(0, 5),
-        body=st.sampled_from(["Welcome!", "", "Need help?"]),
+        defect=st.sampled_from([None, None, None, None, "user", "sender", "channel", "body"]),
+        user=st.sampled_from([0, 1]),
+        sender=st.integers(0, 2),
+        foreign_sender=st.integers(3, 5),
+        body=st.sampled_from(["Welcome!", "Need help?"]),
         type_=st.sampled_from(list(ConversationType)),
         reply_type=st.sampled_from(list(ReplyType)),
         recipient_type=st.sampled_from(list(RecipientType)),
         status=st.sampled_from(list(MessageStatus)),
         sended_earlier=st.one_of(st.none(), st.integers(0, 3600)),
-        channel=st.integers(0, 3),
+        channel=st.integers(0, 2),
         step=steps(),
     )
     def start_by_message(
         self,
+        defect: str | None,
         user: int | None,
         sender: int,
+        foreign_sender: int,
         body: str,
         type_: ConversationType,
         reply_type: ReplyType,
@@ -326,6 +390,15 @@ class StorageMachine(RuleBasedStateMachine):
         channel: int,
         step: timedelta,
     ) -> None:
+        """A valid message, or one with exactly one defect (each must be refused on its own)."""
+        if defect == "user":
+            user = None
+        elif defect == "sender":
+            sender = foreign_sender
+        elif defect == "channel":
+            channel = 3
+        elif defect == "body":
+            body = ""
         now = self.tick(step)
         ids = self.ids
         author = (
@@ -356,6 +429,7 @@ class StorageMachine(RuleBasedStateMachine):
             )
         )
         if _foreign_author(ids, author) or user is None or channel_id in ids.foreign_channels:
+            self.reach.hit("start_by_message: foreign reference")
             assert isinstance(error, NotFound), error
             return
         expected = rules.new_conversation(
@@ -377,8 +451,10 @@ class StorageMachine(RuleBasedStateMachine):
         )
         change, refused = attempt(rules.apply, expected, event, now)
         if refused is not None:
+            self.reach.hit("start_by_message: refused")
             _same_error(error, refused)
             return
+        self.reach.hit("start_by_message: started")
         assert change is not None
         assert error is None, error
         self.adopt(change, result.outcome.parts, now)
@@ -387,9 +463,11 @@ class StorageMachine(RuleBasedStateMachine):
 
     # --- events on existing conversations -----------------------------------------------
 
-    def perform_events(self, which: int, events: list[ev.Event], step: timedelta) -> None:
+    def perform_events(
+        self, which: int, events: list[ev.Event], step: timedelta, cid: int | None = None
+    ) -> None:
         """Apply `events` in one `perform` call and compare with the model's prediction."""
-        cid = self.pick(which)
+        cid = self.pick(which) if cid is None else cid
         model = self.models[cid]
         now = self.tick(step)
         outcome, error = self.call(
@@ -397,13 +475,13 @@ class StorageMachine(RuleBasedStateMachine):
         )
         kinds = "+".join(type(e).__name__ for e in events) if len(events) == 1 else "two events"
         if any(names_foreign(self.ids, e) for e in events):
-            hypothesis.event(kinds, "foreign reference")
+            self.reach.hit(f"{kinds}: foreign reference")
             assert isinstance(error, NotFound), error
             return
         keys = [k for k in map(service.idempotency_key, events) if k is not None]
         first = model.part_with_key(keys[-1]) if keys else None
         if first is not None:
-            hypothesis.event(kinds, "retry")
+            self.reach.hit(f"{kinds}: retry")
             assert error is None, error
             assert outcome.duplicate, "a retried write creates nothing"
             assert outcome.state == model.state
@@ -425,16 +503,78 @@ class StorageMachine(RuleBasedStateMachine):
 
         _, refused = attempt(replay)
         if refused is not None:
-            hypothesis.event(kinds, "refused")
+            removed = isinstance(refused, ConversationRemoved)
+            self.reach.hit("removed conversation refuses" if removed else f"{kinds}: refused")
             _same_error(error, refused)
             return
-        hypothesis.event(kinds, "changed" if changed else "no change")
+        self.reach.hit(f"{kinds}: {'changed' if changed else 'no change'}")
         assert error is None, error
         assert not outcome.duplicate
         assert next(real_ids, None) is None, "the service stored more parts than expected"
         assert outcome.state == state
         assert outcome.parts == created
         model.state, model.parts = state, parts
+
+    @rule(which=st.integers(0, 100), focus=st.integers(0, len(FOLLOW_UPS) - 1), step=steps())
+    def follow_up(self, which: int, focus: int, step: timedelta) -> None:
+        """Valid events of three kinds, each after what makes it change the conversation
+        (a tag before its removal, a bot before its hand-off, ...).
+
+        Random events (the `perform` rules) cover refusals and odd values; this rule makes
+        sure that every kind of event is also stored, in every run, on every database.
+        """
+        for k in range(3):
+            kind = FOLLOW_UPS[(focus + 5 * k) % len(FOLLOW_UPS)]
+            self.follow_up_one(which + k, kind, step)
+
+    def follow_up_one(self, which: int, kind: str, step: timedelta) -> None:
+        cid = self.pick(which)
+        if kind == "update_status":  # a conversation a message started
+            started = [c for c in self.order if self.models[c].state.message_id is not None]
+            live = [c for c in started if self.models[c].state.removed is None]
+            if not live:
+                return
+            cid = live[which % len(live)]
+        admin = Author(AuthorKind.ADMIN, self.ids.admins[which % 2])
+
+        def state() -> ConversationState:
+            return self.models[cid].state
+
+        def perform(event: ev.Event) -> None:
+            self.perform_events(which, [event], step, cid=cid)
+
+        if kind == "remove_tag" and not state().tags:
+            perform(ev.AddTag(tag="later", by=admin))
+        if kind == "bot_hand_off" and state().assistant_type is None:
+            perform(ev.BotTakeOver(assistant_type=AssistantType.ROUTING_BOT))
+        if kind == "reopen" and not state().closed:
+            perform(ev.Close(by=admin))
+        if kind == "read_by_admin" and not state().admin_unread_count:
+            perform(ev.UserReply(body="Hello?"))
+        s = state()
+        others = [a for a in self.ids.admins if a != s.assignee_id]
+        statuses = [m for m in MessageStatus if m is not s.status]
+        channels = [c for c in self.ids.channels if c != s.channel_id]
+        bots = [b for b in AssistantType if b is not s.assistant_type]
+        event: ev.Event = {
+            "delay": lambda: ev.Delay(until=self.now + step + timedelta(hours=1), by=admin),
+            "remove_tag": lambda: ev.RemoveTag(tag=s.tags[0] if s.tags else "x", by=admin),
+            "update_status": lambda: ev.UpdateStatus(status=statuses[which % len(statuses)]),
+            "user_reply": lambda: ev.UserReply(body="Back again"),
+            "bot_hand_off": lambda: ev.BotHandOff(admin_id=others[0], by=admin),
+            "admin_reply": lambda: ev.AdminReply(author=admin, body="We are on it"),
+            "note": lambda: ev.ContentPart(type=PartType.NOTE, author=admin, body="Call back"),
+            "add_tag": lambda: ev.AddTag(tag=("vip", "billing", "bug")[which % 3], by=admin),
+            "assign": lambda: ev.Assign(admin_id=others[0], by=admin),
+            "reopen": lambda: ev.Reopen(by=admin),
+            "close": lambda: ev.Close(by=admin),
+            "read_by_admin": lambda: ev.ReadByAdmin(),
+            "change_channel": lambda: ev.ChangeChannel(channel_id=channels[0], by=admin),
+            "bot_take_over": lambda: ev.BotTakeOver(assistant_type=bots[which % len(bots)]),
+            "remove": lambda: ev.Remove(),
+            "read_by_user": lambda: ev.ReadByUser(),
+        }[kind]()
+        perform(event)
 
     @rule(which=st.integers(0, 100), step=steps())
     def foreign_app_is_refused(self, which: int, step: timedelta) -> None:
@@ -469,14 +609,24 @@ class StorageMachine(RuleBasedStateMachine):
 def machine_for(url: str, setup: Setup) -> type[StorageMachine]:
     """The machine bound to one database; its event strategies name that database's ids."""
     strategies = event_strategies(setup.ids)
-    any_event = st.one_of(list(strategies.values()))
-    # Removal ends a conversation's useful life: single events leave it out, pairs include it.
-    one_event = st.one_of([s for name, s in strategies.items() if name != "remove"])
+    # Replies (what most writes are) count three times; removal ends a conversation's
+    # useful life: single events leave it out, pairs include it rarely.
+    replies = ["user_reply", "admin_reply", "content_part"] * 2
+    singles = [strategies[n] for n in [*strategies, *replies] if n != "remove"]
+    one_event = st.one_of(singles)
+    any_event = st.one_of(singles * 2 + [strategies["remove"]])
 
     class Machine(StorageMachine):
-        @rule(which=st.integers(0, 100), event=one_event, step=steps())
-        def perform(self, which: int, event: ev.Event, step: timedelta) -> None:
-            self.perform_events(which, [event], step)
+        @rule(
+            which=st.integers(0, 100),
+            events=st.lists(one_event, min_size=1, max_size=8),
+            step=steps(),
+        )
+        def perform(self, which: int, events: list[ev.Event], step: timedelta) -> None:
+            """A burst of writes to one conversation, one `perform` call each."""
+            cid = self.pick(which)
+            for event in events:
+                self.perform_events(which, [event], step, cid=cid)
 
         @rule(which=st.integers(0, 100), first=any_event, second=any_event, step=steps())
         def perform_two_at_once(
@@ -485,19 +635,48 @@ def machine_for(url: str, setup: Setup) -> type[StorageMachine]:
             """Two events in one transaction: both happen, or (one refused) neither."""
             self.perform_events(which, [without_random_id(first), without_random_id(second)], step)
 
+        @precondition(lambda self: bool(self.removed()))
+        @rule(which=st.integers(0, 100), event=any_event, step=steps())
+        def perform_on_removed(self, which: int, event: ev.Event, step: timedelta) -> None:
+            """A removed conversation refuses every event (a second removal: no change)."""
+            removed = self.removed()
+            cid = removed[which % len(removed)]
+            self.perform_events(which, [event], step, cid=cid)
+
     Machine.url = url
     Machine.setup = setup
     return Machine
 
 
+# What every run must reach, on each database: each event kind changing a stored
+# conversation, both ways to start one, retries, refusals and removed conversations.
+STORAGE_TRANSITIONS = (
+    *(
+        f"{kind.__name__}: changed"
+        for kind in EVENT_KINDS
+        if kind not in (ev.StartByMessage, ev.Remove)
+    ),
+    "two events: changed",
+    "two events: refused",
+    "removed conversation refuses",
+    "start_by_user: started",
+    "start_by_message: started",
+    # Counted and reported, not guarded (a run of this size reaches them in most runs, not
+    # all): retries of each kind, refusals of starts, foreign references of each kind.
+)
+
+
 def test_random_events_through_storage(db_url: str) -> None:
     setup = asyncio.run(_setup(db_url))
+    machine = machine_for(db_url, setup)
+    machine.reach = Reach(f"storage on {db_url.split(':')[0]}", STORAGE_TRANSITIONS)
     run_state_machine_as_test(
-        machine_for(db_url, setup),
+        machine,
         settings=settings(
             max_examples=15,
-            stateful_step_count=30,
+            stateful_step_count=40,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+    machine.reach.assert_reached()

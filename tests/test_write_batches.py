@@ -17,6 +17,7 @@ from sqlalchemy import func, insert, select, text
 
 from tests.conftest import World
 from tests.test_event_log import all_events, assert_log_in_part_order, writers_and_a_moving_reader
+from tests.waiting import until, until_waiting_on_locks
 from threadline.apps import service as apps
 from threadline.conversations import service
 from threadline.conversations.batch import STALLED_AFTER_S, Batcher, batcher_of
@@ -500,9 +501,9 @@ async def test_one_statement_takes_its_new_words_in_one_order(pg: Database, worl
     holding = asyncio.create_task(holder())
     await held.wait()
     first = asyncio.create_task(parts("a", "m", "z"))
-    await asyncio.sleep(0.3)
+    await until_waiting_on_locks(pg, 1)  # A waits at "m"
     second = asyncio.create_task(parts("z", "a"))
-    await asyncio.sleep(0.3)
+    await until_waiting_on_locks(pg, 2)  # B waits at "a"
     release.set()
     await holding
     await asyncio.wait_for(asyncio.gather(first, second), 30)  # no DeadlockDetectedError
@@ -522,12 +523,24 @@ async def test_a_cancelled_batch_cancels_its_writes_and_not_those_behind_it(
     (held,) = await conversations(pg, world, 1)
     holding, release = await locked_elsewhere(pg, world, held)
     stuck = asyncio.create_task(service.perform(pg, world.app_id, held, ev.UserReply(body="x")))
-    await asyncio.sleep(0.01)
     batcher = batcher_of(pg)
     assert batcher is not None
-    (running,) = batcher._running
+    await until(lambda: len(batcher._running) == 1, "the batch of the first write runs")
+    ((running, started),) = batcher._running.items()
+    await until_waiting_on_locks(pg, 1)  # its conversation's lock is held elsewhere
     behind = asyncio.create_task(service.perform(pg, world.app_id, held, ev.UserReply(body="y")))
-    await asyncio.sleep(STALLED_AFTER_S * 2)  # the stall check found its conversation busy
+    loop = asyncio.get_running_loop()
+
+    def checked_and_left_waiting() -> bool:
+        # The stall check ran (the batch is older than STALLED_AFTER_S and no recheck is
+        # pending) and left the second write waiting: its conversation is busy.
+        return (
+            len(batcher._waiting) == 1
+            and loop.time() - started >= STALLED_AFTER_S * 2
+            and batcher._recheck is None
+        )
+
+    await until(checked_and_left_waiting, "the second write waits behind the stuck batch")
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await stuck

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi import FastAPI
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from tests.api.conftest import client_for
 from tests.api.helpers import error, foreign_conversation, ok, started
@@ -13,7 +18,10 @@ from tests.conftest import World
 from threadline.api.config import ApiSettings
 from threadline.apps.repository import AppRepository
 from threadline.apps.service import ALL_SCOPES, issue_token, utcnow
+from threadline.attachments import service as files
+from threadline.attachments.storage import LocalStorage
 from threadline.db.engine import Database
+from threadline.db.schema import attachments
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
@@ -208,3 +216,83 @@ async def test_erasure_deletes_the_files(
     error(await api.get(url), 404, "NotFound")
     parts = ok(await api.get(f"/conversations/{cid}/parts"))
     assert all(p["attachments"] == [] for p in parts)
+
+
+async def attachment_rows(db: Database) -> int:
+    async with db.read() as conn:
+        return int(await conn.scalar(select(func.count()).select_from(attachments)) or 0)
+
+
+@contextlib.asynccontextmanager
+async def refusing_inserts(db: Database, table: str) -> AsyncIterator[None]:
+    """The database itself refuses every insert into `table` (a trigger), until the end."""
+    async with db.write() as conn:
+        if db.is_sqlite:
+            await conn.execute(
+                text(
+                    f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table}"
+                    " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+                )
+            )
+        else:
+            await conn.execute(
+                text(
+                    f"CREATE FUNCTION refuse_{table}() RETURNS trigger LANGUAGE plpgsql AS"
+                    " $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"
+                )
+            )
+            await conn.execute(
+                text(
+                    f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table}"
+                    f" FOR EACH ROW EXECUTE FUNCTION refuse_{table}()"
+                )
+            )
+    try:
+        yield
+    finally:
+        async with db.write() as conn:
+            if db.is_sqlite:
+                await conn.execute(text(f"DROP TRIGGER refuse_{table}"))
+            else:
+                await conn.execute(text(f"DROP TRIGGER refuse_{table} ON {table}"))
+                await conn.execute(text(f"DROP FUNCTION refuse_{table}()"))
+
+
+async def test_a_failed_start_with_a_file_leaves_no_file_and_no_row(
+    app: FastAPI, api: httpx.AsyncClient, app_db: Database, world: World
+) -> None:
+    """The file is stored before the conversation is written; when that write fails, the
+    file and its row go with it."""
+    url = f"/users/{world.user_id}/startconversation"
+    sent = {"data": {"filename": "a.txt"}, "files": {"file": ("a.txt", b"hello", "text/plain")}}
+    async with (
+        refusing_inserts(app_db, "conversations"),
+        client_for(app, world.token, raise_app_exceptions=False) as client,
+    ):
+        error(await client.post(url, **sent), 500, "InternalError")
+    assert stored_files(app) == []
+    assert await attachment_rows(app_db) == 0
+    assert ok(await api.get(f"/users/{world.user_id}/conversations")) == []
+    # Once the database accepts it again, the same request starts the conversation.
+    ok(await api.post(url, **sent))
+    assert len(stored_files(app)) == 1
+
+
+async def test_a_failed_row_insert_deletes_the_saved_bytes(
+    app_db: Database, world: World, tmp_path: Path
+) -> None:
+    """The bytes are saved before the row; when the database refuses the row, the bytes go."""
+    storage = LocalStorage(tmp_path / "files")
+    async with refusing_inserts(app_db, "attachments"):
+        with pytest.raises(DBAPIError, match="refused by the test"):
+            await files.store(
+                app_db,
+                storage,
+                world.app_id,
+                data=b"hello",
+                filename="a.txt",
+                mime_type="text/plain",
+                conversation_id=None,
+            )
+    assert [p for p in (tmp_path / "files").rglob("*") if p.is_file()] == []
+    assert await attachment_rows(app_db) == 0

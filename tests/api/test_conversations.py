@@ -16,7 +16,8 @@ from threadline.apps.repository import AppRepository
 from threadline.apps.service import issue_token, utcnow
 from threadline.conversations import service
 from threadline.core import events as ev
-from threadline.core.enums import AssistantType, PartType
+from threadline.core.enums import AssistantType, AuthorKind, PartType
+from threadline.core.model import Author
 from threadline.db.engine import Database
 
 LIST = "/apps/$self_app/conversations"
@@ -569,3 +570,58 @@ async def test_channels_with_counts(api: httpx.AsyncClient, app_db: Database, wo
             "not_read_count": 1,
         },
     ]
+
+
+async def test_a_user_reply_with_auto_assign_assigns_first_by_the_system(
+    api: httpx.AsyncClient, app_db: Database, world: World
+) -> None:
+    cid = await started(app_db, world)
+    url = f"/conversations/{cid}/reply"
+    payload = {
+        "body": "Still waiting",
+        "from_user": str(world.user_id),
+        "auto_assign": world.other_admin_id,
+        "random_id": 31,
+        "auto_assign_random_id": 32,
+    }
+    part = ok(await api.post(url, json=payload))
+    assert part["type"] == "reply_user"
+    assert part["random_id"] == 31
+    parts = ok(await api.get(f"/conversations/{cid}/parts"))
+    assert [p["type"] for p in parts] == ["reply_user", "assigned", "reply_user"]
+    assert parts[1]["assignee"]["id"] == world.other_admin_id
+    assert parts[1]["random_id"] == 32
+    assert parts[1]["from"] is None  # by the system: neither the user nor an operator
+    c = ok(await api.get(f"/conversations/{cid}"))
+    assert c["assignee"]["id"] == world.other_admin_id
+    assert c["admin_unread_count"] == 2
+    assert ok(await api.post(url, json=payload)) == part  # a retry creates nothing
+    assert len(ok(await api.get(f"/conversations/{cid}/parts"))) == 3
+    # Another app's admin is not found, and nothing is written.
+    refused = {**payload, "auto_assign": world.foreign_admin_id, "random_id": 33}
+    error(await api.post(url, json=refused), 404, "NotFound")
+    assert len(ok(await api.get(f"/conversations/{cid}/parts"))) == 3
+
+
+async def test_bot_authored_parts_are_served_with_their_bot(
+    api: httpx.AsyncClient, app_db: Database, world: World
+) -> None:
+    cid = await started(app_db, world)
+    bot = Author(AuthorKind.BOT, 7)
+    await service.perform(
+        app_db, world.app_id, cid, ev.AdminReply(author=bot, body="Hi, I am a bot")
+    )
+    await service.perform(
+        app_db,
+        world.app_id,
+        cid,
+        ev.ContentPart(type=PartType.CHAT_BOT_USER, author=bot, body="Pick one"),
+    )
+    parts = ok(await api.get(f"/conversations/{cid}/parts"))
+    by_type = {p["type"]: p for p in parts}
+    assert by_type["reply_admin"]["from"] == {"id": 7, "type": "bot"}
+    assert by_type["reply_admin"]["direction"] == "a2u"
+    assert by_type["chat_bot_user"]["from"] == {"id": 7, "type": "bot"}
+    c = ok(await api.get(f"/conversations/{cid}"))
+    assert c["last_admin"] is None  # a bot is not an operator
+    assert c["reply_last"]["from"] == {"id": 7, "type": "bot"}

@@ -289,3 +289,20 @@ async def test_tokens(app: FastAPI, api: httpx.AsyncClient, app_db: Database, wo
     error(await api.delete(f"{url}/{created['id']}"), 404, "NotFound")
     json_made = ok(await api.post(url, json={"name": "j", "scopes": ["admin"]}))
     assert ok(await api.request("DELETE", url, json={"id": json_made["id"]})) == {}
+
+
+async def test_typing_as_another_user_or_in_a_removed_conversation_is_refused(
+    api: httpx.AsyncClient, app_db: Database, world: World
+) -> None:
+    cid = await started(app_db, world)
+    url = f"/ext/conversations/{cid}/typing"
+    assert ok(await api.post(url, json={"body": "hi", "from_user": str(world.user_id)})) == {}
+    other_user = await apps.create_user(app_db, world.app_id, props={"$name": "Eve"})
+    message = error(
+        await api.post(url, json={"body": "hi", "from_user": str(other_user)}), 400, "BadRequest"
+    )
+    assert "from_user" in message
+    assert "not the user of this conversation" in message
+    await service.perform(app_db, world.app_id, cid, ev.Remove())
+    message = error(await api.post(url, json={"body": "hi"}), 400, "BadRequest")
+    assert "removed" in message

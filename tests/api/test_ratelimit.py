@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from tests.api.conftest import client_for
 from tests.api.helpers import error, ok
-from tests.conftest import World
+from tests.conftest import World, build_world
 from threadline.api.config import ApiSettings
 from threadline.api.ratelimit import TokenRateLimiter
 from threadline.apps.repository import AppRepository
@@ -21,14 +24,20 @@ from threadline.db.engine import Database
 from threadline.settings import Settings
 from threadline.web.app import create_app
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+
+def redis_url() -> str | None:
+    """THREADLINE_TEST_REDIS_URL (as every Redis test reads it); under CI=true, required."""
+    url = os.environ.get("THREADLINE_TEST_REDIS_URL")
+    if not url and os.environ.get("CI"):
+        raise RuntimeError("CI=true but THREADLINE_TEST_REDIS_URL is not set")
+    return url or None
 
 
-async def redis_available() -> bool:
-    client = aioredis.from_url(REDIS_URL)
+async def redis_answers(url: str) -> bool:
+    client = aioredis.from_url(url)
     try:
         return bool(await client.ping())
-    except OSError:
+    except (OSError, aioredis.RedisError):  # redis-py 8 raises its own ConnectionError
         return False
     finally:
         await client.aclose()
@@ -37,9 +46,16 @@ async def redis_available() -> bool:
 @pytest.fixture(params=["memory", "redis"])
 async def limited(request: pytest.FixtureRequest, app: FastAPI) -> AsyncIterator[FastAPI]:
     """The app with a limit of 3 requests a minute per token, in either storage."""
-    storage = "memory://" if request.param == "memory" else REDIS_URL
-    if request.param == "redis" and not await redis_available():
-        pytest.skip("no Redis at 127.0.0.1:6379")
+    storage = "memory://"
+    if request.param == "redis":
+        url = redis_url()
+        if url is None:
+            pytest.skip("THREADLINE_TEST_REDIS_URL is not set")
+        if not await redis_answers(url):
+            if os.environ.get("CI"):
+                raise RuntimeError(f"CI=true but Redis does not answer at {url}")
+            pytest.skip(f"no Redis answers at {url}")
+        storage = url
     settings: ApiSettings = app.state.api_settings
     app.state.api_settings = settings.model_copy(
         update={"rate_limit": "3/minute", "rate_limit_storage": storage}
@@ -99,3 +115,29 @@ def test_a_bad_limit_fails_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("THREADLINE_RATE_LIMIT", "lots")
     with pytest.raises(ValueError, match="lots"):
         create_app(Settings(database_url="sqlite:///unused.db"))
+
+
+async def test_the_default_limit_throttles_the_601st_request_of_a_minute(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Production settings, nothing overridden: 600 requests a minute per token, then 429."""
+    monkeypatch.delenv("THREADLINE_RATE_LIMIT", raising=False)
+    monkeypatch.delenv("THREADLINE_RATE_LIMIT_STORAGE", raising=False)
+    application = create_app(Settings(database_url=db_url))
+    application.state.api_settings = ApiSettings(data_dir=tmp_path / "data")
+    assert application.state.api_settings.rate_limit == "600/minute"
+    async with LifespanManager(application, startup_timeout=30, shutdown_timeout=30):
+        world = await build_world(application.state.db)
+        async with client_for(application, world.token) as client:
+            allowed = 0
+            for _ in range(1200):
+                r = await client.get("/apps/$self_app/channels")
+                if r.status_code == 429:
+                    break
+                ok(r)
+                allowed += 1
+            error(r, 429, "Throttled")
+            assert 1 <= int(r.headers["Retry-After"]) <= 60
+    # The limiter counts in a sliding window of a minute: exactly 600 are allowed unless the
+    # requests straddle the turn of a minute, when the earlier minute counts in part.
+    assert 600 <= allowed < 1200

@@ -8,10 +8,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import BaseModel
 
 from tests.api.conftest import client_for
 from tests.api.helpers import admin, assigned, error, ok, started
 from tests.conftest import World
+from threadline.api.envelope import install_error_handlers
 from threadline.apps.repository import AppRepository
 from threadline.apps.service import issue_token, utcnow
 from threadline.conversations import service
@@ -188,3 +190,36 @@ async def test_removing_by_parameter_needs_the_id(api: httpx.AsyncClient) -> Non
             await api.delete(f"/ext/apps/$self_app/{kind}", params={"id": "x"}), 400, "BadRequest"
         )
         assert message.startswith("id:")
+
+
+class SizedBody(BaseModel):
+    size: int
+
+
+async def test_fastapi_validation_errors_answer_the_envelope() -> None:
+    """The API's own routes parse their parameters themselves; a route that leaves it to
+    FastAPI (a typed query or body) still answers 400 BadRequest in the envelope, naming
+    the parameter."""
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/count")
+    async def count(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    @app.post("/sized")
+    async def sized(body: SizedBody) -> dict[str, int]:
+        return {"size": body.size}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.get("/count", params={"n": "3"})).json() == {"n": 3}
+        message = error(await client.get("/count", params={"n": "three"}), 400, "BadRequest")
+        assert message.startswith("n: ")
+        assert "integer" in message
+        assert error(await client.get("/count"), 400, "BadRequest") == "n: is required"
+        message = error(await client.post("/sized", json={"size": "big"}), 400, "BadRequest")
+        assert message.startswith("size: ")
+        assert error(await client.post("/sized", json={}), 400, "BadRequest") == (
+            "size: is required"
+        )

@@ -156,6 +156,31 @@ class HeldGet:
         self.page.unroute(self.pattern)
 
 
+# Counts the answers the page's code has read (api.js reads each with response.json()).
+COUNT_READ_ANSWERS = """
+(() => {
+  const json = Response.prototype.json;
+  window.__answersRead = [];
+  Response.prototype.json = function () {
+    const url = this.url;
+    return json.call(this).then((value) => { window.__answersRead.push(url); return value; });
+  };
+})();
+"""
+
+
+def fulfil_and_wait_until_read(page: Page, route: Any, answer: Any) -> None:
+    """Give the page a held answer and return once its code has read it (the page must
+    have been opened with COUNT_READ_ANSWERS). What the page does with an answer once read
+    runs in the same task, so it is done when the next evaluate runs."""
+    url = route.request.url
+    before = page.evaluate("(u) => window.__answersRead.filter((x) => x === u).length", url)
+    route.fulfill(response=answer)
+    page.wait_for_function(
+        "([u, n]) => window.__answersRead.filter((x) => x === u).length > n", arg=[url, before]
+    )
+
+
 @pytest.fixture
 def api(live_server: LiveServer) -> Any:
     with live_server.api() as client:
@@ -494,8 +519,9 @@ def test_user_text_is_shown_as_text_and_runs_nothing(
     expect(note).to_have_text("Bold link")
     expect(note.locator("b")).to_have_text("Bold")
     assert note.locator("a").get_attribute("href") is None
+    # No element that could run the attack exists (an <img>'s onerror, a <script>): nothing
+    # can set window.pwned later, so there is no need to wait for it.
     expect(page.locator(".parts img, .parts script, .rows img, .rows script")).to_have_count(0)
-    page.wait_for_timeout(300)
     assert page.evaluate("window.pwned") is None
 
 
@@ -525,6 +551,7 @@ def test_a_late_answer_of_a_live_refresh_never_shows_an_older_state(
     """A live update starts a refresh of the open conversation; the operator snoozes it
     meanwhile; the refresh's answer, read before the snooze, arrives last. The pane keeps
     showing the snooze."""
+    context.add_init_script(COUNT_READ_ANSWERS)
     page = sign_in(context, live_server)
     conv = inbox(api, live_server)["data"]["conversations"][-1]
     cid = conv["id"]
@@ -547,8 +574,7 @@ def test_a_late_answer_of_a_live_refresh_never_shows_an_older_state(
             break
 
     assert stale.json()["data"]["delayed_until"] is None  # read before the snooze
-    route.fulfill(response=stale)
-    page.wait_for_timeout(500)  # the late answer is handled by now
+    fulfil_and_wait_until_read(page, route, stale)
     expect(page.get_by_test_id("conversation-state")).to_have_text("snoozed")
     gets.stop()
     assert conversation(api, cid)["delayed_until"] == tomorrow.timestamp()
@@ -559,6 +585,7 @@ def test_a_late_answer_of_a_live_update_never_shows_an_older_row(
 ) -> None:
     """Two live updates of a conversation fetch its row one after the other; the first
     fetch's answer arrives last. The row keeps the second's state."""
+    context.add_init_script(COUNT_READ_ANSWERS)
     page = sign_in(context, live_server)
     conv = inbox(api, live_server)["data"]["conversations"][-1]
     cid = conv["id"]
@@ -570,7 +597,6 @@ def test_a_late_answer_of_a_live_update_never_shows_an_older_row(
     expect(snippet).to_have_text("Second message")
 
     assert stale.json()["data"]["important_part_last"]["body"] == "First message"
-    route.fulfill(response=stale)
-    page.wait_for_timeout(500)  # the late answer is handled by now
+    fulfil_and_wait_until_read(page, route, stale)
     expect(snippet).to_have_text("Second message")
     gets.stop()

@@ -20,6 +20,7 @@ from tests.api.conftest import client_for
 from tests.api.helpers import admin, error, ok, started
 from tests.conftest import World
 from tests.events.live import Live, closed_with, connect, receive
+from threadline.api.config import ApiSettings
 from threadline.conversations import service
 from threadline.core import events as ev
 from threadline.core.enums import PartType
@@ -449,3 +450,29 @@ async def test_new_anonymous_visitors_are_limited_per_address(
     secret = ok(await api.get("/ext/apps/$self_app/widget"))["secret"]
     signed = await session(app, world.app_id, user_id="u-1", user_hash=sign(secret, "u-1"))
     assert signed["user"] == world.user_id
+
+
+async def test_each_visitor_has_the_api_rate_limit_of_its_own(
+    app: FastAPI, api: httpx.AsyncClient, world: World
+) -> None:
+    """A visitor's requests count against the API limit under a key of its session; another
+    visitor, and the app's API token, keep their own budgets."""
+    settings: ApiSettings = app.state.api_settings
+    app.state.api_settings = settings.model_copy(
+        update={"rate_limit": "3/minute", "rate_limit_storage": "memory://"}
+    )
+    first = await session(app, world.app_id)
+    second = await session(app, world.app_id)
+    async with visitor(app, first["token"]) as v:
+        for _ in range(3):
+            assert ok(await v.get(f"{API}/conversations")) == []
+        r = await v.get(f"{API}/conversations")
+        error(r, 429, "Throttled")
+        assert int(r.headers["retry-after"]) >= 1
+        # Refused before anything is written.
+        error(await v.post(f"{API}/conversations", json={"body": "Hi"}), 429, "Throttled")
+    async with visitor(app, second["token"]) as v:
+        assert ok(await v.get(f"{API}/conversations")) == []
+    ok(await api.get("/apps/$self_app/channels"))
+    # The refused POST started nothing.
+    assert ok(await api.get(f"/users/{first['user']}/conversations")) == []
