@@ -76,16 +76,18 @@ class Empty(TypedDict):
 class AdminOut(TypedDict):
     id: Id
     name: str
-    avatar: str | None
+    # A URL, or empty: the vendor declares a string.
+    avatar: str
     type: str
 
 
 class SenderOut(TypedDict):
-    """The author of a message or of a reply from the app's default sender."""
+    """The author of a message or of a reply from the app's default sender (the vendor's
+    message-sender object: `type` is `message_sender`)."""
 
     id: Id
     name: str
-    avatar: str | None
+    avatar: str
     type: str
 
 

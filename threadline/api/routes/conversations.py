@@ -22,6 +22,7 @@ from threadline.api.common import (
     written_part,
 )
 from threadline.api.envelope import respond
+from threadline.api.errors import InvalidParameter
 from threadline.api.pagination import (
     PageParams,
     cursor_value,
@@ -401,7 +402,7 @@ async def close(
 
 class TagParams(ActorParams):
     tag: Annotated[str, text(MAX_TAG_CHARS, blank=False)] = Field(
-        description="The tag, 1-255 characters.", examples=["vip"]
+        description="The tag, 1-255 characters (on /v1/ without `,`).", examples=["vip"]
     )
     action: Annotated[Literal["add", "delete"] | None, Blank] = Field(
         None,
@@ -423,6 +424,8 @@ async def add_tag(
     given (then quiet). v1: quiet, answers `{}`. `action=delete` removes the tag on every
     version."""
     cid = path_id("id", conversation_id)
+    if caller.version == 1 and "," in p.tag:
+        raise InvalidParameter("tag", "must not contain ',' (v1)")
     by = await admin_author(caller, p.from_admin)
     strict = caller.version != 1 and p.action is None
     if p.action == "delete":

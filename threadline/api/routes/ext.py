@@ -315,7 +315,7 @@ def _admin_record(row: app_q.AdminRow) -> dict[str, object]:
     return {
         "id": row.id,
         "name": row.name,
-        "avatar": row.avatar,
+        "avatar": row.avatar or "",
         "type": "admin",
         "email": row.email,
         "created": row.created,
