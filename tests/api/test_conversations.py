@@ -444,7 +444,9 @@ async def test_user_conversations(api: httpx.AsyncClient, app_db: Database, worl
     assert ids(ok(await api.get("/users/u-1/conversations", params={"by_user_id": "true"}))) == ids(
         data
     )
-    assert ids(ok(await api.get(url, params={"recipient_type": "web"}))) == []
+    # Every one here is for `all` recipients: on the web and in the SDK alike.
+    assert ids(ok(await api.get(url, params={"recipient_type": "web"}))) == ids(data)
+    assert ids(ok(await api.get(url, params={"recipient_type": "sdk"}))) == ids(data)
     assert ids(ok(await api.get(url, params={"recipient_type": "all"}))) == ids(data)
     error(
         await api.get("/users/nobody/conversations", params={"by_user_id": "1"}), 400, "LookupError"

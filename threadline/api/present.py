@@ -33,7 +33,8 @@ def admin_out(row: app_q.AdminRow | None, ident: int) -> dict[str, Any]:
 
 
 def channel_out(row: app_q.ChannelRow) -> dict[str, Any]:
-    return {"id": row.id, "name": row.name, "type": row.type, "avatar": row.avatar}
+    """The vendor's Channel object; `avatar` is a string (empty when there is none)."""
+    return {"id": row.id, "name": row.name, "type": row.type, "avatar": row.avatar or ""}
 
 
 def user_out(row: app_q.UserRow) -> dict[str, Any]:

@@ -100,7 +100,7 @@ class ChannelOut(TypedDict):
     id: Id
     name: str
     type: str
-    avatar: str | None
+    avatar: str
 
 
 class ChannelWithCounts(ChannelOut):
