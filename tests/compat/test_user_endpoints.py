@@ -180,3 +180,24 @@ async def test_channels_with_counts(
             channel
         )
         assert isinstance(channel["avatar"], str)
+
+
+async def test_app_parameter_of_another_app_is_not_found_and_changes_nothing(
+    api: httpx.AsyncClient, world: World
+) -> None:
+    theirs = {"app": world.foreign_app_id}
+    error(await api.get(f"/users/{world.user_id}/conversations", params=theirs), 404, "NotFound")
+    error(
+        await api.post(f"/users/{world.user_id}/startconversation", data={"body": "x", **theirs}),
+        404,
+        "NotFound",
+    )
+    error(
+        await api.post(f"/users/{world.user_id}/sendmessage", data={"body": "x", **theirs}),
+        404,
+        "NotFound",
+    )
+    assert (
+        ok(await api.get(f"/users/{world.user_id}/conversations", params={"app": "$self_app"}))
+        == []
+    )

@@ -9,7 +9,7 @@ from pydantic import Field
 from starlette.responses import Response
 
 from threadline.api.attachments import Uploads, accept_upload
-from threadline.api.auth import ReadCaller, SendCaller, UserWriteCaller
+from threadline.api.auth import Caller, ReadCaller, SendCaller, UserWriteCaller
 from threadline.api.common import Params, UserPath, base_url
 from threadline.api.envelope import respond
 from threadline.api.pagination import (
@@ -37,7 +37,20 @@ from threadline.users import service as users
 router = APIRouter(tags=["users"])
 
 
-class UserConversationsParams(PageParams):
+class UserApiParams(ApiParams):
+    app: str | None = Field(
+        None,
+        description="The requesting app: `$self_app` or the token's app id (the default). "
+        "Any other app is `NotFound`.",
+    )
+
+
+def _check_app(caller: Caller, p: UserApiParams) -> None:
+    if p.app is not None and p.app.strip():
+        caller.app(p.app.strip())
+
+
+class UserConversationsParams(PageParams, UserApiParams):
     by_user_id: VBool = Field(None, description="The path's id is the site's own user id.")
     with_user_replies_only: VBool = Field(
         None, description="Only conversations in which the user has replied."
@@ -57,6 +70,7 @@ async def user_conversations(
     user: UserPath, caller: ReadCaller, p: Params[UserConversationsParams], request: Request
 ) -> Response:
     """Newest first, without `user`; an unknown site user id is `LookupError`."""
+    _check_app(caller, p)
     ref = users.parse_user_ref(user, bool(p.by_user_id))
     v1 = caller.version == 1
     after = v1_after_timestamp(p) if v1 else None
@@ -91,7 +105,7 @@ async def user_conversations(
     )
 
 
-class StartParams(ApiParams):
+class StartParams(UserApiParams):
     body: Annotated[str, text(MAX_BODY_CHARS)] = Field(
         "",
         description="The user's first message (may be empty with a `file`).",
@@ -124,6 +138,7 @@ async def start_conversation(
 
     A file goes in the multipart field `file` (its name in `filename`).
     """
+    _check_app(caller, p)
     ref = users.parse_user_ref(user, bool(p.by_user_id))
     has_file = "file" in uploads.files
     # Refuse before a user is created (or a file stored) for nothing.
@@ -153,7 +168,7 @@ async def start_conversation(
     return respond(ConversationRef, {"id": outcome.state.id}, context=caller.context)
 
 
-class SendMessageParams(ApiParams):
+class SendMessageParams(UserApiParams):
     body: Annotated[str, text(MAX_BODY_CHARS, blank=False)] = Field(
         description="The message.", examples=["Hi! Can we help you with anything?"]
     )
@@ -174,6 +189,7 @@ async def send_message(
     user: UserPath, caller: SendCaller, p: Params[SendMessageParams]
 ) -> Response:
     """The conversation enters the inbox once the user answers. Answers its and the message's id."""
+    _check_app(caller, p)
     ref = users.parse_user_ref(user, bool(p.by_user_id))
     row = await users.resolve(caller.db, caller.app_id, ref)
     kind = ConversationType(p.type)
