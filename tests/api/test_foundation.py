@@ -176,7 +176,7 @@ async def test_bad_input_names_the_parameter(
             api.post(f"/conversations/{cid}/reply", json={"body": "x", "auto_assign": True}),
             "auto_assign",
         ),
-        (api.post(f"/conversations/{cid}/assign", json={}), "admin"),
+        (api.post(f"/conversations/{cid}/assign", json={"admin": "ann"}), "admin"),
         (api.post(f"/conversations/{cid}/tag", json={"tag": ""}), "tag"),
         (api.post(f"/conversations/{cid}/tag", json={"tag": "x" * 256}), "tag"),
         (api.post(f"/conversations/{cid}/tag", json={}), "tag"),

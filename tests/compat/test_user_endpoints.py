@@ -11,6 +11,8 @@ from tests.compat.forms import FORMS, QUERY, READ_FORMS, send
 from tests.conftest import World
 from threadline.conversations import service
 from threadline.core import events as ev
+from threadline.core.enums import ConversationType, RecipientType
+from threadline.core.model import Author
 from threadline.db.engine import Database
 
 
@@ -201,3 +203,30 @@ async def test_app_parameter_of_another_app_is_not_found_and_changes_nothing(
         ok(await api.get(f"/users/{world.user_id}/conversations", params={"app": "$self_app"}))
         == []
     )
+
+
+async def test_recipient_type_defaults_to_web(
+    api: httpx.AsyncClient, app_db: Database, world: World
+) -> None:
+    """ "Available values: web (default) or sdk": a message for SDK recipients only is left
+    out unless `sdk` (or Threadline's `all`) is asked for."""
+    web = await started(app_db, world)
+    sdk = await service.start_by_message(
+        app_db,
+        world.app_id,
+        world.user_id,
+        body="Push",
+        sender=Author.system(),
+        type_=ConversationType.SDK_PUSH,
+        recipient_type=RecipientType.SDK,
+    )
+    sdk_id = sdk.outcome.state.id
+    url = f"/users/{world.user_id}/conversations"
+
+    async def listed(**params: str) -> list[int]:
+        return [c["id"] for c in ok(await api.get(url, params=params))]
+
+    assert await listed() == [web]
+    assert await listed(recipient_type="web") == [web]
+    assert await listed(recipient_type="sdk") == [sdk_id, web]
+    assert await listed(recipient_type="all") == [sdk_id, web]

@@ -56,7 +56,9 @@ class UserConversationsParams(PageParams, UserApiParams):
         None, description="Only conversations in which the user has replied."
     )
     recipient_type: Annotated[RecipientType | None, Blank, blank_choice(RecipientType)] = Field(
-        None, description="`all`, `web` or `sdk`."
+        None,
+        description="`web` (the default) or `sdk`: conversations whose message was for "
+        "that kind of recipient or for `all`; `all`: every conversation.",
     )
 
 
@@ -82,7 +84,8 @@ async def user_conversations(
             caller.app_id,
             row.id,
             with_user_replies_only=bool(p.with_user_replies_only),
-            recipient_type=p.recipient_type.value if p.recipient_type else None,
+            # The vendor's default is `web`; Threadline's `all` lists every conversation.
+            recipient_type=p.recipient_type.value if p.recipient_type else "web",
             request=page_req,
             v1=(after, p.count) if v1 else None,
         )

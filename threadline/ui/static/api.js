@@ -102,7 +102,7 @@ export class Api {
     });
   }
   userConversations(userId) {
-    return this.get(`/users/${userId}/conversations`, { paginate_count: 10 });
+    return this.get(`/users/${userId}/conversations`, { paginate_count: 10, recipient_type: "all" });
   }
 
   me() { return this.session.admin; }
