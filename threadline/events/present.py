@@ -36,6 +36,17 @@ class EventOut(TypedDict):
 
 
 EVENT_ADAPTER: TypeAdapter[EventOut] = TypeAdapter(EventOut)
+# The conversation fields in `changes` that are points in time (Unix seconds).
+TIME_FIELDS = frozenset(
+    {"created", "delayed_until", "removed", "sended_time", "last_update", "last_user_reply_time"}
+)
+
+
+def whole_seconds(changes: dict[str, Any]) -> dict[str, Any]:
+    """`changes` with its times as whole seconds, as the vendor's objects carry them."""
+    return {
+        k: int(v) if k in TIME_FIELDS and isinstance(v, float) else v for k, v in changes.items()
+    }
 
 
 def string_ids(changes: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +121,9 @@ def _string_part_ids(part: dict[str, Any]) -> dict[str, Any]:
 
 
 def dump(out: dict[str, Any], id_as_string: bool) -> bytes:
-    """JSON of an event rendered for the operators (ids as numbers), with `id_as_string`."""
+    """JSON of an event rendered for the operators (ids as numbers), with `id_as_string`;
+    times in whole seconds, as the vendor's realtime messages carry them."""
+    out = {**out, "changes": whole_seconds(out["changes"])}
     if id_as_string:
         out = {**out, "changes": string_ids(out["changes"])}
         if out.get("part"):

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 from starlette.responses import Response
 
 from threadline.api.attachments import Uploads, accept_upload
-from threadline.api.auth import Caller, ReadCaller, SendCaller, UserWriteCaller
+from threadline.api.auth import SELF_APP, Caller, ReadCaller, SendCaller, UserWriteCaller
 from threadline.api.common import Params, UserPath, base_url
 from threadline.api.envelope import respond
 from threadline.api.pagination import (
@@ -20,7 +20,16 @@ from threadline.api.pagination import (
     v1_after_timestamp,
     v2_meta,
 )
-from threadline.api.params import ApiParams, Blank, RandomId, VBool, blank_choice, describe, text
+from threadline.api.params import (
+    MAX_ID,
+    ApiParams,
+    Blank,
+    RandomId,
+    VBool,
+    blank_choice,
+    describe,
+    text,
+)
 from threadline.api.present import Presenter
 from threadline.api.schemas import ConversationOut, ConversationRef, Envelope, MessageStarted
 from threadline.api.state import storage_of
@@ -37,8 +46,19 @@ from threadline.users import service as users
 router = APIRouter(tags=["users"])
 
 
+_APP_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "string", "enum": [SELF_APP]},
+            {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ID},
+            {"type": "null"},
+        ]
+    }
+)
+
+
 class UserApiParams(ApiParams):
-    app: str | None = Field(
+    app: Annotated[str | None, _APP_SCHEMA] = Field(
         None,
         description="The requesting app: `$self_app` or the token's app id (the default). "
         "Any other app is `NotFound`.",
