@@ -347,7 +347,12 @@ def test_arrays_and_timestamps() -> None:
         with pytest.raises(ValueError, match=r"number|timestamp"):
             P.parse_timestamp(bad)
     assert unix_seconds(datetime(2023, 5, 22, 7, 19, 29, tzinfo=UTC)) == 1684739969
-    assert unix_seconds(datetime(2023, 5, 22, 7, 19, 29, 358085, tzinfo=UTC)) == 1684739969.358085
+    # Answers carry whole seconds; `precise` (the precise_times parameter) the fraction.
+    assert unix_seconds(datetime(2023, 5, 22, 7, 19, 29, 358085, tzinfo=UTC)) == 1684739969
+    assert (
+        unix_seconds(datetime(2023, 5, 22, 7, 19, 29, 358085, tzinfo=UTC), precise=True)
+        == 1684739969.358085
+    )
 
 
 def test_ids() -> None:
