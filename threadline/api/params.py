@@ -186,6 +186,8 @@ def vendor_bool(value: Any) -> bool | None:
         return value != 0
     if isinstance(value, str):
         text = value.strip()
+        if text.startswith("{"):  # a JSON object sent as form text is no boolean
+            raise ValueError("must be a boolean")
         return not (text == "" or text == "0" or text.lower() == "false")
     raise ValueError("must be a boolean")
 
