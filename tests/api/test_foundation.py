@@ -325,6 +325,8 @@ def test_vendor_booleans() -> None:
     assert P.vendor_bool(None) is None
     with pytest.raises(ValueError, match="boolean"):
         P.vendor_bool([])
+    with pytest.raises(ValueError, match="boolean"):
+        P.vendor_bool('{"a": 1}')  # a JSON object sent as form text
 
 
 def test_arrays_and_timestamps() -> None:
