@@ -176,7 +176,7 @@ async def test_bad_input_names_the_parameter(
             api.post(f"/conversations/{cid}/reply", json={"body": "x", "auto_assign": True}),
             "auto_assign",
         ),
-        (api.post(f"/conversations/{cid}/assign", json={}), "admin"),
+        (api.post(f"/conversations/{cid}/assign", json={"admin": "ann"}), "admin"),
         (api.post(f"/conversations/{cid}/tag", json={"tag": ""}), "tag"),
         (api.post(f"/conversations/{cid}/tag", json={"tag": "x" * 256}), "tag"),
         (api.post(f"/conversations/{cid}/tag", json={}), "tag"),
@@ -325,6 +325,8 @@ def test_vendor_booleans() -> None:
     assert P.vendor_bool(None) is None
     with pytest.raises(ValueError, match="boolean"):
         P.vendor_bool([])
+    with pytest.raises(ValueError, match="boolean"):
+        P.vendor_bool('{"a": 1}')  # a JSON object sent as form text
 
 
 def test_arrays_and_timestamps() -> None:
@@ -347,7 +349,12 @@ def test_arrays_and_timestamps() -> None:
         with pytest.raises(ValueError, match=r"number|timestamp"):
             P.parse_timestamp(bad)
     assert unix_seconds(datetime(2023, 5, 22, 7, 19, 29, tzinfo=UTC)) == 1684739969
-    assert unix_seconds(datetime(2023, 5, 22, 7, 19, 29, 358085, tzinfo=UTC)) == 1684739969.358085
+    # Answers carry whole seconds; `precise` (the precise_times parameter) the fraction.
+    assert unix_seconds(datetime(2023, 5, 22, 7, 19, 29, 358085, tzinfo=UTC)) == 1684739969
+    assert (
+        unix_seconds(datetime(2023, 5, 22, 7, 19, 29, 358085, tzinfo=UTC), precise=True)
+        == 1684739969.358085
+    )
 
 
 def test_ids() -> None:

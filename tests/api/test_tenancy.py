@@ -56,6 +56,8 @@ def matrix(
         ("POST", f"/conversations/{c}/close", {}),
         ("POST", f"/conversations/{c}/tag", {"tag": "new"}),
         ("DELETE", f"/conversations/{c}/tag", {"tag": "kept"}),
+        ("POST", f"/conversations/{c}/markread", {}),
+        ("POST", f"/conversations/{c}/settyping", {"body": "x"}),
         ("GET", f"/users/{u}/conversations", {}),
         ("POST", f"/users/{u}/startconversation", {"body": "x"}),
         ("POST", f"/users/{u}/sendmessage", {"body": "x"}),

@@ -95,7 +95,8 @@ async def test_messages_per_channel_in_order(live: Live) -> None:
     for m in got:
         assert set(m) == {"id", "channel", "message", "tag", "time"}
         assert m["tag"] == str(m["id"]) == str(m["message"]["id"])
-        assert m["time"] == m["message"]["created"]
+        # The envelope's `time` is exact; the vendor's objects carry whole seconds.
+        assert int(m["time"]) == m["message"]["created"]
     assert got[1]["message"]["part"]["body"] == "Hello"
     assert got[3]["message"]["part"]["from"]["id"] == w.admin_id
     ids = [m["id"] for m in got]
@@ -174,6 +175,41 @@ async def test_typing_is_streamed_not_stored(live: Live) -> None:
         await nothing_more(operators)
         events = (await http.get("/ext/apps/$self_app/events")).json()["data"]
         assert {e["type"] for e in events} == {"conversation_started", "conversation_reply"}
+
+
+async def test_vendor_settyping_is_streamed_like_ext_typing(live: Live) -> None:
+    """The vendor's documented curl: a urlencoded `body` with `from_user=true`, then as an
+    admin; under /v1/ and with a trailing slash, as clients send it."""
+    w = live.world
+    cid = await start(live)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    async with (
+        connect(live.ws_url(f"conversation_typing.{w.app_id}")) as operators,
+        live.client() as http,
+    ):
+        r = await http.post(
+            f"/v1/conversations/{cid}/settyping",
+            content=b"body=My%20Message&from_user=true",
+            headers=form,
+        )
+        assert r.json() == {"meta": {"status": 200}, "data": {}}
+        seen = await receive(operators)
+        assert seen["message"]["body"] == "My Message"
+        assert seen["message"]["from"] == {"kind": "user", "id": w.user_id}
+        r = await http.post(
+            f"/conversations/{cid}/settyping/",
+            content=f"body=Hi&from_admin={w.admin_id}".encode(),
+            headers=form,
+        )
+        assert r.status_code == 200, r.text
+        assert (await receive(operators))["message"]["from"] == {"kind": "admin", "id": w.admin_id}
+        # `from_user=false` is not "as the user": the app's sender types.
+        r = await http.post(f"/conversations/{cid}/settyping", data={"from_user": "false"})
+        assert r.status_code == 200, r.text
+        assert (await receive(operators))["message"]["from"]["kind"] == "sender"
+        r = await http.post(f"/conversations/{cid}/settyping", data={"from_user": "maybe"})
+        assert r.status_code == 400
+        await nothing_more(operators)
 
 
 async def test_resume_with_the_last_tag_misses_nothing_and_repeats_nothing(live: Live) -> None:

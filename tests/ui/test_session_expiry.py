@@ -31,6 +31,9 @@ from threadline.db.schema import api_tokens
 from threadline.settings import Settings
 from threadline.ui.service import SESSION_SCOPES
 
+# The token list answers whole seconds unless asked for exact times.
+PRECISE = {"precise_times": "true"}
+
 NOT_VALID = "the API token is not valid"
 
 
@@ -98,7 +101,7 @@ async def test_a_session_works_until_it_expires_then_is_refused_like_an_unknown_
         await nothing_more(ws)  # open and not closed: a close would raise here
     # The app's token list shows the session with its expiry, until it expires.
     async with live.client() as owner:
-        listed = (await owner.get("/ext/apps/$self_app/tokens")).json()["data"]
+        listed = (await owner.get("/ext/apps/$self_app/tokens", params=PRECISE)).json()["data"]
     sessions = [t for t in listed if t["expires"] is not None]
     assert [at(t["expires"]) for t in sessions] == [expires]
     # Expired (as if a week had passed); this process forgets the tokens it kept.

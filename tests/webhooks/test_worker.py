@@ -439,6 +439,9 @@ async def test_vendor_format(db: Database, world: World, receiver: Receiver) -> 
     assert part["type"] == "reply_user"
     assert part["conversation_replies_count"] == 1
     assert part["conversation_id"] == part["conversation"]
+    # Whole seconds, as the vendor's webhooks and API answers carry them.
+    for key in ("created", "conversation_created", "conversation_last_update"):
+        assert type(part[key]) is int, key
     check_signature(ep, request)
     assert done.event_id > ep.start_after
 

@@ -55,6 +55,7 @@ class Caller:
     role: Role = Role.OWNER
     issuer_admin_id: int | None = None
     session: bool = False
+    precise_times: bool = False
 
     def need(self, scope: str) -> None:
         if scope not in self.scopes:
@@ -88,7 +89,7 @@ class Caller:
     @property
     def context(self) -> dict[str, Any]:
         """The serialisation context of this request's answer."""
-        return {"id_as_string": self.id_as_string}
+        return {"id_as_string": self.id_as_string, "precise_times": self.precise_times}
 
 
 def _header_token(request: Request) -> str | None:
@@ -101,7 +102,7 @@ def _header_token(request: Request) -> str | None:
     return credentials.strip()
 
 
-def _flags(request: Request, raw: RawParams) -> tuple[int, bool]:
+def _flags(request: Request, raw: RawParams) -> tuple[int, bool, bool]:
     version = request.scope.get(VERSION_SCOPE_KEY)
     if version is None:
         try:
@@ -112,7 +113,11 @@ def _flags(request: Request, raw: RawParams) -> tuple[int, bool]:
         id_as_string = bool(vendor_bool(raw.values.get("id_as_string")))
     except ValueError as exc:
         raise InvalidParameter("id_as_string", str(exc)) from None
-    return int(version), id_as_string
+    try:
+        precise_times = bool(vendor_bool(raw.values.get("precise_times")))
+    except ValueError as exc:
+        raise InvalidParameter("precise_times", str(exc)) from None
+    return int(version), id_as_string, precise_times
 
 
 def require(*scopes: str, role: Role | None = None) -> Callable[[Request], Awaitable[Caller]]:
@@ -139,7 +144,7 @@ def require(*scopes: str, role: Role | None = None) -> Callable[[Request], Await
             if retry_after is not None:
                 raise Throttled(retry_after)
         raw = await cached_raw_params(request)
-        version, id_as_string = _flags(request, raw)
+        version, id_as_string, precise_times = _flags(request, raw)
         caller = Caller(
             db,
             record.app_id,
@@ -150,6 +155,7 @@ def require(*scopes: str, role: Role | None = None) -> Callable[[Request], Await
             record.role,
             record.issuer_admin_id,
             record.session,
+            precise_times,
         )
         for scope in scopes:
             caller.need(scope)

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from threadline.api.auth import Caller
 from threadline.api.envelope import respond
 from threadline.api.errors import InvalidParameter, PermissionDenied
+from threadline.api.params import DEFAULT_USER as DEFAULT_USER
 from threadline.api.params import ApiParams, P, params, parse_id
 from threadline.api.schemas import Empty, PartRef
 from threadline.apps.manage import default_sender, record_as_admin
@@ -18,7 +19,6 @@ from threadline.core.enums import AuthorKind, PartType
 from threadline.core.model import Author, Part
 
 DEFAULT_ADMIN = "default_admin"
-DEFAULT_USER = "default_user"
 
 ConversationId = Annotated[str, Path(alias="id", description="The conversation's id.")]
 UserPath = Annotated[

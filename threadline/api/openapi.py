@@ -62,6 +62,8 @@ CONDITIONAL_SCOPES: dict[tuple[str, str], str] = {
     ("post", "/conversations/{id}/reply"): "`as-user` with `from_user`",
     ("post", "/ext/conversations/{id}/read"): "`as-user` with `by=user`",
     ("post", "/ext/conversations/{id}/typing"): "`as-user` with `from_user`",
+    ("post", "/conversations/{id}/settyping"): "`as-user` with `from_user`",
+    ("post", "/conversations/{id}/markread"): "`as-user` with `from_user`",
 }
 
 SERVERS = [

@@ -58,12 +58,14 @@ class PageParams(ApiParams):
     ] = Field(
         None,
         description="v1 cursor: `meta.next_after` of the previous page "
-        "(a decimal timestamp for conversation lists, a part id for parts).",
+        "(a decimal timestamp for conversation lists, a part id for parts); "
+        "0 or empty: from the start.",
     )
     count: Count = Field(DEFAULT_COUNT, description="v1 page size, 1-50.")
     paginate_position: PositionParam = Field(
         None,
-        description="v2 position: `[last_update, id]` for conversation lists, `[id]` for parts.",
+        description="v2 position: `[last_update, id]` for conversation lists, `[id]` for parts; "
+        "`[]`, `[0]` or `[0, 0]`: from the start.",
     )
     paginate_direction: Literal["before", "after", "around"] = Field(
         "before", description="v2: older rows (`before`), newer (`after`), or both (`around`)."
@@ -91,9 +93,22 @@ def _ident(name: str, value: Any) -> int:
         raise InvalidParameter(name, str(exc)) from None
 
 
+def _is_zero(value: Any) -> bool:
+    """0 (as a number or text) or empty: a cursor that means "from the start"."""
+    if value is None or isinstance(value, bool):
+        return value is None
+    if isinstance(value, str) and not value.strip():
+        return True
+    try:
+        return to_decimal(value) == 0
+    except ValueError:
+        return False
+
+
 def _position(p: PageParams, timed: bool) -> Key | None:
     raw = p.paginate_position
-    if raw is None:
+    # `[]`, `[0]`, `[0, 0]`: from the start, as an absent position.
+    if raw is None or all(_is_zero(v) for v in raw):
         return None
     name = "paginate_position"
     if timed:
@@ -119,11 +134,13 @@ def page_request(p: PageParams, *, timed: bool) -> PageRequest:
 
 
 def v1_after_timestamp(p: PageParams) -> datetime | None:
-    return None if p.after is None or not p.after.strip() else _timestamp("after", p.after)
+    """The v1 cursor of a conversation list; 0 or empty: from the start."""
+    return None if _is_zero(p.after) else _timestamp("after", p.after)
 
 
 def v1_after_id(p: PageParams) -> int | None:
-    return None if p.after is None or not p.after.strip() else _ident("after", p.after)
+    """The v1 cursor of a part list; 0 or empty: from the start."""
+    return None if _is_zero(p.after) else _ident("after", p.after)
 
 
 def _seconds_text(value: datetime) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import Enum
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 from urllib.parse import parse_qsl
 
 import orjson
@@ -150,10 +150,10 @@ def max_multipart_bytes(request: Request) -> int:
 
 
 async def raw_params(request: Request) -> RawParams:
-    """Merge query string and body (the body wins)."""
+    """Merge query string and body (the body wins), on every method: some clients send the
+    parameters of a GET (the token among them) as a form body."""
     raw = RawParams(_query_values(request))
-    if request.method not in ("GET", "HEAD"):
-        await _merge_body(request, raw)
+    await _merge_body(request, raw)
     for key, value in raw.values.items():
         if _nul_in(key) or _nul_in(value):
             name = key.replace("\x00", "\\0") or "(unnamed)"
@@ -186,6 +186,8 @@ def vendor_bool(value: Any) -> bool | None:
         return value != 0
     if isinstance(value, str):
         text = value.strip()
+        if text.startswith("{"):  # a JSON object sent as form text is no boolean
+            raise ValueError("must be a boolean")
         return not (text == "" or text == "0" or text.lower() == "false")
     raise ValueError("must be a boolean")
 
@@ -356,6 +358,39 @@ def blank_choice(kind: type[Enum]) -> WithJsonSchema:
     )
 
 
+DEFAULT_USER: Final = "default_user"
+_TRUE_TEXT = frozenset({"true", "1", DEFAULT_USER})
+_FALSE_TEXT = frozenset({"", "false", "0"})
+
+
+def parse_from_user(value: Any) -> int | Literal["default_user"] | None:
+    """`from_user`: the vendor's boolean (v1 docs) or `default_user` / a user id (v2 docs).
+
+    Told apart like this, on every version: JSON `true`, the text `true` (any case), `1` and
+    `default_user` mean the conversation's user; JSON `false`, `false` (any case), `0`, the
+    empty string and null mean "not as the user"; any other whole number is a user id. PHP
+    and other form encoders send `true` as `1`: a write as the user is allowed only in the
+    name of the conversation's own user, so `1` read as the boolean names the only user the
+    write could be made as.
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return DEFAULT_USER
+    text = value.strip().lower() if isinstance(value, str) else value
+    if isinstance(text, str):
+        if text in _FALSE_TEXT:
+            return None
+        if text in _TRUE_TEXT:
+            return DEFAULT_USER
+    elif isinstance(text, int | float) and text in (0, 1):
+        return None if text == 0 else DEFAULT_USER
+    try:
+        return parse_id(text)
+    except ValueError:
+        raise ValueError("must be true, false, default_user or a user id") from None
+
+
 def parse_version(value: Any) -> int | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
@@ -412,6 +447,34 @@ def author(default: str, what: str) -> WithJsonSchema:
     )
 
 
+_TRUE_FALSE = r"^[ \t\n\r\f\v]*([tT][rR][uU][eE]|[fF][aA][lL][sS][eE])[ \t\n\r\f\v]*$"
+FROM_USER_NOTE = (
+    "Write as the conversation's user (needs `as-user`). The same on /v1/, /v2/ and "
+    "unversioned paths: JSON `true`, `true` (any case), `1` and `default_user` mean the "
+    "conversation's user; JSON `false`, `false`, `0`, empty and null mean not as the user; "
+    "any other whole number is a user id, which must be the conversation's user. (`1` is "
+    "the boolean: form encoders such as PHP's send `true` as `1`.)"
+)
+FromUser = Annotated[
+    int | Literal["default_user"] | None,
+    BeforeValidator(parse_from_user),
+    _schema(
+        {
+            "anyOf": [
+                _ID,
+                {"type": "boolean"},
+                {"type": "string", "enum": [DEFAULT_USER]},
+                {
+                    "type": "string",
+                    "pattern": _TRUE_FALSE,
+                },
+                _NULL,
+                _EMPTY,
+            ]
+        },
+        FROM_USER_NOTE,
+    ),
+]
 VBool = Annotated[
     bool | None,
     BeforeValidator(vendor_bool),
@@ -483,6 +546,11 @@ class ApiParams(BaseModel):
         None, description="The API token, when not sent in the Authorization header."
     )
     id_as_string: VBool = Field(None, description="Serve every id as a string.")
+    precise_times: VBool = Field(
+        None,
+        description="Threadline: serve timestamps with microseconds (a decimal number) "
+        "instead of the vendor's whole seconds.",
+    )
     version: Version = Field(
         None, description="1 (old pagination) or 2 (default); the /v1/ and /v2/ paths win."
     )

@@ -17,16 +17,24 @@ from threadline.core.enums import AuthorKind, PartType
 from threadline.core.model import Attachment, Author, ConversationState, Part
 
 _TAG_TYPES = frozenset({PartType.TAG_ADDED, PartType.TAG_DELETED})
+# The vendor's constant `type` of its message-sender object (the app's default sender).
+SENDER_TYPE = "message_sender"
+# A conversation a user started (in the chat) is, in the vendor's objects, a chat that
+# expects text: its own example of one shows `popup_chat` / `text`, never null.
+USER_STARTED_TYPE = "popup_chat"
+USER_STARTED_REPLY_TYPE = "text"
 
 
 def admin_out(row: app_q.AdminRow | None, ident: int) -> dict[str, Any]:
+    """The vendor's Admin object; `avatar` is a string (empty when there is none)."""
     if row is None:
-        return {"id": ident, "name": "", "avatar": None, "type": "admin"}
-    return {"id": row.id, "name": row.name, "avatar": row.avatar, "type": "admin"}
+        return {"id": ident, "name": "", "avatar": "", "type": "admin"}
+    return {"id": row.id, "name": row.name, "avatar": row.avatar or "", "type": "admin"}
 
 
 def channel_out(row: app_q.ChannelRow) -> dict[str, Any]:
-    return {"id": row.id, "name": row.name, "type": row.type, "avatar": row.avatar}
+    """The vendor's Channel object; `avatar` is a string (empty when there is none)."""
+    return {"id": row.id, "name": row.name, "type": row.type, "avatar": row.avatar or ""}
 
 
 def user_out(row: app_q.UserRow) -> dict[str, Any]:
@@ -114,8 +122,8 @@ class Presenter:
             return {
                 "id": ident,
                 "name": sender.name if sender else "",
-                "avatar": sender.avatar if sender else None,
-                "type": "sender",
+                "avatar": (sender.avatar if sender else None) or "",
+                "type": SENDER_TYPE,
             }
         if kind is AuthorKind.BOT:
             return {"id": ident, "type": "bot"}
@@ -233,8 +241,10 @@ class Presenter:
             "delayed_until": s.delayed_until,
             "closed": s.closed,
             "message": s.message_id,
-            "type": s.type.value if s.type else None,
-            "reply_type": s.reply_type.value if s.reply_type else None,
+            "type": s.type.value if s.type else _user_started(s, USER_STARTED_TYPE),
+            "reply_type": s.reply_type.value
+            if s.reply_type
+            else _user_started(s, USER_STARTED_REPLY_TYPE),
             "removed": s.removed,
             "reply_last_type": s.reply_last_type.value if s.reply_last_type else None,
             "parts_count": s.parts_count,
@@ -259,3 +269,8 @@ class Presenter:
             "clicked": s.clicked,
             "unsubscribed": s.unsubscribed,
         }
+
+
+def _user_started(s: ConversationState, value: str) -> str | None:
+    """The vendor's `type` / `reply_type` of a conversation a user started (no message)."""
+    return value if s.message_id is None else None

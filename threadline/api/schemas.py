@@ -2,8 +2,9 @@
 
 Handlers build plain dicts holding ints and aware datetimes; the annotated serializers
 turn ids into strings when the request asked for `id_as_string` (passed as the
-serialisation context) and datetimes into Unix seconds. The same types are the
-`response_model`s, so the OpenAPI document describes exactly what is sent.
+serialisation context) and datetimes into whole Unix seconds, as the vendor's answers have
+them (with microseconds, as a decimal number, when the request asked for `precise_times`).
+The same types are the `response_model`s, so the OpenAPI document describes exactly what is sent.
 """
 
 from __future__ import annotations
@@ -26,19 +27,27 @@ def _serialize_id(value: int, info: SerializationInfo) -> int | str:
     return value
 
 
-def unix_seconds(value: datetime) -> int | float:
-    """Whole seconds as an int; with microseconds as a decimal number."""
+def unix_seconds(value: datetime, precise: bool = False) -> int | float:
+    """Whole seconds as an int (the fraction dropped); `precise`: with microseconds as a
+    decimal number."""
     delta = value - _EPOCH
     seconds = delta.days * 86_400 + delta.seconds
-    if delta.microseconds:
+    if precise and delta.microseconds:
         return seconds + delta.microseconds / 1_000_000
     return seconds
 
 
+def _serialize_ts(value: datetime, info: SerializationInfo) -> int | float:
+    context = info.context
+    return unix_seconds(value, bool(context is not None and context.get("precise_times")))
+
+
 # An id: a JSON number, or a string under `id_as_string`.
 Id = Annotated[int, PlainSerializer(_serialize_id, return_type=int | str, when_used="always")]
-# A point in time as Unix seconds (decimal when it has microseconds).
-Ts = Annotated[datetime, PlainSerializer(unix_seconds, return_type=int | float, when_used="always")]
+# A point in time as whole Unix seconds (under `precise_times`, decimal with microseconds).
+Ts = Annotated[
+    datetime, PlainSerializer(_serialize_ts, return_type=int | float, when_used="always")
+]
 # A cursor position as sent: numbers, or strings under `id_as_string`.
 Position = list[int | float | str]
 
@@ -67,16 +76,18 @@ class Empty(TypedDict):
 class AdminOut(TypedDict):
     id: Id
     name: str
-    avatar: str | None
+    # A URL, or empty: the vendor declares a string.
+    avatar: str
     type: str
 
 
 class SenderOut(TypedDict):
-    """The author of a message or of a reply from the app's default sender."""
+    """The author of a message or of a reply from the app's default sender (the vendor's
+    message-sender object: `type` is `message_sender`)."""
 
     id: Id
     name: str
-    avatar: str | None
+    avatar: str
     type: str
 
 
@@ -89,7 +100,7 @@ class ChannelOut(TypedDict):
     id: Id
     name: str
     type: str
-    avatar: str | None
+    avatar: str
 
 
 class ChannelWithCounts(ChannelOut):

@@ -223,8 +223,9 @@ async def user_page(
     where = [c.app_id == app_id, c.user_id == user_id, c.removed.is_(None)]
     if with_user_replies_only:
         where.append(c.last_user_reply_time.is_not(None))
-    if recipient_type is not None:
-        where.append(c.recipient_type == recipient_type)
+    if recipient_type is not None and recipient_type != "all":
+        # A message for `all` recipients reaches the web and the SDK alike.
+        where.append(c.recipient_type.in_((recipient_type, "all")))
     return await _conversation_page(conn, select(conv_t).where(*where), request, v1)
 
 

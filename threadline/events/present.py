@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncConnection
 from typing_extensions import TypedDict
 
-from threadline.api.present import Presenter
+from threadline.api.present import USER_STARTED_REPLY_TYPE, USER_STARTED_TYPE, Presenter
 from threadline.api.schemas import Id, PartOut, Ts
 from threadline.conversations import queries as conv_q
 from threadline.core import eventlog
@@ -36,6 +36,29 @@ class EventOut(TypedDict):
 
 
 EVENT_ADAPTER: TypeAdapter[EventOut] = TypeAdapter(EventOut)
+# The conversation fields in `changes` that are points in time (Unix seconds).
+TIME_FIELDS = frozenset(
+    {"created", "delayed_until", "removed", "sended_time", "last_update", "last_user_reply_time"}
+)
+
+
+def user_started_types(changes: dict[str, Any]) -> dict[str, Any]:
+    """A user-started conversation's `type` / `reply_type` as the API shows them."""
+    if changes.get("message", 0) is not None:
+        return changes
+    out = dict(changes)
+    if "type" in out and out["type"] is None:
+        out["type"] = USER_STARTED_TYPE
+    if "reply_type" in out and out["reply_type"] is None:
+        out["reply_type"] = USER_STARTED_REPLY_TYPE
+    return out
+
+
+def whole_seconds(changes: dict[str, Any]) -> dict[str, Any]:
+    """`changes` with its times as whole seconds, as the vendor's objects carry them."""
+    return {
+        k: int(v) if k in TIME_FIELDS and isinstance(v, float) else v for k, v in changes.items()
+    }
 
 
 def string_ids(changes: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +99,7 @@ def event_out(e: StoredEvent, parts: dict[int, dict[str, Any]]) -> dict[str, Any
         "created": e.created,
         "conversation": e.conversation_id,
         "user": e.user_id,
-        "changes": e.data.get("changes", {}),
+        "changes": user_started_types(e.data.get("changes", {})),
     }
     part = e.data.get("part")
     if part is not None:
@@ -110,7 +133,9 @@ def _string_part_ids(part: dict[str, Any]) -> dict[str, Any]:
 
 
 def dump(out: dict[str, Any], id_as_string: bool) -> bytes:
-    """JSON of an event rendered for the operators (ids as numbers), with `id_as_string`."""
+    """JSON of an event rendered for the operators (ids as numbers), with `id_as_string`;
+    times in whole seconds, as the vendor's realtime messages carry them."""
+    out = {**out, "changes": whole_seconds(out["changes"])}
     if id_as_string:
         out = {**out, "changes": string_ids(out["changes"])}
         if out.get("part"):

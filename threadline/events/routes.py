@@ -14,7 +14,7 @@ from threadline.api.envelope import respond
 from threadline.api.params import ApiParams, IdOrZero, describe
 from threadline.api.schemas import Envelope, error_responses
 from threadline.events import repository as log
-from threadline.events.present import EventOut, render, string_ids
+from threadline.events.present import EventOut, render, string_ids, whole_seconds
 
 router = APIRouter(tags=["events"])
 
@@ -76,6 +76,8 @@ async def list_events(
         data = await render(
             conn, batch.events, base_url(request), ids_as_strings=caller.id_as_string
         )
+    if not caller.precise_times:
+        data = [{**e, "changes": whole_seconds(e["changes"])} for e in data]
     if caller.id_as_string:
         data = [{**e, "changes": string_ids(e["changes"])} for e in data]
         next_after: int | str = str(batch.position)

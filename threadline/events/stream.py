@@ -24,7 +24,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from threadline.api.auth import Caller
 from threadline.api.common import admin_author
-from threadline.api.params import RawParams, parse_id, vendor_bool
+from threadline.api.params import RawParams, parse_from_user, parse_id, vendor_bool
 from threadline.apps.service import authenticate
 from threadline.conversations import service
 from threadline.db.engine import Database
@@ -247,7 +247,8 @@ async def sse_stream(request: Request) -> Response:
     )
 
 
-_TYPING_PATH = re.compile(r"/ext/conversations/([^/]+)/typing/?")
+# `/ext/conversations/{id}/typing`, and the vendor's name `/conversations/{id}/settyping`.
+_TYPING_PATH = re.compile(r"(?:/ext)?/conversations/([^/]+)/(?:typing|settyping)/?")
 
 
 class TypingStream:
@@ -295,8 +296,11 @@ async def _stream_typing(scope: Scope, conversation: str) -> None:
     realtime = _realtime(scope["app"].state)
     cid = parse_id(conversation)
     state = await service.get_conversation(caller.db, caller.app_id, cid)
-    from_user = raw.values.get("from_user")
-    if isinstance(from_user, str | int) and str(from_user).strip():
+    try:
+        from_user = parse_from_user(raw.values.get("from_user"))
+    except ValueError:  # refused by the endpoint already
+        return
+    if from_user is not None:
         author: dict[str, object] = {"kind": "user", "id": state.user_id}
     else:
         from_admin = raw.values.get("from_admin")

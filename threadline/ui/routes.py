@@ -164,14 +164,17 @@ async def session(request: Request) -> Response:
             address=request.client.host if request.client else "",
             lifetime=timedelta(hours=settings.inbox_session_hours),
         )
-        context = {"id_as_string": bool(p.id_as_string)}
+        # The session's own times keep their microseconds: `expires` is exact.
+        context = {"id_as_string": bool(p.id_as_string), "precise_times": True}
         return respond(SessionOut, _session_out(signed_in), context=context)
     caller = await _token_caller(request)
     if request.method == "DELETE":
         await service.log_out(db, caller.app_id, caller.token_id)
         return respond(Empty, {}, context=caller.context)
     found = await service.current(db, caller.app_id, caller.token_id)
-    return respond(SessionOut, _session_out(found), context=caller.context)
+    return respond(
+        SessionOut, _session_out(found), context={**caller.context, "precise_times": True}
+    )
 
 
 def register(app: FastAPI) -> None:

@@ -38,8 +38,8 @@ from sqlalchemy import text
 
 from threadline import __version__
 from threadline.api.present import Presenter
+from threadline.api.schemas import unix_seconds as whole_seconds
 from threadline.conversations.repository import ConversationRepository
-from threadline.core.eventlog import unix_seconds
 from threadline.db.engine import Database
 from threadline.events import repository as log_store
 from threadline.events.present import EVENT_ADAPTER, render
@@ -365,15 +365,18 @@ async def _vendor_body(conn: Any, endpoint: repo.Endpoint, event: dict[str, Any]
         (conversation,) = await presenter.conversations([state], user=False, embeds=False)
         for key, value in conversation.items():
             part[f"conversation_{key}"] = value
-    conversation_json = orjson.dumps(part, default=_json_default).decode()
+    conversation_json = orjson.dumps(
+        part, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME
+    ).decode()
     return urlencode(
         {"type": "conversation", "token": endpoint.token, "conversation": conversation_json}
     ).encode()
 
 
 def _json_default(value: Any) -> Any:
+    # The vendor's chat webhook carries whole seconds, as its API answers do.
     if isinstance(value, datetime):
-        return unix_seconds(value)
+        return whole_seconds(value)
     raise TypeError(type(value).__name__)
 
 

@@ -12,7 +12,6 @@ from threadline.api.attachments import Uploads, accept_upload
 from threadline.api.auth import AS_USER, Caller, ReadCaller, WriteCaller
 from threadline.api.common import (
     DEFAULT_ADMIN,
-    DEFAULT_USER,
     AppPath,
     ConversationId,
     Params,
@@ -23,6 +22,7 @@ from threadline.api.common import (
     written_part,
 )
 from threadline.api.envelope import respond
+from threadline.api.errors import InvalidParameter
 from threadline.api.pagination import (
     PageParams,
     cursor_value,
@@ -35,6 +35,7 @@ from threadline.api.pagination import (
 from threadline.api.params import (
     ApiParams,
     Blank,
+    FromUser,
     JsonArray,
     JsonObject,
     OptionalId,
@@ -48,6 +49,7 @@ from threadline.api.params import (
     text,
 )
 from threadline.api.present import Presenter
+from threadline.api.routes.ext import TypingParams, typing
 from threadline.api.schemas import ConversationOut, Empty, Envelope, PartOut, PartRef
 from threadline.api.state import storage_of
 from threadline.apps.service import utcnow
@@ -206,9 +208,7 @@ class ReplyParams(ApiParams):
         examples=["Thanks, we are looking into it."],
     )
     body_json: JsonObject = Field(None, description="Structured content, a JSON object.")
-    from_user: Annotated[str | None, author(DEFAULT_USER, "the conversation's user")] = Field(
-        None, description="Write as the user (needs `as-user`)."
-    )
+    from_user: FromUser = Field(None, description="Write as the user.")
     from_admin: Annotated[str | None, author(DEFAULT_ADMIN, "the app's sender")] = Field(
         None, description="The admin who writes; the app's sender by default."
     )
@@ -294,10 +294,10 @@ async def _reply(
     attachments = (stored.attachment,) if stored is not None else ()
     events: list[ev.Event] = []
     user_id: int | None = None  # checked under the conversation's lock
-    if p.from_user is not None and p.from_user.strip():
+    if p.from_user is not None:
         caller.need(AS_USER)
-        if p.from_user.strip() != DEFAULT_USER:
-            user_id = path_id("from_user", p.from_user)
+        if isinstance(p.from_user, int):
+            user_id = p.from_user
         if p.auto_assign is not None:
             events.append(
                 ev.Assign(p.auto_assign, Author.system(), random_id=p.auto_assign_random_id)
@@ -347,7 +347,9 @@ async def _reply(
 
 class AssignParams(ApiParams):
     admin: OptionalIdOrZero = Field(
-        description="The admin to assign; empty or 0 unassigns.", examples=[0]
+        None,
+        description="The admin to assign; left out, empty or 0 removes the assignment.",
+        examples=[0],
     )
     from_admin: Annotated[str | None, author(DEFAULT_ADMIN, "the app's sender")] = Field(
         None, description="Who assigns; the app's sender by default."
@@ -400,37 +402,42 @@ async def close(
 
 class TagParams(ActorParams):
     tag: Annotated[str, text(MAX_TAG_CHARS, blank=False)] = Field(
-        description="The tag, 1-255 characters.", examples=["vip"]
+        description="The tag, 1-255 characters (on /v1/ without `,`).", examples=["vip"]
     )
-    action: Literal["add", "delete"] = Field(
-        "add", description="v1 only: add the tag, or delete it."
+    action: Annotated[Literal["add", "delete"] | None, Blank] = Field(
+        None,
+        description="Deprecated, honoured on every version: add the tag, or delete it. "
+        "Given, a repeated add or a delete of a missing tag quietly does nothing.",
     )
 
 
 @router.post(
     "/conversations/{id}/tag",
     response_model=Envelope[PartRef | Empty],
-    summary="Add a tag (v1: add or delete)",
+    summary="Add a tag (or, with action=delete, remove it)",
     openapi_extra=describe(TagParams, body=True),
 )
 async def add_tag(
     conversation_id: ConversationId, caller: WriteCaller, p: Params[TagParams]
 ) -> Response:
-    """v2: a tag the conversation has is `ConversationTagAlreadyAssigned`. v1: quiet, `{}`."""
+    """v2: a tag the conversation has is `ConversationTagAlreadyAssigned`, unless `action` is
+    given (then quiet). v1: quiet, answers `{}`. `action=delete` removes the tag on every
+    version."""
     cid = path_id("id", conversation_id)
+    if caller.version == 1 and "," in p.tag:
+        raise InvalidParameter("tag", "must not contain ',' (v1)")
     by = await admin_author(caller, p.from_admin)
+    strict = caller.version != 1 and p.action is None
+    if p.action == "delete":
+        event: ev.Event = ev.RemoveTag(p.tag, by, strict=False, random_id=p.random_id)
+        kind = PartType.TAG_DELETED
+    else:
+        event = ev.AddTag(p.tag, by, strict=strict, random_id=p.random_id)
+        kind = PartType.TAG_ADDED
+    outcome = await service.perform(caller.db, caller.app_id, cid, event)
     if caller.version == 1:
-        event: ev.Event = (
-            ev.AddTag(p.tag, by, strict=False, random_id=p.random_id)
-            if p.action == "add"
-            else ev.RemoveTag(p.tag, by, strict=False, random_id=p.random_id)
-        )
-        await service.perform(caller.db, caller.app_id, cid, event)
         return respond(Empty, {}, context=caller.context)
-    outcome = await service.perform(
-        caller.db, caller.app_id, cid, ev.AddTag(p.tag, by, strict=True, random_id=p.random_id)
-    )
-    return part_ref(caller, written_part(outcome, PartType.TAG_ADDED))
+    return part_ref(caller, written_part(outcome, kind))
 
 
 class UntagParams(ActorParams):
@@ -455,3 +462,56 @@ async def remove_tag(
         caller.db, caller.app_id, cid, ev.RemoveTag(p.tag, by, strict=True, random_id=p.random_id)
     )
     return part_ref(caller, written_part(outcome, PartType.TAG_DELETED))
+
+
+class MarkReadParams(ApiParams):
+    from_user: FromUser = Field(
+        None,
+        description="Read by the user: the operators' parts are marked read (needs "
+        "`as-user`). Left out: read by the operators, the user's parts are marked read.",
+    )
+    from_admin: Annotated[str | None, author(DEFAULT_ADMIN, "the app's sender")] = Field(
+        None, description="The operator who reads (the read mark is shared by all operators)."
+    )
+
+
+@router.post(
+    "/conversations/{id}/markread",
+    response_model=Envelope[Empty],
+    summary="Mark read",
+    openapi_extra=describe(MarkReadParams, body=True),
+)
+async def mark_read(
+    conversation_id: ConversationId, caller: WriteCaller, p: Params[MarkReadParams]
+) -> Response:
+    """The vendor's name for `/ext/conversations/{id}/read`: from the operators' side (the
+    default) the user's parts are marked read; with `from_user` the operators' parts."""
+    cid = path_id("id", conversation_id)
+    if p.from_user is not None:
+        caller.need(AS_USER)
+        await service.perform(
+            caller.db,
+            caller.app_id,
+            cid,
+            ev.ReadByUser(),
+            user_id=p.from_user if isinstance(p.from_user, int) else None,
+        )
+    else:
+        await admin_author(caller, p.from_admin)  # a malformed one is refused
+        await service.perform(caller.db, caller.app_id, cid, ev.ReadByAdmin())
+    return respond(Empty, {}, context=caller.context)
+
+
+@router.post(
+    "/conversations/{id}/settyping",
+    response_model=Envelope[Empty],
+    summary="Someone is typing",
+    openapi_extra=describe(TypingParams, body=True),
+)
+async def set_typing(
+    conversation_id: ConversationId, caller: WriteCaller, p: Params[TypingParams]
+) -> Response:
+    """The vendor's name for `/ext/conversations/{id}/typing`: not stored, only streamed to
+    the conversation's realtime channels. `from_user` types as the user (needs `as-user`),
+    otherwise `from_admin` (the app's sender by default)."""
+    return await typing(conversation_id, caller, p)

@@ -20,7 +20,6 @@ from threadline.api.auth import (
 )
 from threadline.api.common import (
     DEFAULT_ADMIN,
-    DEFAULT_USER,
     AppPath,
     ConversationId,
     Params,
@@ -36,6 +35,7 @@ from threadline.api.errors import InvalidParameter
 from threadline.api.params import (
     ApiParams,
     Blank,
+    FromUser,
     IdOrZero,
     IdParam,
     OptionalId,
@@ -202,9 +202,7 @@ class TypingParams(ApiParams):
     body: str = Field(
         "", max_length=MAX_DRAFT_CHARS, description="The draft so far.", examples=["Hel"]
     )
-    from_user: Annotated[str | None, author(DEFAULT_USER, "the conversation's user")] = Field(
-        None, description="Typing as the user (needs `as-user`)."
-    )
+    from_user: FromUser = Field(None, description="Typing as the user.")
     from_admin: Annotated[str | None, author(DEFAULT_ADMIN, "the app's sender")] = Field(
         None, description="Typing as this admin; the app's sender by default."
     )
@@ -224,12 +222,9 @@ async def typing(
     state = await service.get_conversation(caller.db, caller.app_id, cid)
     if state.removed is not None:
         raise InvalidParameter("id", f"conversation {cid} is removed")
-    if p.from_user is not None and p.from_user.strip():
+    if p.from_user is not None:
         caller.need(AS_USER)
-        if (
-            p.from_user.strip() != DEFAULT_USER
-            and path_id("from_user", p.from_user) != state.user_id
-        ):
+        if isinstance(p.from_user, int) and p.from_user != state.user_id:
             raise InvalidParameter("from_user", "is not the user of this conversation")
     else:
         author = await admin_author(caller, p.from_admin, record=False)
@@ -330,7 +325,7 @@ def _admin_record(row: app_q.AdminRow, role: str) -> dict[str, object]:
     return {
         "id": row.id,
         "name": row.name,
-        "avatar": row.avatar,
+        "avatar": row.avatar or "",
         "type": "admin",
         "email": row.email,
         "created": row.created,

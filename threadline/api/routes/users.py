@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 from starlette.responses import Response
 
 from threadline.api.attachments import Uploads, accept_upload
-from threadline.api.auth import ReadCaller, SendCaller, UserWriteCaller
+from threadline.api.auth import SELF_APP, Caller, ReadCaller, SendCaller, UserWriteCaller
 from threadline.api.common import Params, UserPath, base_url
 from threadline.api.envelope import respond
 from threadline.api.pagination import (
@@ -20,7 +20,16 @@ from threadline.api.pagination import (
     v1_after_timestamp,
     v2_meta,
 )
-from threadline.api.params import ApiParams, Blank, RandomId, VBool, blank_choice, describe, text
+from threadline.api.params import (
+    MAX_ID,
+    ApiParams,
+    Blank,
+    RandomId,
+    VBool,
+    blank_choice,
+    describe,
+    text,
+)
 from threadline.api.present import Presenter
 from threadline.api.schemas import ConversationOut, ConversationRef, Envelope, MessageStarted
 from threadline.api.state import storage_of
@@ -37,13 +46,39 @@ from threadline.users import service as users
 router = APIRouter(tags=["users"])
 
 
-class UserConversationsParams(PageParams):
+_APP_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "string", "enum": [SELF_APP]},
+            {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ID},
+            {"type": "null"},
+        ]
+    }
+)
+
+
+class UserApiParams(ApiParams):
+    app: Annotated[str | None, _APP_SCHEMA] = Field(
+        None,
+        description="The requesting app: `$self_app` or the token's app id (the default). "
+        "Any other app is `NotFound`.",
+    )
+
+
+def _check_app(caller: Caller, p: UserApiParams) -> None:
+    if p.app is not None and p.app.strip():
+        caller.app(p.app.strip())
+
+
+class UserConversationsParams(PageParams, UserApiParams):
     by_user_id: VBool = Field(None, description="The path's id is the site's own user id.")
     with_user_replies_only: VBool = Field(
         None, description="Only conversations in which the user has replied."
     )
     recipient_type: Annotated[RecipientType | None, Blank, blank_choice(RecipientType)] = Field(
-        None, description="`all`, `web` or `sdk`."
+        None,
+        description="`web` (the default) or `sdk`: conversations whose message was for "
+        "that kind of recipient or for `all`; `all`: every conversation.",
     )
 
 
@@ -57,6 +92,7 @@ async def user_conversations(
     user: UserPath, caller: ReadCaller, p: Params[UserConversationsParams], request: Request
 ) -> Response:
     """Newest first, without `user`; an unknown site user id is `LookupError`."""
+    _check_app(caller, p)
     ref = users.parse_user_ref(user, bool(p.by_user_id))
     v1 = caller.version == 1
     after = v1_after_timestamp(p) if v1 else None
@@ -68,7 +104,8 @@ async def user_conversations(
             caller.app_id,
             row.id,
             with_user_replies_only=bool(p.with_user_replies_only),
-            recipient_type=p.recipient_type.value if p.recipient_type else None,
+            # The vendor's default is `web`; Threadline's `all` lists every conversation.
+            recipient_type=p.recipient_type.value if p.recipient_type else "web",
             request=page_req,
             v1=(after, p.count) if v1 else None,
         )
@@ -91,7 +128,7 @@ async def user_conversations(
     )
 
 
-class StartParams(ApiParams):
+class StartParams(UserApiParams):
     body: Annotated[str, text(MAX_BODY_CHARS)] = Field(
         "",
         description="The user's first message (may be empty with a `file`).",
@@ -124,6 +161,7 @@ async def start_conversation(
 
     A file goes in the multipart field `file` (its name in `filename`).
     """
+    _check_app(caller, p)
     ref = users.parse_user_ref(user, bool(p.by_user_id))
     has_file = "file" in uploads.files
     # Refuse before a user is created (or a file stored) for nothing.
@@ -153,7 +191,7 @@ async def start_conversation(
     return respond(ConversationRef, {"id": outcome.state.id}, context=caller.context)
 
 
-class SendMessageParams(ApiParams):
+class SendMessageParams(UserApiParams):
     body: Annotated[str, text(MAX_BODY_CHARS, blank=False)] = Field(
         description="The message.", examples=["Hi! Can we help you with anything?"]
     )
@@ -174,6 +212,7 @@ async def send_message(
     user: UserPath, caller: SendCaller, p: Params[SendMessageParams]
 ) -> Response:
     """The conversation enters the inbox once the user answers. Answers its and the message's id."""
+    _check_app(caller, p)
     ref = users.parse_user_ref(user, bool(p.by_user_id))
     row = await users.resolve(caller.db, caller.app_id, ref)
     kind = ConversationType(p.type)

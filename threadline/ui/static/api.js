@@ -1,4 +1,5 @@
-// The Threadline API as the inbox uses it: every id as a string, errors as ApiError.
+// The Threadline API as the inbox uses it: every id as a string, times with their
+// microseconds (rows are ordered by them), errors as ApiError.
 
 export class ApiError extends Error {
   constructor(status, name, message) {
@@ -14,6 +15,7 @@ export const UNREACHABLE =
 async function call(method, path, { token, query, body } = {}) {
   const url = new URL(path, window.location.origin);
   url.searchParams.set("id_as_string", "true");
+  url.searchParams.set("precise_times", "true");
   for (const [key, value] of Object.entries(query || {})) {
     if (value !== undefined && value !== null) url.searchParams.set(key, String(value));
   }
@@ -103,7 +105,7 @@ export class Api {
     });
   }
   userConversations(userId) {
-    return this.get(`/users/${userId}/conversations`, { paginate_count: 10 });
+    return this.get(`/users/${userId}/conversations`, { paginate_count: 10, recipient_type: "all" });
   }
 
   me() { return this.session.admin; }

@@ -64,7 +64,7 @@ function userName(user) {
 function authorName(from) {
   if (from && typeof from === "object") {
     if (from.type === "bot") return "Bot";
-    return from.name || (from.type === "sender" ? "The team" : `Admin ${from.id}`);
+    return from.name || (from.type === "message_sender" ? "The team" : `Admin ${from.id}`);
   }
   return "System";
 }

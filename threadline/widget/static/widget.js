@@ -375,7 +375,9 @@
   function upsertPart(part) {
     var writer = part.from;
     if (writer && typeof writer === "object" && writer.name) {
-      authors.set(writer.type + ":" + writer.id, writer.name);
+      // A part names the app's sender with the vendor's `message_sender`; typing says `sender`.
+      var kind = writer.type === "message_sender" ? "sender" : writer.type;
+      authors.set(kind + ":" + writer.id, writer.name);
     }
     var known = parts.get(part.id);
     if (known) {
