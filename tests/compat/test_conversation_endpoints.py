@@ -204,8 +204,15 @@ async def test_reply_every_parameter(
     assert part["random_id"] == 1650977560
     state = ok(await api.get(f"/conversations/{cid}"))
     assert state["assignee"]["id"] == world.other_admin_id
-    # random_id: a retry writes nothing new and answers the first part.
-    again = ok(await send(api, "POST", url, {"body": "<b>Hi</b>", "random_id": 1650977560}, form))
+    # random_id: a retry (the same content again) writes nothing new and answers the first
+    # part; the same key with other content is refused (tests/api/test_idempotency_key_reused).
+    retry = {
+        "body": "<b>Hi</b>",
+        "body_json": {"k": "v"},
+        "from_admin": world.admin_id,
+        "random_id": 1650977560,
+    }
+    again = ok(await send(api, "POST", url, retry, form))
     assert again["id"] == part["id"]
     note = ok(await send(api, "POST", url, {"body": "psst", "type": "note"}, form))
     assert note["type"] == "note"
