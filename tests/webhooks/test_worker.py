@@ -48,6 +48,7 @@ FAST = WebhookSettings(
     webhook_max_attempts=4,
     webhook_timeout_seconds=0.5,
     webhook_poll_seconds=0.1,
+    webhook_allow_private=True,  # the receiver listens on loopback
 )
 WAIT_S = 20.0
 
@@ -82,18 +83,30 @@ class Receiver:
             self._tries.get(request.headers.get("webhook-id", ""), 0) + 1
         )
         self.requests.append(
-            {"headers": dict(request.headers), "body": body, "at": time.monotonic()}
+            {
+                "headers": dict(request.headers),
+                "body": body,
+                "at": time.monotonic(),
+                "path": request.url.path,
+            }
         )
         if self.mode == "slow":
             await asyncio.sleep(2)
         if self.mode == "fail" or (self.mode == "flapping" and tries % 2):
             return Response("no", status_code=500)
+        if self.mode == "redirect" and request.url.path == "/hook":
+            return Response("moved", status_code=307, headers={"Location": "/elsewhere"})
         if self.mode == "throttle":
             return Response("later", status_code=503, headers={"Retry-After": "1"})
         return Response("ok")
 
     async def start(self) -> None:
-        app = Starlette(routes=[Route("/hook", self.handle, methods=["POST"])])
+        app = Starlette(
+            routes=[
+                Route("/hook", self.handle, methods=["POST"]),
+                Route("/elsewhere", self.handle, methods=["GET", "POST"]),
+            ]
+        )
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())

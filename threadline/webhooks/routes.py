@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from pydantic import Field
 from starlette.responses import Response
 from typing_extensions import TypedDict
@@ -28,7 +28,8 @@ from threadline.apps.service import utcnow
 from threadline.core import eventlog
 from threadline.core.errors import NotFound
 from threadline.webhooks import repository as repo
-from threadline.webhooks import service
+from threadline.webhooks import service, targets
+from threadline.webhooks.worker import WebhookSettings
 
 router = APIRouter(prefix="/ext", tags=["webhooks"])
 
@@ -128,11 +129,22 @@ class NewWebhookParams(ApiParams):
     )
 
 
-def _check_url(url: str) -> str:
+async def _check_url(url: str, allow_private: bool) -> str:
     url = url.strip()
     parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise InvalidParameter("url", "has an invalid port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidParameter("url", "must be an http or https URL")
+    if not allow_private:
+        try:
+            await targets.check_url_host(parts.hostname, port)
+        except targets.TargetRefused as exc:
+            raise InvalidParameter(
+                "url", f"{exc} (private targets need THREADLINE_WEBHOOK_ALLOW_PRIVATE)"
+            ) from None
     return url
 
 
@@ -142,7 +154,9 @@ def _check_url(url: str) -> str:
     summary="Add a webhook endpoint",
     openapi_extra=describe(NewWebhookParams, body=True),
 )
-async def add_webhook(app: AppPath, caller: AdminCaller, p: Params[NewWebhookParams]) -> Response:
+async def add_webhook(
+    app: AppPath, caller: AdminCaller, p: Params[NewWebhookParams], request: Request
+) -> Response:
     """Deliveries start with the changes committed from now on.
 
     With `random_id`, a retry (the same key, per app) adds nothing and answers the first
@@ -151,7 +165,8 @@ async def add_webhook(app: AppPath, caller: AdminCaller, p: Params[NewWebhookPar
     deliveries, so a client that lost the first answer still learns them.
     """
     app_id = caller.app(app)
-    url = _check_url(p.url)
+    settings = getattr(request.app.state, "webhook_settings", None) or WebhookSettings()
+    url = await _check_url(p.url, settings.webhook_allow_private)
     unknown = sorted(set(p.events) - set(eventlog.EVENT_TYPES))
     if unknown:
         raise InvalidParameter("events", f"unknown event types: {', '.join(unknown)}")
