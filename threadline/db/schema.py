@@ -493,5 +493,28 @@ widget_sessions = Table(
     Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created", UTCDateTime, nullable=False),
+    # When the session was last used (updated at most hourly); idle too long, it ends.
+    Column("last_used", UTCDateTime, nullable=True),
     Index("ix_widget_sessions_user", "user_id"),
+)
+
+# Facts about this database: `id`, a random name made by migration 0013 that tells
+# deployments sharing a Redis apart.
+deployment = Table(
+    "deployment",
+    metadata,
+    Column("key", String(32), primary_key=True),
+    Column("value", String(255), nullable=False),
+)
+
+# Sign-in attempts per key (`address:<ip>`, `account:<e-mail>`): how many since the last
+# success, and when the next one may be made (threadline.ui.service.LoginGuard).
+sign_in_attempts = Table(
+    "sign_in_attempts",
+    metadata,
+    Column("key", String(400), primary_key=True),
+    Column("attempts", Integer, nullable=False),
+    Column("next_allowed", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+    Index("ix_sign_in_attempts_updated", "updated"),
 )

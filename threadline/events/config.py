@@ -15,7 +15,10 @@ class RealtimeSettings(BaseSettings):
     # else memory (SQLite: one process).
     bus: Literal["auto", "memory", "redis", "postgres"] = "auto"
     # The Redis pub/sub channel (and NOTIFY channel) the processes of one deployment share.
-    bus_channel: str = "threadline_events"
+    # Unset: `threadline_events_<id>`, with the database's random id (table `deployment`),
+    # so deployments that share a Redis (whatever its database number: pub/sub ignores it)
+    # never see each other's messages.
+    bus_channel: str | None = None
     # Proxies and NATs cut connections idle for a minute or so; 25 s stays well inside.
     realtime_heartbeat_seconds: float = 25.0
     # The event log is read this often even without a bus message: a lost wake-up (bus

@@ -396,11 +396,13 @@ async def run_worker(database_url: str, redis_url: str | None) -> None:
     import signal
 
     from threadline.events.config import RealtimeSettings
-    from threadline.events.realtime import make_bus
+    from threadline.events.realtime import deployment_channel, make_bus
 
     db = Database(database_url)
     worker = Worker(db, WebhookSettings(webhook_worker="inline"))
-    bus = make_bus(RealtimeSettings(), database_url, redis_url)
+    settings = RealtimeSettings()
+    channel = await deployment_channel(db, settings)
+    bus = make_bus(settings, database_url, redis_url, channel)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
