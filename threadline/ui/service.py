@@ -10,17 +10,14 @@ it also expires a set time after signing in (THREADLINE_INBOX_SESSION_HOURS).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import re
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import anyio
-from limits import parse
-from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import MovingWindowRateLimiter
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -34,8 +31,11 @@ from threadline.apps.service import (
     utcnow,
     verify_password,
 )
+from threadline.core import throttle
+from threadline.core.throttle import Backoff
 from threadline.db.engine import Database
 from threadline.db.schema import admins, api_tokens
+from threadline.ui import attempts
 
 # What the inbox does: read and write conversations, read users, list admins and channels.
 SESSION_SCOPES = ("conversations-read", "conversations-write", "user-read", "admin")
@@ -45,9 +45,16 @@ MAX_ACCOUNTS_PER_EMAIL = 5
 # argon2 takes ~64 MiB and a core for a fraction of a second: a burst of sign-ins waits in
 # line instead of exhausting the memory and the thread pool.
 MAX_CONCURRENT_CHECKS = 2
-# Failed sign-ins allowed per client address: plenty for a person mistyping, and a
-# password-guessing client is slowed to a crawl.
-FAILED_LOGIN_LIMIT = "10/minute"
+# Sign-in attempts without a wait, per client address and per account: plenty for a person
+# mistyping; then each attempt waits twice as long as the previous one (from 2 s), up to
+# 5 minutes per address and 15 per account, so guessing slows to a crawl while the right
+# password still gets in after the wait. A count idle for an hour starts afresh.
+ADDRESS_BACKOFF = Backoff(free=10, base_seconds=2.0, cap_seconds=300.0, forget_seconds=3600.0)
+ACCOUNT_BACKOFF = Backoff(free=10, base_seconds=2.0, cap_seconds=900.0, forget_seconds=3600.0)
+# Counts untouched this long are dropped, by one sign-in in PURGE_ONE_IN.
+PURGE_AFTER = timedelta(days=1)
+PURGE_ONE_IN = 100
+MAX_EMAIL_KEY_CHARS = 320
 WRONG_CREDENTIALS = "wrong e-mail or password"
 
 
@@ -72,22 +79,59 @@ class _Account:
     password_hash: str
 
 
-class LoginGuard:
-    """Bounds the cost of password checks: few at a time, few failures per address."""
+def address_key(address: str) -> str:
+    """The count key of a client address; IPv6 by its /64, which one client holds whole."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return f"address:{address[:200]}"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return f"address:{ip.ipv4_mapped}"
+        return f"address:{ipaddress.IPv6Network((ip, 64), strict=False)}"
+    return f"address:{ip}"
 
-    def __init__(self, limit: str = FAILED_LOGIN_LIMIT) -> None:
-        self.item = parse(limit)
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+
+def account_key(email: str) -> str:
+    return f"account:{email[:MAX_EMAIL_KEY_CHARS]}"
+
+
+class LoginGuard:
+    """Bounds the cost of password checks: few at a time, and attempts per client address
+    and per account counted, before any check, in the database (every process shares the
+    counts), with a growing wait once the free attempts are used."""
+
+    def __init__(
+        self, address: Backoff = ADDRESS_BACKOFF, account: Backoff = ACCOUNT_BACKOFF
+    ) -> None:
+        self.rules = {"address": address, "account": account}
         self.checks = asyncio.Semaphore(MAX_CONCURRENT_CHECKS)
         self._dummy_hash: str | None = None
 
-    async def check_allowed(self, address: str) -> None:
-        if not await self.limiter.test(self.item, "login", address):
-            stats = await self.limiter.get_window_stats(self.item, "login", address)
-            raise Throttled(max(1, math.ceil(stats.reset_time - time.time())))
+    async def admit(self, db: Database, address: str, email: str) -> None:
+        """Count one attempt for the address and the account, or refuse it (`Throttled`,
+        nothing counted) while either must still wait."""
+        keys = {
+            address_key(address): self.rules["address"],
+            account_key(email): self.rules["account"],
+        }
+        now = utcnow()
+        async with db.write() as conn:
+            if secrets.randbelow(PURGE_ONE_IN) == 0:
+                await attempts.forget_older_than(conn, now - PURGE_AFTER)
+            counts = await attempts.locked_counts(conn, list(keys))
+            verdicts = {k: throttle.attempt(rule, counts.get(k), now) for k, rule in keys.items()}
+            if all(v.allowed for v in verdicts.values()):
+                await attempts.store_counts(conn, {k: v.count for k, v in verdicts.items()})
+                return
+        wait = max(v.retry_after for v in verdicts.values())
+        raise Throttled(max(1, math.ceil(wait)))
 
-    async def failed(self, address: str) -> None:
-        await self.limiter.hit(self.item, "login", address)
+    async def succeeded(self, db: Database, email: str) -> None:
+        """A correct password: the account starts afresh (its address keeps its count, so
+        that one good account does not let a client guess others faster)."""
+        async with db.write() as conn:
+            await attempts.clear(conn, account_key(email))
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
         """argon2 in a worker thread; with no hash, a check of a throwaway hash instead, so
@@ -136,12 +180,13 @@ async def log_in(
     """A new session for the admin with this e-mail and password (in `app_id` if given),
     valid for `lifetime`.
 
-    Refused the same way whichever part is wrong; a client with too many recent failures
-    is `Throttled` before any check.
+    Refused the same way whichever part is wrong. The attempt is counted before any check,
+    for the client's address and for the account; one that must still wait is `Throttled`.
     """
-    await guard.check_allowed(address)
+    email = email.strip().lower()
+    await guard.admit(db, address, email)
     async with db.read() as conn:
-        accounts = await _accounts(conn, email.strip().lower(), app_id)
+        accounts = await _accounts(conn, email, app_id)
     found: _Account | None = None
     for account in accounts:
         if await guard.verify(account.password_hash, password):
@@ -150,8 +195,8 @@ async def log_in(
     if not accounts:
         await guard.verify(None, password)
     if found is None:
-        await guard.failed(address)
         raise AuthenticationFailed(WRONG_CREDENTIALS)
+    await guard.succeeded(db, email)
     name = session_token_name(found.admin_id)
     now = utcnow()
     expires = now + lifetime
