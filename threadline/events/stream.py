@@ -1,8 +1,11 @@
 """Realtime endpoints: `/websocket/<channels...>` and `/sse/<channels...>`, and typing.
 
-Both take the token as `auth_token` (browsers cannot set headers on a WebSocket) or in the
-Authorization header, `tag` to resume after the last message seen (SSE also reads the
-`Last-Event-ID` header) and `id_as_string`. A bad token is refused with code 3401, a
+Both take the token in the Authorization header or as `auth_token` (the vendor's way; it
+lands in access logs, which redact it); a WebSocket also as the subprotocol
+`token.<token>` next to `threadline` (what the inbox and the widget do: browsers cannot
+set headers on a WebSocket, and the URL stays free of secrets). `tag` resumes after the
+last message seen (SSE also reads the `Last-Event-ID` header); `id_as_string` as in the
+API. A bad token is refused with code 3401, a
 channel the token may not read with 3403 (WebSocket close codes; for SSE in the JSON
 error of a 401 / 403 answer). Messages are `{"id", "channel", "message", "tag", "time"}`.
 """
@@ -66,7 +69,34 @@ class Access:
     id_as_string: bool
 
 
+# A browser cannot set headers on a WebSocket, yet a token in the URL ends up in access
+# logs: the inbox and the widget offer two subprotocols instead, `threadline` and
+# `token.<token>`; the server picks `threadline` (a browser drops a connection whose answer
+# names no protocol it offered).
+SUBPROTOCOL = "threadline"
+TOKEN_SUBPROTOCOL_PREFIX = "token."  # noqa: S105  (a marker, not a secret)
+
+
+def _offered_protocols(headers: Mapping[str, str]) -> list[str]:
+    offered = headers.get("sec-websocket-protocol", "")
+    return [p.strip() for p in offered.split(",") if p.strip()]
+
+
+def _protocol_token(headers: Mapping[str, str]) -> str | None:
+    for protocol in _offered_protocols(headers):
+        if protocol.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+            return protocol.removeprefix(TOKEN_SUBPROTOCOL_PREFIX) or None
+    return None
+
+
+def _chosen_protocol(headers: Mapping[str, str]) -> str | None:
+    return SUBPROTOCOL if SUBPROTOCOL in _offered_protocols(headers) else None
+
+
 def _token(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+    offered = _protocol_token(headers)
+    if offered:
+        return offered
     header = headers.get("authorization")
     if header:
         scheme, _, credentials = header.strip().partition(" ")
@@ -133,17 +163,19 @@ async def _subscribe(realtime: Realtime, access: Access) -> Client:
 @router.websocket("/websocket/{channels:path}")
 async def websocket_stream(websocket: WebSocket, channels: str) -> None:
     realtime = _realtime(websocket.app.state)
+    protocol = _chosen_protocol(websocket.headers)
     try:
         access = await _access(realtime.db, websocket.headers, websocket.query_params, channels)
     except Refused as refused:
-        await websocket.accept()  # the vendor's codes are close codes, sent after the opening
+        # The vendor's codes are close codes, sent after the opening.
+        await websocket.accept(subprotocol=protocol)
         await websocket.close(code=refused.code, reason=refused.reason[:120])
         return
     # Registered before the handshake completes: a client that sees the connection open
     # receives every change committed from then on.
     client = await _subscribe(realtime, access)
     try:
-        await websocket.accept()
+        await websocket.accept(subprotocol=protocol)
     except BaseException:
         realtime.hub.unsubscribe(client)
         raise

@@ -16,6 +16,7 @@ from threadline.events import stream
 from threadline.events.realtime import start_realtime
 from threadline.settings import Settings, get_settings
 from threadline.ui import routes as ui
+from threadline.web.logs import install_redaction
 from threadline.webhooks import routes as webhooks
 from threadline.webhooks.worker import start_worker
 from threadline.widget import routes as widget
@@ -23,6 +24,7 @@ from threadline.widget import routes as widget
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    install_redaction()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -610,10 +610,8 @@
     var url =
       BASE.replace(/^http/, "ws") +
       "/websocket/" +
-      channels.join("/") +
-      "?auth_token=" +
-      encodeURIComponent(state.token);
-    if (state.tag) url += "&tag=" + encodeURIComponent(state.tag);
+      channels.join("/");
+    if (state.tag) url += "?tag=" + encodeURIComponent(state.tag);
     return url;
   }
 
@@ -630,7 +628,8 @@
     return new Promise(function (resolve) {
       var ws;
       try {
-        ws = new WebSocket(socketUrl());
+        // The token goes as a subprotocol, not in the URL (URLs end up in access logs).
+        ws = new WebSocket(socketUrl(), ["threadline", "token." + state.token]);
       } catch (e) {
         scheduleReconnect();
         resolve();
