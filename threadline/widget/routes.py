@@ -172,7 +172,8 @@ async def open_session(request: Request) -> Any:
     visitor = session.visitor
     return {
         "token": session.token,
-        "app": {"id": visitor.app_id, "name": session.app_name},
+        # Not the app's name: anyone may open a session, for any app id.
+        "app": {"id": visitor.app_id},
         "user": visitor.user_id,
         "channels": _channels(visitor),
     }

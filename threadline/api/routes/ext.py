@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Request
 from pydantic import Field, WithJsonSchema
 from starlette.responses import Response
 
-from threadline.api.auth import AS_USER, AdminCaller, Caller, WriteCaller
+from threadline.api.auth import AS_USER, READ, AdminCaller, Caller, WriteCaller
 from threadline.api.common import (
     DEFAULT_ADMIN,
     DEFAULT_USER,
@@ -91,19 +91,22 @@ class ReadParams(ApiParams):
 
 @router.post(
     "/conversations/{id}/read",
-    response_model=Envelope[ConversationOut],
+    response_model=Envelope[ConversationOut | Empty],
     summary="Mark read",
     openapi_extra=describe(ReadParams, body=True),
 )
 async def mark_read(
     conversation_id: ConversationId, caller: WriteCaller, p: Params[ReadParams], request: Request
 ) -> Response:
-    """Marks the other side's parts read; answers the conversation's standard fields."""
+    """Marks the other side's parts read; answers the conversation's standard fields to a
+    token that may read conversations (`conversations-read`), else `{}`."""
     cid = path_id("id", conversation_id)
     if p.by == "user":
         caller.need(AS_USER)
     event: ev.Event = ev.ReadByAdmin() if p.by == "admin" else ev.ReadByUser()
     outcome = await service.perform(caller.db, caller.app_id, cid, event)
+    if READ not in caller.scopes:
+        return respond(Empty, {}, context=caller.context)
     return await _conversation_answer(caller, outcome.state, request)
 
 
