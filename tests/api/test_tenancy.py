@@ -94,6 +94,7 @@ def matrix(
         ("GET", f"/ext/apps/{a}/webhooks/deliveries", {"webhook": 1}),
         ("POST", f"/ext/apps/{a}/webhooks/replay", {"delivery": 1}),
         ("GET", f"/ext/apps/{a}/widget", {}),
+        ("POST", f"/ext/apps/{a}/widget/secret", {}),
     ]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI, Request
@@ -47,11 +47,12 @@ class WebhookOut(TypedDict):
 
 class WebhookCreated(WebhookOut):
     """`secret` signs every delivery (`webhook-signature`); `token` is sent in vendor-format
-    deliveries. Both are shown only when the endpoint is created (and to a retry of that
-    creation, with the same `random_id`), never listed."""
+    deliveries. Both are shown once, in the answer that created the endpoint: never listed,
+    and not to a retry with the same `random_id` (whoever replays a request learns no
+    secret; a client that lost the first answer removes the endpoint and adds another)."""
 
-    secret: str
-    token: str
+    secret: NotRequired[str]
+    token: NotRequired[str]
 
 
 class DeliveryOut(TypedDict):
@@ -161,8 +162,7 @@ async def add_webhook(
 
     With `random_id`, a retry (the same key, per app) adds nothing and answers the first
     request's endpoint, whatever its other parameters, even if it was removed since (it
-    stays removed), with the same `secret` and `token`: they are kept to sign and send
-    deliveries, so a client that lost the first answer still learns them.
+    stays removed), without its `secret` and `token`: they are shown once.
     """
     app_id = caller.app(app)
     settings = getattr(request.app.state, "webhook_settings", None) or WebhookSettings()
@@ -170,7 +170,7 @@ async def add_webhook(
     unknown = sorted(set(p.events) - set(eventlog.EVENT_TYPES))
     if unknown:
         raise InvalidParameter("events", f"unknown event types: {', '.join(unknown)}")
-    endpoint = await service.add_endpoint(
+    endpoint, created = await service.add_endpoint(
         caller.db,
         app_id,
         url=url,
@@ -178,7 +178,9 @@ async def add_webhook(
         format_=p.format,
         random_id=p.random_id,
     )
-    data = {**_webhook_out(endpoint), "secret": endpoint.secret, "token": endpoint.token}
+    data = _webhook_out(endpoint)
+    if created:
+        data |= {"secret": endpoint.secret, "token": endpoint.token}
     return respond(WebhookCreated, data, context=caller.context)
 
 

@@ -23,8 +23,9 @@ async def add_endpoint(
     events: list[str],
     format_: str,
     random_id: int | None,
-) -> repo.Endpoint:
-    """A new endpoint, or the one the app's creation with the same key made."""
+) -> tuple[repo.Endpoint, bool]:
+    """A new endpoint, or the one the app's creation with the same key made; and whether
+    it was made now."""
     made: list[repo.Endpoint] = []
 
     async def create(conn: AsyncConnection) -> int:
@@ -45,6 +46,6 @@ async def add_endpoint(
 
     ident, created = await create_once(db, endpoints_t, app_id, random_id, create)
     if created:
-        return made[-1]
+        return made[-1], True
     async with db.read() as conn:  # the first creation's, removed since or not
-        return (await repo.endpoints_by_id(conn, [ident]))[ident]
+        return (await repo.endpoints_by_id(conn, [ident]))[ident], False
