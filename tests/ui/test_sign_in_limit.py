@@ -145,3 +145,20 @@ async def test_a_flooded_account_still_lets_the_right_password_in_after_the_wait
     assert session.token
     # Success clears the account's count: the next attempt is free again.
     await guard.admit(db, "192.0.2.99", EMAIL)
+
+
+async def test_admins_of_other_apps_sharing_the_email_cannot_lock_it_out(live: Live) -> None:
+    """Anyone may add an admin with any e-mail to their own app: six apps do, with their own
+    passwords, before the real account exists. Its owner names the app and gets in."""
+    for n in range(service.MAX_ACCOUNTS_PER_EMAIL + 1):
+        other = await apps.create_app(live.db, f"Squatter {n}")
+        await apps.create_admin(live.db, other.app_id, "X", email=EMAIL, password=f"theirs {n}")
+    await apps.create_admin(live.db, live.world.app_id, "Olivia", email=EMAIL, password=PASSWORD)
+    async with httpx.AsyncClient(base_url=live.http, timeout=60) as http:
+        r = await http.post("/ui/session", json={"email": EMAIL, "password": PASSWORD})
+        assert r.status_code == 400
+        assert r.json()["meta"]["error_message"].startswith("app:")
+        body = {"email": EMAIL, "password": PASSWORD, "app": live.world.app_id}
+        r = await http.post("/ui/session", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["data"]["app"] == live.world.app_id

@@ -21,7 +21,12 @@ import anyio
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from threadline.api.errors import AuthenticationFailed, PermissionDenied, Throttled
+from threadline.api.errors import (
+    AuthenticationFailed,
+    InvalidParameter,
+    PermissionDenied,
+    Throttled,
+)
 from threadline.apps.repository import AppRepository
 from threadline.apps.service import (
     forget_tokens,
@@ -56,6 +61,7 @@ PURGE_AFTER = timedelta(days=1)
 PURGE_ONE_IN = 100
 MAX_EMAIL_KEY_CHARS = 320
 WRONG_CREDENTIALS = "wrong e-mail or password"
+SEVERAL_APPS = "this e-mail belongs to admins of several apps: name the app (its id)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +165,7 @@ async def _accounts(conn: AsyncConnection, email: str, app_id: int | None) -> li
         select(admins.c.id, admins.c.app_id, admins.c.name, admins.c.email, admins.c.password_hash)
         .where(*conditions)
         .order_by(admins.c.id)
-        .limit(MAX_ACCOUNTS_PER_EMAIL)
+        .limit(MAX_ACCOUNTS_PER_EMAIL + 1)
     )
     return [
         _Account(r.id, r.app_id, r.name, r.email, r.password_hash)
@@ -187,6 +193,11 @@ async def log_in(
     await guard.admit(db, address, email)
     async with db.read() as conn:
         accounts = await _accounts(conn, email, app_id)
+    if len(accounts) > MAX_ACCOUNTS_PER_EMAIL:
+        # Admins of other apps may share the address (anyone can add an admin to their own
+        # app): rather than check only some of them, and maybe never the right one, ask
+        # which app is meant.
+        raise InvalidParameter("app", SEVERAL_APPS)
     found: _Account | None = None
     for account in accounts:
         if await guard.verify(account.password_hash, password):

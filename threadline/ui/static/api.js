@@ -53,8 +53,9 @@ export function randomId() {
   return String((hi & 0xfffff) * 2 ** 32 + lo + 1);
 }
 
-export function signIn(email, password) {
-  return call("POST", "/ui/session", { body: { email, password } });
+export function signIn(email, password, app) {
+  const body = app ? { email, password, app } : { email, password };
+  return call("POST", "/ui/session", { body });
 }
 
 /** Everything the signed-in inbox asks, with its token. */

@@ -211,7 +211,8 @@ async function onLogin(event) {
   }
   submit.disabled = true;
   try {
-    const answer = await signIn(email, password);
+    const app = $("login-app").value.trim();
+    const answer = await signIn(email, password, app);
     $("login-password").value = "";
     error.hidden = true;
     const session = answer.data;
@@ -220,6 +221,11 @@ async function onLogin(event) {
   } catch (e) {
     let message = e.message;
     if (e.status === 401) message = "Wrong e-mail or password.";
+    else if (e.status === 400 && /^app:/.test(e.message || "")) {
+      // The e-mail is an admin's of several apps: the operator names theirs.
+      $("login-app-field").hidden = false;
+      message = "This e-mail belongs to several apps: enter your app's id.";
+    }
     else if (e.status === 429) message = `Too many failed attempts. Try again in ${e.retryAfter || 60} seconds.`;
     error.textContent = message;
     error.hidden = false;
