@@ -6,6 +6,7 @@ shows it redacted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import uvicorn
 from websockets.asyncio.client import connect
 
 from tests.conftest import build_world
-from tests.events.live import WAIT, Live, receive_many
+from tests.events.live import WAIT, Live, receive_many, serve
 from threadline.api.config import ApiSettings
 from threadline.conversations import service
 from threadline.core import events as ev
@@ -126,3 +127,54 @@ async def test_access_logs_carry_no_token(
     assert token not in everything
     assert token.removeprefix("tl_") not in everything
     assert f"auth_token={REDACTED}" in everything
+
+
+@pytest.fixture
+async def capped(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Live]:
+    monkeypatch.setenv("THREADLINE_REALTIME_MAX_STREAMS_PER_TOKEN", "3")
+    monkeypatch.setenv("THREADLINE_REALTIME_MAX_STREAMS_PER_ADDRESS", "5")
+    async with serve(db_url, tmp_path) as server:
+        yield server
+
+
+async def test_streams_per_token_and_per_address_are_capped(capped: Live) -> None:
+    live = capped
+    w = live.world
+    first = await widget.open_session(live.db, w.app_id, site_user_id=None, user_hash=None)
+    channels = f"conversation.{w.app_id}.{first.visitor.user_id}"
+    protocols = ["threadline", f"token.{first.token}"]
+    async with contextlib.AsyncExitStack() as stack:
+        socks = [
+            await stack.enter_async_context(connect(ws(live, channels), subprotocols=protocols))  # type: ignore[arg-type]
+            for _ in range(3)
+        ]
+        async with connect(ws(live, channels), subprotocols=protocols) as extra:  # type: ignore[arg-type]
+            await asyncio.wait_for(extra.wait_closed(), WAIT)
+            assert extra.close_code == 3429
+        # SSE counts too, and answers 429 in the envelope.
+        async with httpx.AsyncClient(base_url=live.http, timeout=WAIT) as http:
+            r = await http.get(
+                f"/sse/{channels}", headers={"Authorization": f"Token {first.token}"}
+            )
+            assert r.status_code == 429
+            assert r.json()["meta"]["error"] == "Throttled"
+        # Another token from the same address: up to the address's limit (5 in all).
+        second = await widget.open_session(live.db, w.app_id, site_user_id=None, user_hash=None)
+        other = f"conversation.{w.app_id}.{second.visitor.user_id}"
+        more = ["threadline", f"token.{second.token}"]
+        socks += [
+            await stack.enter_async_context(connect(ws(live, other), subprotocols=more))  # type: ignore[arg-type]
+            for _ in range(2)
+        ]
+        async with connect(ws(live, other), subprotocols=more) as extra:  # type: ignore[arg-type]
+            await asyncio.wait_for(extra.wait_closed(), WAIT)
+            assert extra.close_code == 3429
+        await socks[0].close()
+        await asyncio.sleep(0.3)
+        # A closed stream frees its place.
+        async with connect(ws(live, channels), subprotocols=protocols) as again:  # type: ignore[arg-type]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(again.recv(), 0.5)
+            assert again.close_code is None

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -79,6 +80,8 @@ class Realtime:
         # Open streams end when this says their token no longer is valid.
         self.token_valid: TokenCheck | None = None
         self._watch: asyncio.Task[None] | None = None
+        # Open streams per token and per client address (threadline.events.stream).
+        self.open_streams: Counter[str] = Counter()
         # When this process last told the others of a commit, and whether it will again.
         self._told = 0.0
         self._tell_pending = False
