@@ -34,7 +34,7 @@ TABLES: dict[str, Table] = {
 def params(kind: str, n: int) -> dict[str, Any]:
     """Valid parameters for one creation; `n` makes them differ from another's."""
     if kind == "admins":
-        return {"name": f"Cy {n}", "email": f"cy{n}@acme.test", "password": "s3cret!"}
+        return {"name": f"Cy {n}", "email": f"cy{n}@acme.test", "password": "s3cret-horse!"}
     if kind == "channels":
         return {"name": f"Support {n}", "type": "support", "avatar": f"https://a/{n}.png"}
     if kind == "tokens":

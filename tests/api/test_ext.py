@@ -207,7 +207,7 @@ async def test_admins(api: httpx.AsyncClient, app_db: Database, world: World) ->
                 "name": "Cy",
                 "email": "Cy@Acme.test",
                 "avatar": "https://a/b.png",
-                "password": "s3cret!",
+                "password": "s3cret-horse!",
             },
         )
     )

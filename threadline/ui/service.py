@@ -37,6 +37,7 @@ from threadline.apps.service import (
     verify_password,
 )
 from threadline.core import throttle
+from threadline.core.passwords import password_problem
 from threadline.core.throttle import Backoff
 from threadline.db.engine import Database
 from threadline.db.schema import admins, api_tokens
@@ -258,3 +259,52 @@ async def log_out(db: Database, app_id: int, token_id: int) -> None:
             .values(revoked=utcnow())
         )
     forget_tokens(db)  # this process refuses it at once; others within their cache's seconds
+
+
+async def change_password(
+    db: Database,
+    guard: LoginGuard,
+    *,
+    app_id: int,
+    token_id: int,
+    current_password: str,
+    new_password: str,
+    address: str,
+) -> None:
+    """The session's admin sets a new password, proving the current one (counted like a
+    sign-in attempt). The admin's other inbox sessions end; this one goes on."""
+    async with db.read() as conn:
+        admin_id, _expires = await _session_admin(conn, app_id, token_id)
+        query = select(admins.c.name, admins.c.email, admins.c.password_hash).where(
+            admins.c.id == admin_id, admins.c.app_id == app_id, admins.c.removed.is_(None)
+        )
+        row = (await conn.execute(query)).first()
+    if row is None:
+        raise AuthenticationFailed("the session's admin no longer exists")
+    email = (row.email or "").strip().lower()
+    await guard.admit(db, address, email or f"admin {admin_id}")
+    if not await guard.verify(row.password_hash, current_password):
+        raise InvalidParameter("current_password", "is not your password")
+    problem = password_problem(new_password, email=row.email, name=row.name)
+    if problem is not None:
+        raise InvalidParameter("new_password", problem)
+    if new_password == current_password:
+        raise InvalidParameter("new_password", "must differ from the current one")
+    password_hash = await anyio.to_thread.run_sync(hash_password, new_password)
+    async with db.write() as conn:
+        await conn.execute(
+            update(admins)
+            .where(admins.c.id == admin_id, admins.c.app_id == app_id)
+            .values(password_hash=password_hash)
+        )
+        await conn.execute(
+            update(api_tokens)
+            .where(
+                api_tokens.c.app_id == app_id,
+                api_tokens.c.name == session_token_name(admin_id),
+                api_tokens.c.id != token_id,
+                api_tokens.c.revoked.is_(None),
+            )
+            .values(revoked=utcnow())
+        )
+    forget_tokens(db)
