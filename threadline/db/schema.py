@@ -507,6 +507,18 @@ deployment = Table(
     Column("value", String(255), nullable=False),
 )
 
+# One-time links to set an admin's password (`threadline password reset`), stored hashed.
+password_resets = Table(
+    "password_resets",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    _app_id(),
+    Column("admin_id", BigId, ForeignKey("admins.id", ondelete="CASCADE"), nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+    Column("expires", UTCDateTime, nullable=False),
+    Column("used", UTCDateTime, nullable=True),
+)
+
 # Sign-in attempts per key (`address:<ip>`, `account:<e-mail>`): how many since the last
 # success, and when the next one may be made (threadline.ui.service.LoginGuard).
 sign_in_attempts = Table(

@@ -31,16 +31,18 @@ from threadline.apps.repository import AppRepository
 from threadline.apps.service import (
     forget_tokens,
     hash_password,
+    hash_token,
     issue_token,
     session_token_name,
     utcnow,
     verify_password,
 )
 from threadline.core import throttle
+from threadline.core.errors import NotFound
 from threadline.core.passwords import password_problem
 from threadline.core.throttle import Backoff
 from threadline.db.engine import Database
-from threadline.db.schema import admins, api_tokens
+from threadline.db.schema import admins, api_tokens, password_resets
 from threadline.ui import attempts
 
 # What the inbox does: read and write conversations, read users, list admins and channels.
@@ -306,5 +308,95 @@ async def change_password(
                 api_tokens.c.revoked.is_(None),
             )
             .values(revoked=utcnow())
+        )
+    forget_tokens(db)
+
+
+# A reset link works once, for this long (the person who runs the server hands it over).
+DEFAULT_RESET_HOURS = 24.0
+RESET_PREFIX = "tlr_"
+
+
+async def issue_password_reset(
+    db: Database, app_id: int, email: str, lifetime: timedelta
+) -> tuple[str, datetime]:
+    """A one-time token to set the password of the app's admin with this e-mail (for
+    `threadline password reset`); and when it expires. Earlier unused ones stop working."""
+    email = email.strip().lower()
+    now = utcnow()
+    token = RESET_PREFIX + secrets.token_urlsafe(32)
+    async with db.write() as conn:
+        query = select(admins.c.id).where(
+            admins.c.app_id == app_id,
+            func.lower(admins.c.email) == email,
+            admins.c.removed.is_(None),
+        )
+        admin_id = (await conn.execute(query)).scalar_one_or_none()
+        if admin_id is None:
+            raise NotFound("admin", email)
+        await conn.execute(
+            update(password_resets)
+            .where(password_resets.c.admin_id == admin_id, password_resets.c.used.is_(None))
+            .values(used=now)
+        )
+        await conn.execute(
+            password_resets.insert().values(
+                token_hash=hash_token(token),
+                app_id=app_id,
+                admin_id=admin_id,
+                created=now,
+                expires=now + lifetime,
+            )
+        )
+    return token, now + lifetime
+
+
+async def reset_password(db: Database, token: str, new_password: str) -> None:
+    """Set the password a reset token was issued for, once; every inbox session of that
+    admin ends."""
+    now = utcnow()
+    async with db.read() as conn:
+        query = (
+            select(
+                password_resets.c.token_hash,
+                password_resets.c.app_id,
+                password_resets.c.admin_id,
+                admins.c.name,
+                admins.c.email,
+            )
+            .select_from(password_resets.join(admins, admins.c.id == password_resets.c.admin_id))
+            .where(
+                password_resets.c.token_hash == hash_token(token),
+                password_resets.c.used.is_(None),
+                password_resets.c.expires > now,
+                admins.c.removed.is_(None),
+            )
+        )
+        row = (await conn.execute(query)).first()
+    if row is None:
+        raise InvalidParameter("token", "the link is not valid (used, expired or unknown)")
+    problem = password_problem(new_password, email=row.email, name=row.name)
+    if problem is not None:
+        raise InvalidParameter("new_password", problem)
+    password_hash = await anyio.to_thread.run_sync(hash_password, new_password)
+    async with db.write() as conn:
+        used = await conn.execute(
+            update(password_resets)
+            .where(password_resets.c.token_hash == row.token_hash, password_resets.c.used.is_(None))
+            .values(used=now)
+        )
+        if used.rowcount != 1:  # a concurrent use won
+            raise InvalidParameter("token", "the link is not valid (used, expired or unknown)")
+        await conn.execute(
+            update(admins).where(admins.c.id == row.admin_id).values(password_hash=password_hash)
+        )
+        await conn.execute(
+            update(api_tokens)
+            .where(
+                api_tokens.c.app_id == row.app_id,
+                api_tokens.c.name == session_token_name(row.admin_id),
+                api_tokens.c.revoked.is_(None),
+            )
+            .values(revoked=now)
         )
     forget_tokens(db)

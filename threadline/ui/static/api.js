@@ -58,6 +58,11 @@ export function signIn(email, password, app) {
   return call("POST", "/ui/session", { body });
 }
 
+/** Set a password with the one-time token of a reset link. */
+export function resetPassword(token, newPassword) {
+  return call("POST", "/ui/password/reset", { body: { token, new_password: newPassword } });
+}
+
 /** Everything the signed-in inbox asks, with its token. */
 export class Api {
   constructor(session) {

@@ -1,5 +1,5 @@
 // The operators' inbox: views with live counts, the conversation list, one conversation.
-import { Api, UNREACHABLE, randomId, signIn } from "./api.js";
+import { Api, UNREACHABLE, randomId, resetPassword, signIn } from "./api.js";
 import {
   byTestId, fill, formatDateTime, h, localInputValue, operatorBody, operatorText, snippet,
   timeElement,
@@ -980,10 +980,47 @@ function clearTyping(id) {
   renderList();
 }
 
+// --- Password reset (a link from `threadline password reset`: /#reset=<token>) -----
+
+function resetToken() {
+  const match = /^#reset=([A-Za-z0-9_-]+)$/.exec(window.location.hash);
+  return match ? match[1] : null;
+}
+
+function showReset() {
+  $("inbox").hidden = true;
+  $("login").hidden = false;
+  $("login-form").hidden = true;
+  $("reset-form").hidden = false;
+  $("reset-password").focus();
+}
+
+async function onReset(event) {
+  event.preventDefault();
+  const error = document.querySelector('[data-testid="reset-error"]');
+  const submit = document.querySelector('[data-testid="reset-submit"]');
+  submit.disabled = true;
+  try {
+    await resetPassword(resetToken(), $("reset-password").value);
+    $("reset-password").value = "";
+    // The token leaves the address bar (and the history entry) once used.
+    window.history.replaceState(null, "", window.location.pathname);
+    $("reset-form").hidden = true;
+    $("login-form").hidden = false;
+    showLogin("Your password is set. Please sign in.");
+  } catch (e) {
+    error.textContent = e.message.replace(/^\w+: /, "");
+    error.hidden = false;
+  } finally {
+    submit.disabled = false;
+  }
+}
+
 // --- Start -------------------------------------------------------------------------
 
 async function boot() {
   $("login-form").addEventListener("submit", onLogin);
+  $("reset-form").addEventListener("submit", onReset);
   $("logout").addEventListener("click", onLogout);
   $("search-form").addEventListener("submit", onSearch);
   $("search").addEventListener("keydown", onSearchKey);
@@ -1001,6 +1038,10 @@ async function boot() {
       $("search").focus();
     }
   });
+  if (resetToken()) {
+    showReset();
+    return;
+  }
   let session = null;
   try {
     session = JSON.parse(sessionStorage.getItem(STORAGE_KEY) || "null");

@@ -1,4 +1,4 @@
-"""deployment id, sign-in attempts, widget session use
+"""deployment id, sign-in attempts, password resets, widget session use
 
 Revision ID: 0013
 Revises: 0012
@@ -10,6 +10,9 @@ bus messages apart by it (threadline.events.realtime).
 
 `sign_in_attempts` counts sign-in attempts per client address and per account, shared by
 every process (threadline.ui.service.LoginGuard).
+
+`password_resets`: one-time links to set an admin's password, issued by
+`threadline password reset` (stored hashed, with an expiry).
 
 `widget_sessions.last_used`: when a visitor's session was last used (existing sessions:
 their creation), so that sessions idle too long end.
@@ -31,6 +34,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _TS = threadline.db.types.UTCDateTime(timezone=True)
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
@@ -51,6 +55,28 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("sign_in_attempts", schema=None) as batch_op:
         batch_op.create_index("ix_sign_in_attempts_updated", ["updated"], unique=False)
+    op.create_table(
+        "password_resets",
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("app_id", _ID, nullable=False),
+        sa.Column("admin_id", _ID, nullable=False),
+        sa.Column("created", _TS, nullable=False),
+        sa.Column("expires", _TS, nullable=False),
+        sa.Column("used", _TS, nullable=True),
+        sa.ForeignKeyConstraint(
+            ["app_id"],
+            ["apps.id"],
+            name=op.f("fk_password_resets_app_id_apps"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["admin_id"],
+            ["admins.id"],
+            name=op.f("fk_password_resets_admin_id_admins"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("token_hash", name=op.f("pk_password_resets")),
+    )
     with op.batch_alter_table("widget_sessions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("last_used", _TS, nullable=True))
     op.execute("UPDATE widget_sessions SET last_used = created")
@@ -62,6 +88,7 @@ def downgrade() -> None:
         op.execute("ALTER TABLE widget_sessions DROP COLUMN last_used")
     else:
         op.drop_column("widget_sessions", "last_used")
+    op.drop_table("password_resets")
     with op.batch_alter_table("sign_in_attempts", schema=None) as batch_op:
         batch_op.drop_index("ix_sign_in_attempts_updated")
     op.drop_table("sign_in_attempts")
