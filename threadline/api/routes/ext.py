@@ -351,7 +351,12 @@ class AdminParams(ApiParams):
     avatar: str | None = Field(
         None, max_length=1024, description="An image URL.", examples=["https://example.com/a.png"]
     )
-    password: str | None = Field(None, max_length=1024, description="For the operators' UI.")
+    password: str | None = Field(
+        None,
+        max_length=1024,
+        description="For the operators' UI: at least 10 characters, not one of the most "
+        "common passwords, not the admin's e-mail or name.",
+    )
     random_id: RandomId = Field(
         None, description="Idempotency key: a retry adds nothing and answers the first admin."
     )
