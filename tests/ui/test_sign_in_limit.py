@@ -162,3 +162,29 @@ async def test_admins_of_other_apps_sharing_the_email_cannot_lock_it_out(live: L
         r = await http.post("/ui/session", json=body)
         assert r.status_code == 200, r.text
         assert r.json()["data"]["app"] == live.world.app_id
+
+
+async def test_successful_sign_ins_from_one_address_never_wait(db: Database, world: World) -> None:
+    """Many operators behind one office address: each success gives its attempt back."""
+    await apps.create_admin(db, world.app_id, "Olivia", email=EMAIL, password=PASSWORD)
+    guard = LoginGuard(QUICK, QUICK)
+    for _ in range(QUICK.free + 3):
+        session = await service.log_in(
+            db,
+            guard,
+            email=EMAIL,
+            password=PASSWORD,
+            app_id=None,
+            address="192.0.2.50",
+            lifetime=timedelta(hours=1),
+        )
+        assert session.token
+
+
+def test_a_refund_gives_one_attempt_back() -> None:
+    rule = Backoff(free=2, base_seconds=1, cap_seconds=4, forget_seconds=60)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert throttle.refund(rule, Count(1, now, now)) == Count(0, now, now)
+    assert throttle.refund(rule, Count(4, now + timedelta(seconds=4), now)) == Count(
+        3, now + timedelta(seconds=2), now
+    )

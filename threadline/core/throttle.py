@@ -54,3 +54,10 @@ def attempt(rule: Backoff, count: Count | None, now: datetime) -> Verdict:
     attempts = (count.attempts if count else 0) + 1
     wait = timedelta(seconds=rule.delay_after(attempts))
     return Verdict(True, Count(attempts, now + wait, now), 0.0)
+
+
+def refund(rule: Backoff, count: Count) -> Count:
+    """The count with its last attempt given back (a success), and the wait that leaves."""
+    attempts = max(count.attempts - 1, 0)
+    wait = timedelta(seconds=rule.delay_after(attempts)) if attempts else timedelta(0)
+    return Count(attempts, count.updated + wait, count.updated)

@@ -136,11 +136,18 @@ class LoginGuard:
         wait = max(v.retry_after for v in verdicts.values())
         raise Throttled(max(1, math.ceil(wait)))
 
-    async def succeeded(self, db: Database, email: str) -> None:
-        """A correct password: the account starts afresh (its address keeps its count, so
-        that one good account does not let a client guess others faster)."""
+    async def succeeded(self, db: Database, address: str, email: str) -> None:
+        """A correct password: the account starts afresh, and the address gets this
+        attempt back (not more: one good account must not let a client guess others
+        faster, and many operators behind one address must not wait for each other)."""
+        key = address_key(address)
         async with db.write() as conn:
             await attempts.clear(conn, account_key(email))
+            counts = await attempts.locked_counts(conn, [key])
+            count = counts.get(key)
+            if count is not None and count.attempts > 0:
+                refunded = throttle.refund(self.rules["address"], count)
+                await attempts.store_counts(conn, {key: refunded})
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
         """argon2 in a worker thread; with no hash, a check of a throwaway hash instead, so
@@ -210,7 +217,7 @@ async def log_in(
         await guard.verify(None, password)
     if found is None:
         raise AuthenticationFailed(WRONG_CREDENTIALS)
-    await guard.succeeded(db, email)
+    await guard.succeeded(db, address, email)
     name = session_token_name(found.admin_id)
     now = utcnow()
     expires = now + lifetime
