@@ -959,6 +959,9 @@ def run(args: argparse.Namespace, data_dir: Path) -> bool:
         # One bus channel of our own: other servers on the same Redis never hear us.
         os.environ["THREADLINE_BUS"] = args.bus
         os.environ["THREADLINE_BUS_CHANNEL"] = f"threadline_rtbench_{uuid.uuid4().hex[:8]}"
+        # Thousands of sockets share two tokens, all from loopback: no per-token cap here.
+        os.environ["THREADLINE_REALTIME_MAX_STREAMS_PER_TOKEN"] = "0"  # noqa: S105  (a count)
+        os.environ["THREADLINE_REALTIME_MAX_STREAMS_PER_ADDRESS"] = "0"
         if args.bus == "redis":
             os.environ["THREADLINE_REDIS_URL"] = args.redis_url
         else:

@@ -73,7 +73,10 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # PostgreSQL's word list (revision 0010) is not in the metadata, yet is emptied with the parts.
-_TABLES = ", ".join([*(t.name for t in reversed(metadata.sorted_tables)), "search_words"])
+# `deployment` keeps its row: the migration made it, as it makes it for every database.
+_TABLES = ", ".join(
+    [*(t.name for t in reversed(metadata.sorted_tables) if t.name != "deployment"), "search_words"]
+)
 
 
 @pytest.fixture(params=BACKENDS)

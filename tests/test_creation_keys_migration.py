@@ -28,7 +28,7 @@ async def _create(db: Database, world: World, random_id: int) -> dict[str, int]:
     token, _ = await manage.add_token(
         db, world.app_id, name="reader", scopes=["user-read"], random_id=random_id
     )
-    endpoint = await webhook_service.add_endpoint(
+    endpoint, _ = await webhook_service.add_endpoint(
         db,
         world.app_id,
         url="https://receiver.example/x",

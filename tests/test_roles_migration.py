@@ -1,4 +1,4 @@
-"""Revision 0013 (roles, token issuers, the audit log) on a database with data, down and up
+"""Revision 0014 (roles, token issuers, the audit log) on a database with data, down and up
 again: in each app the first admin with a login (else the first admin) becomes the owner,
 every other admin an operator; inbox sessions are tied to their admin, other tokens act
 as the command line's."""

@@ -20,6 +20,7 @@ import webbrowser
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -45,6 +46,7 @@ from threadline.db.engine import Database, async_url
 from threadline.db.migrate import upgrade
 from threadline.inbox.check import NOUNS, IndexDrift
 from threadline.settings import Settings
+from threadline.ui import service as ui_service
 
 T = TypeVar("T")
 
@@ -238,6 +240,33 @@ def admin_create(
     if made:
         result["password"] = secret
     typer.echo(json.dumps(result))
+
+
+password_commands = typer.Typer(help="Operators' passwords.", no_args_is_help=True)
+cli.add_typer(password_commands, name="password")
+
+
+@password_commands.command("reset")
+def password_reset(
+    app_id: Annotated[int, typer.Argument(help="The app's id.")],
+    email: Annotated[str, typer.Argument(help="The admin's e-mail.")],
+    base_url: Annotated[
+        str, typer.Option(help="Where the inbox is served, as operators reach it.")
+    ] = "http://127.0.0.1:8000",
+    hours: Annotated[
+        float, typer.Option(min=0.01, max=720, help="How long the link works.")
+    ] = ui_service.DEFAULT_RESET_HOURS,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """A one-time link for the admin to set a new password; prints {"url", "expires"}."""
+    url = _settings(database_url).database_url
+    lifetime = timedelta(hours=hours)
+    with reported(url):
+        token, expires = _run(
+            lambda db: ui_service.issue_password_reset(db, app_id, email, lifetime), url
+        )
+    link = f"{base_url.rstrip('/')}/#reset={token}"
+    typer.echo(json.dumps({"url": link, "expires": int(expires.timestamp())}))
 
 
 def _progress_bar(*, disable: bool, transient: bool = False) -> Progress:

@@ -80,12 +80,20 @@ async def test_download_needs_a_token_of_the_same_app(
     assert r.content == b"hello"
     assert r.headers["content-disposition"] == "attachment; filename*=UTF-8''a.txt"
     async with app_db.write() as conn:
-        reader = await issue_token(AppRepository(conn), world.app_id, "r", ["user-read"], utcnow())
+        repo = AppRepository(conn)
+        reader = await issue_token(repo, world.app_id, "r", ["conversations-read"], utcnow())
+        others = [
+            await issue_token(repo, world.app_id, s, [s], utcnow())
+            for s in ("user-read", "conversations-write", "as-user", "messages-manual-send-one")
+        ]
         foreign = await issue_token(
             AppRepository(conn), world.foreign_app_id, "f", list(ALL_SCOPES), utcnow()
         )
     async with client_for(app, reader) as client:
         assert (await client.get(url)).content == b"hello"
+    for token in others:  # a file is part of a conversation (maybe of a note): read scope
+        async with client_for(app, token) as client:
+            error(await client.get(url), 403, "PermissionDenied")
     async with client_for(app, foreign) as client:
         error(await client.get(url), 404, "NotFound")
     error(await api.get("/ext/attachments/987654"), 404, "NotFound")

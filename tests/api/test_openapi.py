@@ -115,7 +115,7 @@ async def test_three_token_schemes_and_the_scopes_of_each_operation(
     assert scopes[("post", "/users/{id}/startconversation")] == ("conversations-write", "as-user")
     assert scopes[("post", "/users/{id}/sendmessage")] == ("messages-manual-send-one",)
     assert scopes[("post", "/ext/apps/{app}/tokens")] == ("admin",)
-    assert scopes[("get", "/ext/attachments/{id}")] == ()
+    assert scopes[("get", "/ext/attachments/{id}")] == ("conversations-read",)
 
 
 async def test_answers_and_errors_are_described_in_the_envelope(document: dict[str, Any]) -> None:
@@ -230,6 +230,7 @@ def _valid(name: str, schema: dict[str, Any], path: str, world: World, spare: in
         "body_json": {"text": "hi"},
         "actions": [],
         "scopes": ["conversations-read"],
+        "password": "correct horse battery staple",
     }
     if name in by_name:
         return by_name[name]

@@ -95,6 +95,7 @@ EXPECTED: dict[tuple[str, str], tuple[tuple[str, ...], Role | None]] = {
     ("GET", "/ext/apps/*/webhooks/deliveries"): ((ADMIN,), ADMINISTRATOR),
     ("POST", "/ext/apps/*/webhooks/replay"): ((ADMIN,), ADMINISTRATOR),
     ("GET", "/ext/apps/*/widget"): ((ADMIN,), ADMINISTRATOR),
+    ("POST", "/ext/apps/*/widget/secret"): ((ADMIN,), ADMINISTRATOR),
 }
 
 # Routes outside the OpenAPI document, and how tokens bear on them.
@@ -187,6 +188,7 @@ def calls(world: World) -> list[tuple[str, str, dict[str, Any]]]:
         ("GET", f"/ext/apps/{a}/webhooks/deliveries", {}),
         ("POST", f"/ext/apps/{a}/webhooks/replay", {"delivery": NO}),
         ("GET", f"/ext/apps/{a}/widget", {}),
+        ("POST", f"/ext/apps/{a}/widget/secret", {}),
     ]
 
 

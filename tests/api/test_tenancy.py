@@ -102,6 +102,7 @@ def matrix(
         ("POST", f"/ext/apps/{a}/webhooks/replay", {"delivery": 1}),
         ("GET", f"/ext/apps/{a}/widget", {}),
         ("GET", f"/ext/apps/{a}/audit", {}),
+        ("POST", f"/ext/apps/{a}/widget/secret", {}),
     ]
 
 

@@ -265,3 +265,25 @@ async def test_state_at_a_position_plus_the_events_after_it_is_the_state_now(
         assert sorted(mirror.parts[cid].values(), key=lambda p: p["id"]) == sorted(
             parts, key=lambda p: p["id"]
         )
+
+
+async def test_the_cursor_moves_with_the_apps_own_events_only(
+    api: httpx.AsyncClient, app_db: Database, world: World
+) -> None:
+    """Other apps' writes leave it where it was (on PostgreSQL the log's horizon moved with
+    every app's writes, and the cursor with it, which told of their activity)."""
+    cid = await started(app_db, world)
+    r = await api.get(EVENTS)
+    mine = ok(r)
+    position = r.json()["meta"]["next_after"]
+    assert position == mine[-1]["id"]
+    for n in range(3):
+        await service.start_by_user(
+            app_db, world.foreign_app_id, world.foreign_user_id, ev.UserReply(body=f"theirs {n}")
+        )
+    r = await api.get(EVENTS, params={"after": position})
+    assert ok(r) == []
+    assert r.json()["meta"]["next_after"] == position
+    await service.perform(app_db, world.app_id, cid, ev.Close(admin(world)))
+    (closed,) = ok(await api.get(EVENTS, params={"after": position}))
+    assert closed["type"] == "conversation_closed"

@@ -3,6 +3,7 @@ app's own in-process worker delivering to a local receiver."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import AsyncIterator
 
 import httpx
@@ -12,15 +13,22 @@ from fastapi import FastAPI
 from tests.api.conftest import anon, api, app, app_db, client_for, world
 from tests.api.helpers import admin, error, ok, started
 from tests.conftest import World
+from tests.webhooks.test_targets import REFUSED_HOSTS
 from tests.webhooks.test_worker import Receiver
 from threadline.apps.repository import AppRepository
 from threadline.apps.service import issue_token, utcnow
 from threadline.conversations import service
 from threadline.core import events as ev
 from threadline.db.engine import Database
+from threadline.webhooks import targets
 
 HOOKS = "/ext/apps/$self_app/webhooks"
 __all__ = ["anon", "api", "app", "app_db", "world"]  # the API fixtures, used here
+
+
+@pytest.fixture
+def public_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("THREADLINE_WEBHOOK_ALLOW_PRIVATE", raising=False)
 
 
 @pytest.fixture
@@ -110,3 +118,31 @@ async def test_admin_scope_and_tenancy(
         assert ok(await client.get(f"{HOOKS}/deliveries", params={"webhook": created["id"]})) == []
         assert ok(await client.post(f"{HOOKS}/replay", json={"webhook": created["id"]})) == []
     assert len(ok(await api.get(HOOKS))) == 1
+
+
+@pytest.mark.usefixtures("public_only")
+async def test_registration_refuses_private_targets(api: httpx.AsyncClient) -> None:
+    for host in REFUSED_HOSTS:
+        response = await api.post(HOOKS, json={"url": f"http://{host}:8080/hook"})
+        message = error(response, 400, "BadRequest")
+        assert message.startswith("url:"), (host, message)
+    assert ok(await api.get(HOOKS)) == []
+    # A name that does not resolve here is accepted: each delivery checks it again.
+    ok(await api.post(HOOKS, json={"url": "https://receiver.example/hook"}))
+
+
+@pytest.mark.usefixtures("public_only")
+async def test_registration_refuses_a_name_that_resolves_to_a_private_address(
+    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def loopback(_host: str, _port: int) -> list[targets.Address]:
+        return [ipaddress.ip_address("93.184.216.34"), ipaddress.ip_address("127.0.0.1")]
+
+    monkeypatch.setattr(targets, "resolve", loopback)
+    response = await api.post(HOOKS, json={"url": "https://sneaky.example/hook"})
+    assert "resolves" in error(response, 400, "BadRequest")
+
+
+async def test_the_setting_allows_private_targets(api: httpx.AsyncClient) -> None:
+    created = ok(await api.post(HOOKS, json={"url": "http://127.0.0.1:9/hook"}))
+    assert created["url"] == "http://127.0.0.1:9/hook"

@@ -49,6 +49,7 @@ FAST = WebhookSettings(
     webhook_max_attempts=4,
     webhook_timeout_seconds=0.5,
     webhook_poll_seconds=0.1,
+    webhook_allow_private=True,  # the receiver listens on loopback
 )
 WAIT_S = 20.0
 
@@ -86,6 +87,7 @@ class Receiver:
             "headers": dict(request.headers),
             "body": body,
             "at": time.monotonic(),
+            "path": request.url.path,
             "status": None,  # set when answered, with "answered_at"
         }
         self.requests.append(record)
@@ -93,6 +95,8 @@ class Receiver:
             await asyncio.sleep(2)
         if self.mode == "fail" or (self.mode == "flapping" and tries % 2):
             response = Response("no", status_code=500)
+        elif self.mode == "redirect" and request.url.path == "/hook":
+            response = Response("moved", status_code=307, headers={"Location": "/elsewhere"})
         elif self.mode == "throttle":
             response = Response("later", status_code=503, headers={"Retry-After": "1"})
         else:
@@ -101,7 +105,12 @@ class Receiver:
         return response
 
     async def start(self) -> None:
-        app = Starlette(routes=[Route("/hook", self.handle, methods=["POST"])])
+        app = Starlette(
+            routes=[
+                Route("/hook", self.handle, methods=["POST"]),
+                Route("/elsewhere", self.handle, methods=["GET", "POST"]),
+            ]
+        )
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())

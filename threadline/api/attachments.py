@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
-from threadline.api.auth import Caller, require
+from threadline.api.auth import READ, Caller, require
 from threadline.api.common import path_id
 from threadline.api.errors import InvalidParameter
 from threadline.api.params import ApiParams, RawParams, cached_raw_params, describe
@@ -21,7 +21,9 @@ from threadline.core.errors import NotFound
 router = APIRouter(prefix="/ext", tags=["attachments"])
 
 Uploads = Annotated[RawParams, Depends(cached_raw_params)]
-AnyCaller = Annotated[Caller, Depends(require())]
+# A file belongs to a conversation (maybe to an internal note): reading it is reading the
+# conversation, which takes the read scope (a write-only or user-only token may not).
+FileReader = Annotated[Caller, Depends(require(READ))]
 
 # Shown inline by browsers; everything else (SVG and HTML included) is a download.
 _INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
@@ -68,10 +70,11 @@ async def accept_upload(
 )
 async def download(
     attachment_id: Annotated[str, Path(alias="id", description="The attachment's id.")],
-    caller: AnyCaller,
+    caller: FileReader,
     request: Request,
 ) -> Response:
-    """Any token of the attachment's app may fetch it (`auth_token` works in a link)."""
+    """A token of the attachment's app with the `conversations-read` scope may fetch it
+    (`auth_token` works in a link)."""
     stored = await files.find(caller.db, caller.app_id, path_id("id", attachment_id))
     data = await storage_of(request).load(stored.storage_key)
     if data is None:

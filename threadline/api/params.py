@@ -10,6 +10,8 @@ A validation failure is a `BadRequest` naming the parameter.
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -32,7 +34,11 @@ MAX_ID = 2**63 - 1
 MAX_PLAIN_BODY_BYTES = 1024 * 1024
 # Multipart fields that are not files (the text body among them).
 MAX_FORM_FIELD_BYTES = 1024 * 1024
+# JSON nested deeper than this is refused before it is parsed: no parameter needs more, and
+# recursive parsing, validation and storage of a few hundred levels overflow the stack.
+MAX_JSON_DEPTH = 32
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+log = logging.getLogger("threadline.api")
 _MAX_TIMESTAMP = Decimal(253_402_300_799)  # 9999-12-31T23:59:59Z
 
 
@@ -51,7 +57,40 @@ def _query_values(request: Request) -> dict[str, Any]:
     return values
 
 
+# A JSON string (its escapes included), whose brackets are text, not structure.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def json_depth(text: bytes | str) -> int:
+    """How deeply the arrays and objects of a JSON text nest, found without parsing it
+    (a malformed text gets a number too: the parser refuses it afterwards)."""
+    data = text.encode() if isinstance(text, str) else text
+    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for byte in brackets:
+        depth += _STEP[byte]
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def check_json_depth(text: bytes | str) -> None:
+    """ValueError for JSON text nested deeper than `MAX_JSON_DEPTH`."""
+    data = text.encode() if isinstance(text, str) else text
+    # Fewer opening brackets than the limit cannot nest past it: most texts stop here.
+    if data.count(b"[") + data.count(b"{") <= MAX_JSON_DEPTH:
+        return
+    if json_depth(data) > MAX_JSON_DEPTH:
+        log.info("refused JSON nested deeper than %d levels", MAX_JSON_DEPTH)
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+
+
 def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        check_json_depth(body)
+    except ValueError as exc:
+        raise BadRequest(f"body: {exc}") from None
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -284,6 +323,7 @@ def parse_timestamp_or_zero(value: Any) -> datetime | None:
 def parse_json(value: Any) -> Any:
     """A JSON value given as JSON text inside a form field, or as itself in a JSON body."""
     if isinstance(value, str):
+        check_json_depth(value)
         try:
             return json.loads(value, parse_float=Decimal)
         except json.JSONDecodeError:
@@ -295,6 +335,7 @@ def parse_json_object(value: Any) -> dict[str, Any] | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str):
+        check_json_depth(value)
         try:
             value = orjson.loads(value)
         except orjson.JSONDecodeError:

@@ -43,6 +43,7 @@ from threadline.core.access import (
     need,
 )
 from threadline.core.errors import InvalidParameter, NotFound
+from threadline.core.passwords import password_problem
 from threadline.db.engine import Database
 from threadline.db.schema import admins, api_tokens, channels
 
@@ -130,6 +131,10 @@ async def add_admin(
     check_manage_admin(actor, role)
     name = _name(name)
     email = email.strip().lower() if email and email.strip() else None
+    if password:
+        problem = password_problem(password, email=email, name=name)
+        if problem is not None:
+            raise InvalidParameter("password", problem)
     # A retry skips the password hash, and must not meet its own email as taken.
     first = await _created_with(db, admins, app_id, random_id)
     if first is not None:

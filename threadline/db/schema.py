@@ -508,6 +508,8 @@ widget_sessions = Table(
     Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created", UTCDateTime, nullable=False),
+    # When the session was last used (updated at most hourly); idle too long, it ends.
+    Column("last_used", UTCDateTime, nullable=True),
     Index("ix_widget_sessions_user", "user_id"),
 )
 
@@ -527,4 +529,37 @@ audit_log = Table(
     Column("object_id", BigId, nullable=True),
     Column("details", Json, nullable=False),
     Index("ix_audit_log_app_id_id", "app_id", "id"),
+)
+
+# Facts about this database: `id`, a random name made by migration 0015 that tells
+# deployments sharing a Redis apart.
+deployment = Table(
+    "deployment",
+    metadata,
+    Column("key", String(32), primary_key=True),
+    Column("value", String(255), nullable=False),
+)
+
+# One-time links to set an admin's password (`threadline password reset`), stored hashed.
+password_resets = Table(
+    "password_resets",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    _app_id(),
+    Column("admin_id", BigId, ForeignKey("admins.id", ondelete="CASCADE"), nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+    Column("expires", UTCDateTime, nullable=False),
+    Column("used", UTCDateTime, nullable=True),
+)
+
+# Sign-in attempts per key (`address:<ip>`, `account:<e-mail>`): how many since the last
+# success, and when the next one may be made (threadline.ui.service.LoginGuard).
+sign_in_attempts = Table(
+    "sign_in_attempts",
+    metadata,
+    Column("key", String(400), primary_key=True),
+    Column("attempts", Integer, nullable=False),
+    Column("next_allowed", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+    Index("ix_sign_in_attempts_updated", "updated"),
 )

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import gc
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from threadline.db.engine import Database
+from threadline.events import repository as log_store
 from threadline.events.bus import Bus, MemoryBus, Message, PostgresBus, RedisBus
 from threadline.events.config import RealtimeSettings
 from threadline.events.hub import Client, Hub
@@ -17,7 +19,31 @@ from threadline.events.hub import Client, Hub
 log = logging.getLogger("threadline.events")
 
 
-def make_bus(settings: RealtimeSettings, database_url: str, redis_url: str | None) -> Bus:
+# The bus channel's name without a deployment id (a database from before migration 0015).
+BASE_CHANNEL = "threadline_events"
+
+
+def bus_channel(settings: RealtimeSettings, deployment_id: str | None) -> str:
+    """The configured channel, else one named after the deployment's database."""
+    if settings.bus_channel:
+        return settings.bus_channel
+    return f"{BASE_CHANNEL}_{deployment_id}" if deployment_id else BASE_CHANNEL
+
+
+async def deployment_channel(db: Database, settings: RealtimeSettings) -> str:
+    if settings.bus_channel:
+        return settings.bus_channel
+    async with db.read() as conn:
+        return bus_channel(settings, await log_store.deployment_id(conn))
+
+
+def make_bus(
+    settings: RealtimeSettings,
+    database_url: str,
+    redis_url: str | None,
+    channel: str = BASE_CHANNEL,
+) -> Bus:
+    """The bus between the processes of one deployment, on `channel` (see `bus_channel`)."""
     kind = settings.bus
     if kind == "auto":
         if redis_url:
@@ -29,11 +55,11 @@ def make_bus(settings: RealtimeSettings, database_url: str, redis_url: str | Non
     if kind == "redis":
         if not redis_url:
             raise ValueError("THREADLINE_BUS=redis needs THREADLINE_REDIS_URL")
-        return RedisBus(redis_url, settings.bus_channel)
+        return RedisBus(redis_url, channel)
     if kind == "postgres":
         if not database_url.startswith(("postgresql", "postgres")):
             raise ValueError("THREADLINE_BUS=postgres needs a PostgreSQL database")
-        return PostgresBus(database_url, settings.bus_channel)
+        return PostgresBus(database_url, channel)
     return MemoryBus()
 
 
@@ -54,6 +80,8 @@ class Realtime:
         # Open streams end when this says their token no longer is valid.
         self.token_valid: TokenCheck | None = None
         self._watch: asyncio.Task[None] | None = None
+        # Open streams per token and per client address (threadline.events.stream).
+        self.open_streams: Counter[str] = Counter()
         # When this process last told the others of a commit, and whether it will again.
         self._told = 0.0
         self._tell_pending = False
@@ -163,7 +191,8 @@ async def start_realtime(
     db: Database, database_url: str, redis_url: str | None, token_valid: TokenCheck | None = None
 ) -> Realtime:
     settings = RealtimeSettings()
-    realtime = Realtime(db, make_bus(settings, database_url, redis_url), settings)
+    channel = await deployment_channel(db, settings)
+    realtime = Realtime(db, make_bus(settings, database_url, redis_url, channel), settings)
     realtime.token_valid = token_valid
     await realtime.start()
     return realtime

@@ -54,6 +54,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.core.eventlog import LogEvent
 from threadline.db.direct import DirectSelect, DirectStatement, DriverConnection
+from threadline.db.schema import deployment as deployment_t
 from threadline.db.schema import events as events_t
 
 # Low bits of a PostgreSQL event id: the event's index within its transaction.
@@ -224,3 +225,10 @@ async def head(conn: AsyncConnection) -> int:
         return bound - 1
     last = (await conn.execute(select(func.max(events_t.c.id)))).scalar_one_or_none()
     return int(last or 0)
+
+
+async def deployment_id(conn: AsyncConnection) -> str | None:
+    """The database's random id (migration 0015), which names its deployment's bus channel."""
+    query = select(deployment_t.c.value).where(deployment_t.c.key == "id")
+    value = (await conn.execute(query)).scalar_one_or_none()
+    return None if value is None else str(value)

@@ -65,10 +65,12 @@ async def list_events(
     """The app's events after `after`, oldest first: every committed change of a
     conversation, as realtime streams and webhooks carry them.
 
-    `meta.next_after` is where to continue. An answer shorter than `count` means the
-    client has caught up, and `meta.next_after` is then a position at "now": a later change
-    is always after it. Events of rolled-back writes never appear; events of writes still
-    committing appear once every write that started before them has ended.
+    `meta.next_after` is where to continue: the last event's id, or `after` when no event
+    came (it moves with the app's own events only, so it tells nothing of other apps'
+    activity). An answer shorter than `count` means the client has caught up: a later
+    change is always after `meta.next_after`. Events of rolled-back writes never appear;
+    events of writes still committing appear once every write that started before them
+    has ended.
     """
     app_id = caller.app(app)
     async with caller.db.read() as conn:
@@ -78,9 +80,13 @@ async def list_events(
         )
     if not caller.precise_times:
         data = [{**e, "changes": whole_seconds(e["changes"])} for e in data]
+    # Not `batch.position`: on PostgreSQL it moves up to the log's horizon, which every
+    # app's writes push forward. Nothing is skipped: every event of the app at or below
+    # the last one returned was final and returned.
+    position = batch.events[-1].id if batch.events else p.after
     if caller.id_as_string:
         data = [{**e, "changes": string_ids(e["changes"])} for e in data]
-        next_after: int | str = str(batch.position)
+        next_after: int | str = str(position)
     else:
-        next_after = batch.position
+        next_after = position
     return respond(list[EventOut], data, context=caller.context, next_after=next_after)

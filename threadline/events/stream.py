@@ -1,8 +1,11 @@
 """Realtime endpoints: `/websocket/<channels...>` and `/sse/<channels...>`, and typing.
 
-Both take the token as `auth_token` (browsers cannot set headers on a WebSocket) or in the
-Authorization header, `tag` to resume after the last message seen (SSE also reads the
-`Last-Event-ID` header) and `id_as_string`. A bad token is refused with code 3401, a
+Both take the token in the Authorization header or as `auth_token` (the vendor's way; it
+lands in access logs, which redact it); a WebSocket also as the subprotocol
+`token.<token>` next to `threadline` (what the inbox and the widget do: browsers cannot
+set headers on a WebSocket, and the URL stays free of secrets). `tag` resumes after the
+last message seen (SSE also reads the `Last-Event-ID` header); `id_as_string` as in the
+API. A bad token is refused with code 3401, a
 channel the token may not read with 3403 (WebSocket close codes; for SSE in the JSON
 error of a 401 / 403 answer). Messages are `{"id", "channel", "message", "tag", "time"}`.
 """
@@ -11,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -45,6 +49,7 @@ RAW_PARAMS_SCOPE_KEY = "threadline.raw_params"
 BAD_TOKEN = 3401
 CHANNEL_NOT_ALLOWED = 3403
 BAD_REQUEST = 3400
+TOO_MANY_STREAMS = 3429
 # The client's queue overflowed (WebSocket "try again later"): reconnect with the tag.
 TOO_SLOW = 1013
 GOING_AWAY = 1001
@@ -66,7 +71,34 @@ class Access:
     id_as_string: bool
 
 
+# A browser cannot set headers on a WebSocket, yet a token in the URL ends up in access
+# logs: the inbox and the widget offer two subprotocols instead, `threadline` and
+# `token.<token>`; the server picks `threadline` (a browser drops a connection whose answer
+# names no protocol it offered).
+SUBPROTOCOL = "threadline"
+TOKEN_SUBPROTOCOL_PREFIX = "token."  # noqa: S105  (a marker, not a secret)
+
+
+def _offered_protocols(headers: Mapping[str, str]) -> list[str]:
+    offered = headers.get("sec-websocket-protocol", "")
+    return [p.strip() for p in offered.split(",") if p.strip()]
+
+
+def _protocol_token(headers: Mapping[str, str]) -> str | None:
+    for protocol in _offered_protocols(headers):
+        if protocol.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+            return protocol.removeprefix(TOKEN_SUBPROTOCOL_PREFIX) or None
+    return None
+
+
+def _chosen_protocol(headers: Mapping[str, str]) -> str | None:
+    return SUBPROTOCOL if SUBPROTOCOL in _offered_protocols(headers) else None
+
+
 def _token(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+    offered = _protocol_token(headers)
+    if offered:
+        return offered
     header = headers.get("authorization")
     if header:
         scheme, _, credentials = header.strip().partition(" ")
@@ -116,6 +148,32 @@ async def token_valid(db: Database, token: str) -> bool:
     )
 
 
+@contextlib.contextmanager
+def _stream_slot(realtime: Realtime, token: str, address: str) -> Iterator[None]:
+    """Count one open stream for the token and the client address while it lasts; refuse
+    one over either limit (`Refused`, 3429)."""
+    settings = realtime.settings
+    keys = {
+        "token:" + hashlib.sha256(token.encode()).hexdigest(): (
+            settings.realtime_max_streams_per_token
+        ),
+        "address:" + address: settings.realtime_max_streams_per_address,
+    }
+    counts = realtime.open_streams
+    for key, limit in keys.items():
+        if limit and counts[key] >= limit:
+            raise Refused(TOO_MANY_STREAMS, "too many streams open at once")
+    for key in keys:
+        counts[key] += 1
+    try:
+        yield
+    finally:
+        for key in keys:
+            counts[key] -= 1
+            if counts[key] <= 0:
+                del counts[key]
+
+
 def _realtime(app_state: object) -> Realtime:
     realtime = getattr(app_state, "realtime", None)
     assert isinstance(realtime, Realtime), "the realtime hub starts with the app's lifespan"
@@ -133,17 +191,29 @@ async def _subscribe(realtime: Realtime, access: Access) -> Client:
 @router.websocket("/websocket/{channels:path}")
 async def websocket_stream(websocket: WebSocket, channels: str) -> None:
     realtime = _realtime(websocket.app.state)
+    protocol = _chosen_protocol(websocket.headers)
+    slot = contextlib.ExitStack()
     try:
         access = await _access(realtime.db, websocket.headers, websocket.query_params, channels)
+        address = websocket.client.host if websocket.client else ""
+        slot.enter_context(_stream_slot(realtime, access.token, address))
     except Refused as refused:
-        await websocket.accept()  # the vendor's codes are close codes, sent after the opening
+        # The vendor's codes are close codes, sent after the opening.
+        await websocket.accept(subprotocol=protocol)
         await websocket.close(code=refused.code, reason=refused.reason[:120])
         return
+    with slot:
+        await _serve_websocket(websocket, realtime, access, protocol)
+
+
+async def _serve_websocket(
+    websocket: WebSocket, realtime: Realtime, access: Access, protocol: str | None
+) -> None:
     # Registered before the handshake completes: a client that sees the connection open
     # receives every change committed from then on.
     client = await _subscribe(realtime, access)
     try:
-        await websocket.accept()
+        await websocket.accept(subprotocol=protocol)
     except BaseException:
         realtime.hub.unsubscribe(client)
         raise
@@ -185,6 +255,7 @@ async def websocket_stream(websocket: WebSocket, channels: str) -> None:
 
 
 _SSE_ERRORS = {
+    TOO_MANY_STREAMS: (429, "Throttled"),
     BAD_TOKEN: (401, "AuthenticationFailed"),
     CHANNEL_NOT_ALLOWED: (403, "PermissionDenied"),
     BAD_REQUEST: (400, "BadRequest"),
@@ -206,6 +277,9 @@ async def sse_stream(request: Request) -> Response:
             channels,
             request.headers.get("last-event-id"),
         )
+        address = request.client.host if request.client else ""
+        slot = contextlib.ExitStack()
+        slot.enter_context(_stream_slot(realtime, access.token, address))
     except Refused as refused:
         status, name = _SSE_ERRORS[refused.code]
         body = {
@@ -218,7 +292,11 @@ async def sse_stream(request: Request) -> Response:
             "data": {},
         }
         return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-    client = await _subscribe(realtime, access)
+    try:
+        client = await _subscribe(realtime, access)
+    except BaseException:
+        slot.close()
+        raise
     settings = realtime.settings
 
     async def events() -> AsyncIterator[bytes]:
@@ -239,6 +317,7 @@ async def sse_stream(request: Request) -> Response:
                     return  # EventSource reconnects with Last-Event-ID
         finally:
             realtime.hub.unsubscribe(client)
+            slot.close()
 
     return StreamingResponse(
         events(),

@@ -177,6 +177,45 @@ async def session(request: Request) -> Response:
     )
 
 
+class PasswordParams(ApiParams):
+    current_password: Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_CHARS)]
+    new_password: Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_CHARS)]
+
+
+async def password(request: Request) -> Response:
+    """POST: the signed-in operator changes their password ({current_password,
+    new_password} in the body); their other inbox sessions end."""
+    if request.query_params.keys() & {"current_password", "new_password"}:
+        raise InvalidParameter("new_password", "send it in the request body, never in the URL")
+    caller = await _token_caller(request)
+    p = await params(PasswordParams)(await cached_raw_params(request))
+    await service.change_password(
+        request.app.state.db,
+        request.app.state.login_guard,
+        app_id=caller.app_id,
+        token_id=caller.token_id,
+        current_password=p.current_password,
+        new_password=p.new_password,
+        address=request.client.host if request.client else "",
+    )
+    return respond(Empty, {}, context=caller.context)
+
+
+class ResetParams(ApiParams):
+    token: Annotated[str, Field(min_length=1, max_length=200)]
+    new_password: Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_CHARS)]
+
+
+async def password_reset(request: Request) -> Response:
+    """POST: set a password with the one-time token of a `threadline password reset` link
+    ({token, new_password} in the body); every inbox session of that admin ends."""
+    if request.query_params.keys() & {"token", "new_password"}:
+        raise InvalidParameter("token", "send it in the request body, never in the URL")
+    p = await params(ResetParams)(await cached_raw_params(request))
+    await service.reset_password(request.app.state.db, p.token, p.new_password)
+    return respond(Empty, {}, context={"id_as_string": False})
+
+
 def register(app: FastAPI) -> None:
     """Serve the inbox at `/` and its sign-in at `/ui/session`."""
     assets = load_assets()
@@ -200,3 +239,5 @@ def register(app: FastAPI) -> None:
     app.add_route(
         "/ui/session", session, methods=["GET", "POST", "DELETE"], include_in_schema=False
     )
+    app.add_route("/ui/password", password, methods=["POST"], include_in_schema=False)
+    app.add_route("/ui/password/reset", password_reset, methods=["POST"], include_in_schema=False)

@@ -17,6 +17,7 @@ from threadline.ui import routes as ui
 from threadline.web import docs, health
 from threadline.web.failures import RequestGuard
 from threadline.web.headers import HtmlSecurityHeaders
+from threadline.web.logs import install_redaction
 from threadline.webhooks import routes as webhooks
 from threadline.webhooks.worker import start_worker
 from threadline.widget import routes as widget
@@ -24,6 +25,7 @@ from threadline.widget import routes as widget
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    install_redaction()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

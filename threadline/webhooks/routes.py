@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from pydantic import Field
 from starlette.responses import Response
 from typing_extensions import TypedDict
@@ -28,7 +28,8 @@ from threadline.apps.service import utcnow
 from threadline.core import eventlog
 from threadline.core.errors import NotFound
 from threadline.webhooks import repository as repo
-from threadline.webhooks import service
+from threadline.webhooks import service, targets
+from threadline.webhooks.worker import WebhookSettings
 
 router = APIRouter(prefix="/ext", tags=["webhooks"])
 
@@ -46,11 +47,12 @@ class WebhookOut(TypedDict):
 
 class WebhookCreated(WebhookOut):
     """`secret` signs every delivery (`webhook-signature`); `token` is sent in vendor-format
-    deliveries. Both are shown only when the endpoint is created (and to a retry of that
-    creation, with the same `random_id`), never listed."""
+    deliveries. Both are shown once, in the answer that created the endpoint: never listed,
+    and not to a retry with the same `random_id` (whoever replays a request learns no
+    secret; a client that lost the first answer removes the endpoint and adds another)."""
 
-    secret: str
-    token: str
+    secret: NotRequired[str]
+    token: NotRequired[str]
 
 
 class DeliveryOut(TypedDict):
@@ -130,11 +132,22 @@ class NewWebhookParams(ApiParams):
     )
 
 
-def _check_url(url: str) -> str:
+async def _check_url(url: str, allow_private: bool) -> str:
     url = url.strip()
     parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise InvalidParameter("url", "has an invalid port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidParameter("url", "must be an http or https URL")
+    if not allow_private:
+        try:
+            await targets.check_url_host(parts.hostname, port)
+        except targets.TargetRefused as exc:
+            raise InvalidParameter(
+                "url", f"{exc} (private targets need THREADLINE_WEBHOOK_ALLOW_PRIVATE)"
+            ) from None
     return url
 
 
@@ -144,20 +157,22 @@ def _check_url(url: str) -> str:
     summary="Add a webhook endpoint",
     openapi_extra=describe(NewWebhookParams, body=True),
 )
-async def add_webhook(app: AppPath, caller: ManagerCaller, p: Params[NewWebhookParams]) -> Response:
+async def add_webhook(
+    app: AppPath, caller: ManagerCaller, p: Params[NewWebhookParams], request: Request
+) -> Response:
     """Deliveries start with the changes committed from now on.
 
     With `random_id`, a retry (the same key, per app) adds nothing and answers the first
     request's endpoint, whatever its other parameters, even if it was removed since (it
-    stays removed), with the same `secret` and `token`: they are kept to sign and send
-    deliveries, so a client that lost the first answer still learns them.
+    stays removed), without its `secret` and `token`: they are shown once.
     """
     app_id = caller.app(app)
-    url = _check_url(p.url)
+    settings = getattr(request.app.state, "webhook_settings", None) or WebhookSettings()
+    url = await _check_url(p.url, settings.webhook_allow_private)
     unknown = sorted(set(p.events) - set(eventlog.EVENT_TYPES))
     if unknown:
         raise InvalidParameter("events", f"unknown event types: {', '.join(unknown)}")
-    endpoint = await service.add_endpoint(
+    endpoint, created = await service.add_endpoint(
         caller.db,
         app_id,
         url=url,
@@ -166,7 +181,9 @@ async def add_webhook(app: AppPath, caller: ManagerCaller, p: Params[NewWebhookP
         random_id=p.random_id,
         actor=caller.actor,
     )
-    data = {**_webhook_out(endpoint), "secret": endpoint.secret, "token": endpoint.token}
+    data = _webhook_out(endpoint)
+    if created:
+        data |= {"secret": endpoint.secret, "token": endpoint.token}
     return respond(WebhookCreated, data, context=caller.context)
 
 

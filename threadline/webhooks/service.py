@@ -27,9 +27,9 @@ async def add_endpoint(
     format_: str,
     random_id: int | None,
     actor: Actor = CLI,
-) -> repo.Endpoint:
-    """A new endpoint, or the one the app's creation with the same key made; the creation
-    is in the audit log under `actor`."""
+) -> tuple[repo.Endpoint, bool]:
+    """A new endpoint, or the one the app's creation with the same key made, and whether
+    it was made now; the creation is in the audit log under `actor`."""
     made: list[repo.Endpoint] = []
 
     async def create(conn: AsyncConnection) -> int:
@@ -53,9 +53,9 @@ async def add_endpoint(
 
     ident, created = await create_once(db, endpoints_t, app_id, random_id, create)
     if created:
-        return made[-1]
+        return made[-1], True
     async with db.read() as conn:  # the first creation's, removed since or not
-        return (await repo.endpoints_by_id(conn, [ident]))[ident]
+        return (await repo.endpoints_by_id(conn, [ident]))[ident], False
 
 
 async def remove_endpoint(db: Database, app_id: int, endpoint_id: int, actor: Actor = CLI) -> None:

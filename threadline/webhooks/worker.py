@@ -44,7 +44,7 @@ from threadline.db.engine import Database
 from threadline.events import repository as log_store
 from threadline.events.present import EVENT_ADAPTER, render
 from threadline.webhooks import repository as repo
-from threadline.webhooks import signing
+from threadline.webhooks import signing, targets
 
 log = logging.getLogger("threadline.webhooks")
 
@@ -52,6 +52,8 @@ USER_AGENT = f"Threadline-Webhooks/{__version__}"
 # The delivery's number among its endpoint's deliveries of its conversation (1, 2, ...):
 # a receiver orders by it, e.g. ignores a replayed one older than what it has applied.
 SEQUENCE_HEADER = "Threadline-Sequence"
+# The stored error of an attempt that got no HTTP answer.
+COULD_NOT_CONNECT = "could not connect"
 # Log events turned into deliveries per transaction.
 INGEST_BATCH = 500
 # After a wake-up, wait this long so that a burst of commits makes one round.
@@ -80,6 +82,9 @@ class WebhookSettings(BaseSettings):
     webhook_concurrency: int = 8
     # Without a wake-up, the log and the due deliveries are looked at this often.
     webhook_poll_seconds: float = 1.0
+    # Deliver to private, loopback and link-local addresses too (on-premises receivers);
+    # by default only public addresses are reached (see webhooks/targets.py).
+    webhook_allow_private: bool = False
 
 
 def backoff(attempts: int, settings: WebhookSettings, retry_after: float | None) -> float:
@@ -138,6 +143,7 @@ class Worker:
                 timeout=self.settings.webhook_timeout_seconds,
                 headers={"User-Agent": USER_AGENT},
                 follow_redirects=False,
+                transport=targets.transport(allow_private=self.settings.webhook_allow_private),
             )
         self.db.commit_listeners.append(self._committed)
         self._task = asyncio.create_task(self._run(), name="webhook-worker")
@@ -307,7 +313,10 @@ class Worker:
                 error = f"HTTP {status}"
                 retry_after = retry_after_seconds(response.headers.get("retry-after"), now)
         except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
+            # The app sees no more than this: the reason (refused address, closed port,
+            # timeout) would tell it about the network the server is in.
+            log.info("webhook delivery %s: %s: %s", delivery.id, type(exc).__name__, exc)
+            error = COULD_NOT_CONNECT
         latency = int((time.perf_counter() - started) * 1000)
         now = datetime.now(UTC)
         if error is None:
@@ -400,11 +409,13 @@ async def run_worker(database_url: str, redis_url: str | None) -> None:
     import signal
 
     from threadline.events.config import RealtimeSettings
-    from threadline.events.realtime import make_bus
+    from threadline.events.realtime import deployment_channel, make_bus
 
     db = Database(database_url)
     worker = Worker(db, WebhookSettings(webhook_worker="inline"))
-    bus = make_bus(RealtimeSettings(), database_url, redis_url)
+    settings = RealtimeSettings()
+    channel = await deployment_channel(db, settings)
+    bus = make_bus(settings, database_url, redis_url, channel)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.conversations.repository import state_from_row
@@ -43,7 +43,7 @@ async def create_session(
 ) -> int:
     result = await conn.execute(
         widget_sessions.insert()
-        .values(app_id=app_id, user_id=user_id, token_hash=token_hash, created=now)
+        .values(app_id=app_id, user_id=user_id, token_hash=token_hash, created=now, last_used=now)
         .returning(widget_sessions.c.id)
     )
     return int(result.scalar_one())
@@ -54,18 +54,43 @@ class SessionRow:
     id: int
     app_id: int
     user_id: int
+    last_used: datetime
 
 
-async def session_by_hash(conn: AsyncConnection, token_hash: str) -> SessionRow | None:
-    """The session of a live user (an erased user's sessions no longer work)."""
+async def session_by_hash(
+    conn: AsyncConnection, token_hash: str, used_since: datetime
+) -> SessionRow | None:
+    """The session of a live user (an erased user's sessions no longer work), used since
+    `used_since` (an idle one has ended)."""
     s = widget_sessions.c
+    last_used = func.coalesce(s.last_used, s.created)
     query = (
-        select(s.id, s.app_id, s.user_id)
+        select(s.id, s.app_id, s.user_id, last_used.label("last_used"))
         .select_from(widget_sessions.join(users, users.c.id == s.user_id))
-        .where(s.token_hash == token_hash, users.c.removed.is_(None))
+        .where(s.token_hash == token_hash, users.c.removed.is_(None), last_used >= used_since)
     )
     row = (await conn.execute(query)).first()
-    return SessionRow(row.id, row.app_id, row.user_id) if row else None
+    return SessionRow(row.id, row.app_id, row.user_id, row.last_used) if row else None
+
+
+async def touch_session(conn: AsyncConnection, session_id: int, now: datetime) -> None:
+    await conn.execute(
+        update(widget_sessions).where(widget_sessions.c.id == session_id).values(last_used=now)
+    )
+
+
+async def rotate_secret(conn: AsyncConnection, app_id: int, secret: str) -> None:
+    await conn.execute(update(apps).where(apps.c.id == app_id).values(widget_secret=secret))
+
+
+async def end_signed_sessions(conn: AsyncConnection, app_id: int) -> None:
+    """End the sessions of the app's signed-in site users (anonymous visitors keep theirs)."""
+    signed = select(users.c.id).where(users.c.app_id == app_id, users.c.user_id.is_not(None))
+    await conn.execute(
+        delete(widget_sessions).where(
+            widget_sessions.c.app_id == app_id, widget_sessions.c.user_id.in_(signed)
+        )
+    )
 
 
 async def user_conversations(

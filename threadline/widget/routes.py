@@ -173,7 +173,8 @@ async def open_session(request: Request) -> Any:
     visitor = session.visitor
     return {
         "token": session.token,
-        "app": {"id": visitor.app_id, "name": session.app_name},
+        # Not the app's name: anyone may open a session, for any app id.
+        "app": {"id": visitor.app_id},
         "user": visitor.user_id,
         "channels": _channels(visitor),
     }
@@ -285,14 +286,32 @@ async def widget_settings(app: AppPath, caller: ManagerCaller, request: Request)
     keyed with secret>"`, computed on the site's server; keep `secret` there."""
     app_id = caller.app(app)
     secret = await service.widget_secret(caller.db, app_id)
+    return respond(WidgetSettings, _settings(request, app_id, secret), context=caller.context)
+
+
+def _settings(request: Request, app_id: int, secret: str) -> dict[str, Any]:
     script = base_url(request).rstrip("/") + "/widget.js"
-    data = {
+    return {
         "app": app_id,
         "secret": secret,
         "script": script,
         "snippet": f'<script src="{script}" data-app="{app_id}" async></script>',
     }
-    return respond(WidgetSettings, data, context=caller.context)
+
+
+@router.post(
+    "/apps/{app}/widget/secret",
+    response_model=Envelope[WidgetSettings],
+    summary="Rotate the widget secret",
+    openapi_extra=describe(ApiParams, body=True),
+)
+async def rotate_widget_secret(app: AppPath, caller: ManagerCaller, request: Request) -> Response:
+    """A new `secret`: user hashes signed with the old one are refused from now on, and the
+    widget sessions of signed-in site users end (they sign in again with a new hash);
+    anonymous visitors keep theirs. Answers as `GET .../widget` does."""
+    app_id = caller.app(app)
+    secret = await service.rotate_widget_secret(caller.db, app_id, caller.actor)
+    return respond(WidgetSettings, _settings(request, app_id, secret), context=caller.context)
 
 
 _API = "/widget/api"

@@ -14,18 +14,24 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from threadline.api.common import written_part
 from threadline.api.errors import AuthenticationFailed
 from threadline.api.present import Presenter
 from threadline.apps import service as apps
 from threadline.apps.service import hash_token, utcnow
+from threadline.audit import repository as audit
 from threadline.conversations import queries as conv_q
 from threadline.conversations import service as conversations
 from threadline.conversations.service import Outcome
 from threadline.core import events as ev
+from threadline.core.access import Actor
 from threadline.core.enums import HIDDEN_FROM_USER, PartType, SentVia
 from threadline.core.errors import InvalidParameter, NotFound
 from threadline.core.eventlog import unix_seconds
@@ -36,6 +42,23 @@ from threadline.users import service as users
 from threadline.widget import repository as repo
 
 SESSION_PREFIX = "tlw_"
+# A visitor's session is used on every page view; idle this long, it ends (the visitor
+# starts afresh). Its last use is written at most this often, not on every request.
+TOUCH_EVERY = timedelta(hours=1)
+
+
+class WidgetSessionSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="THREADLINE_", extra="ignore")
+
+    # Days a visitor's session lasts without being used.
+    widget_session_days: float = Field(30.0, gt=0, le=3650, allow_inf_nan=False)
+
+
+@cache
+def session_idle_limit() -> timedelta:
+    return timedelta(days=WidgetSessionSettings().widget_session_days)
+
+
 # 256-bit secrets: the HMAC key and the session tokens cannot be guessed.
 SECRET_BYTES = 32
 MAX_SITE_USER_ID_CHARS = users.MAX_SITE_USER_ID_CHARS
@@ -92,6 +115,20 @@ async def widget_secret(db: Database, app_id: int) -> str:
         return await repo.set_secret_once(conn, app_id, secrets.token_hex(SECRET_BYTES))
 
 
+async def rotate_widget_secret(db: Database, app_id: int, actor: Actor) -> str:
+    """A new widget secret: `user_hash` values signed with the old one stop working, and
+    the sessions of signed-in site users end (anonymous visitors keep theirs). The rotation
+    is in the audit log under `actor`."""
+    secret = secrets.token_hex(SECRET_BYTES)
+    async with db.write() as conn:
+        if await repo.app_widget(conn, app_id) is None:
+            raise NotFound("app", app_id)
+        await repo.rotate_secret(conn, app_id, secret)
+        await repo.end_signed_sessions(conn, app_id)
+        await audit.record(conn, app_id, actor, "widget_secret.rotate", "app", app_id, utcnow())
+    return secret
+
+
 async def open_session(
     db: Database, app_id: int, *, site_user_id: str | None, user_hash: str | None
 ) -> Session:
@@ -124,9 +161,15 @@ async def authenticate(db: Database, token: str) -> Visitor | None:
     """The visitor a session token stands for, or None."""
     if not token.startswith(SESSION_PREFIX):
         return None
+    now = utcnow()
     async with db.read() as conn:
-        row = await repo.session_by_hash(conn, hash_token(token))
-    return Visitor(row.id, row.app_id, row.user_id) if row else None
+        row = await repo.session_by_hash(conn, hash_token(token), now - session_idle_limit())
+    if row is None:
+        return None
+    if now - row.last_used >= TOUCH_EVERY:
+        async with db.write() as conn:
+            await repo.touch_session(conn, row.id, now)
+    return Visitor(row.id, row.app_id, row.user_id)
 
 
 async def _own(db: Database, visitor: Visitor, conversation_id: int) -> ConversationState:

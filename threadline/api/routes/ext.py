@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from threadline.api.auth import (
     AS_USER,
+    READ,
     AdminCaller,
     Caller,
     ManagerCaller,
@@ -101,19 +102,22 @@ class ReadParams(ApiParams):
 
 @router.post(
     "/conversations/{id}/read",
-    response_model=Envelope[ConversationOut],
+    response_model=Envelope[ConversationOut | Empty],
     summary="Mark read",
     openapi_extra=describe(ReadParams, body=True),
 )
 async def mark_read(
     conversation_id: ConversationId, caller: WriteCaller, p: Params[ReadParams], request: Request
 ) -> Response:
-    """Marks the other side's parts read; answers the conversation's standard fields."""
+    """Marks the other side's parts read; answers the conversation's standard fields to a
+    token that may read conversations (`conversations-read`), else `{}`."""
     cid = path_id("id", conversation_id)
     if p.by == "user":
         caller.need(AS_USER)
     event: ev.Event = ev.ReadByAdmin() if p.by == "admin" else ev.ReadByUser()
     outcome = await service.perform(caller.db, caller.app_id, cid, event)
+    if READ not in caller.scopes:
+        return respond(Empty, {}, context=caller.context)
     return await _conversation_answer(caller, outcome.state, request)
 
 
@@ -368,7 +372,12 @@ class AdminParams(ApiParams):
     avatar: str | None = Field(
         None, max_length=1024, description="An image URL.", examples=["https://example.com/a.png"]
     )
-    password: str | None = Field(None, max_length=1024, description="For the operators' UI.")
+    password: str | None = Field(
+        None,
+        max_length=1024,
+        description="For the operators' UI: at least 10 characters, not one of the most "
+        "common passwords, not the admin's e-mail or name.",
+    )
     role: RoleParam = Field(
         "operator",
         description="operator (inbox work), administrator (manages the app and its "

@@ -55,8 +55,14 @@ export function randomId() {
   return String((hi & 0xfffff) * 2 ** 32 + lo + 1);
 }
 
-export function signIn(email, password) {
-  return call("POST", "/ui/session", { body: { email, password } });
+export function signIn(email, password, app) {
+  const body = app ? { email, password, app } : { email, password };
+  return call("POST", "/ui/session", { body });
+}
+
+/** Set a password with the one-time token of a reset link. */
+export function resetPassword(token, newPassword) {
+  return call("POST", "/ui/password/reset", { body: { token, new_password: newPassword } });
 }
 
 /** Everything the signed-in inbox asks, with its token. */

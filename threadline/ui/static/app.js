@@ -1,5 +1,5 @@
 // The operators' inbox: views with live counts, the conversation list, one conversation.
-import { Api, UNREACHABLE, randomId, signIn } from "./api.js";
+import { Api, UNREACHABLE, randomId, resetPassword, signIn } from "./api.js";
 import { showAudit } from "./audit.js";
 import {
   byTestId, fill, formatDateTime, h, localInputValue, operatorBody, operatorText, snippet,
@@ -212,7 +212,8 @@ async function onLogin(event) {
   }
   submit.disabled = true;
   try {
-    const answer = await signIn(email, password);
+    const app = $("login-app").value.trim();
+    const answer = await signIn(email, password, app);
     $("login-password").value = "";
     error.hidden = true;
     const session = answer.data;
@@ -221,6 +222,11 @@ async function onLogin(event) {
   } catch (e) {
     let message = e.message;
     if (e.status === 401) message = "Wrong e-mail or password.";
+    else if (e.status === 400 && /^app:/.test(e.message || "")) {
+      // The e-mail is an admin's of several apps: the operator names theirs.
+      $("login-app-field").hidden = false;
+      message = "This e-mail belongs to several apps: enter your app's id.";
+    }
     else if (e.status === 429) message = `Too many failed attempts. Try again in ${e.retryAfter || 60} seconds.`;
     error.textContent = message;
     error.hidden = false;
@@ -979,10 +985,47 @@ function clearTyping(id) {
   renderList();
 }
 
+// --- Password reset (a link from `threadline password reset`: /#reset=<token>) -----
+
+function resetToken() {
+  const match = /^#reset=([A-Za-z0-9_-]+)$/.exec(window.location.hash);
+  return match ? match[1] : null;
+}
+
+function showReset() {
+  $("inbox").hidden = true;
+  $("login").hidden = false;
+  $("login-form").hidden = true;
+  $("reset-form").hidden = false;
+  $("reset-password").focus();
+}
+
+async function onReset(event) {
+  event.preventDefault();
+  const error = document.querySelector('[data-testid="reset-error"]');
+  const submit = document.querySelector('[data-testid="reset-submit"]');
+  submit.disabled = true;
+  try {
+    await resetPassword(resetToken(), $("reset-password").value);
+    $("reset-password").value = "";
+    // The token leaves the address bar (and the history entry) once used.
+    window.history.replaceState(null, "", window.location.pathname);
+    $("reset-form").hidden = true;
+    $("login-form").hidden = false;
+    showLogin("Your password is set. Please sign in.");
+  } catch (e) {
+    error.textContent = e.message.replace(/^\w+: /, "");
+    error.hidden = false;
+  } finally {
+    submit.disabled = false;
+  }
+}
+
 // --- Start -------------------------------------------------------------------------
 
 async function boot() {
   $("login-form").addEventListener("submit", onLogin);
+  $("reset-form").addEventListener("submit", onReset);
   $("logout").addEventListener("click", onLogout);
   $("audit-open").addEventListener("click", () => {
     if (state.api) showAudit(state.api, state.admins, $("audit"));
@@ -1003,6 +1046,10 @@ async function boot() {
       $("search").focus();
     }
   });
+  if (resetToken()) {
+    showReset();
+    return;
+  }
   let session = null;
   try {
     session = JSON.parse(sessionStorage.getItem(STORAGE_KEY) || "null");

@@ -22,6 +22,8 @@
   var APP = script.dataset.app;
   var SITE_USER = script.dataset.userId || null;
   var SITE_USER_HASH = script.dataset.userHash || null;
+  // The widget's title is the site's to set (the server tells no one an app's name).
+  var TITLE = script.dataset.title || null;
   var STORAGE_KEY = "threadline:" + BASE + ":" + APP + ":" + (SITE_USER ? "u:" + SITE_USER : "anon");
 
   // Reconnection waits (seconds), then the last one again; a little jitter spreads the herd.
@@ -192,7 +194,7 @@
       if (saved && saved.token) {
         state.token = saved.token;
         state.user = saved.user;
-        state.appName = saved.appName || null;
+        state.appName = TITLE;
       }
     } catch (e) {
       /* storage disabled: the visitor gets a new session per page */
@@ -612,10 +614,8 @@
     var url =
       BASE.replace(/^http/, "ws") +
       "/websocket/" +
-      channels.join("/") +
-      "?auth_token=" +
-      encodeURIComponent(state.token);
-    if (state.tag) url += "&tag=" + encodeURIComponent(state.tag);
+      channels.join("/");
+    if (state.tag) url += "?tag=" + encodeURIComponent(state.tag);
     return url;
   }
 
@@ -632,7 +632,8 @@
     return new Promise(function (resolve) {
       var ws;
       try {
-        ws = new WebSocket(socketUrl());
+        // The token goes as a subprotocol, not in the URL (URLs end up in access logs).
+        ws = new WebSocket(socketUrl(), ["threadline", "token." + state.token]);
       } catch (e) {
         scheduleReconnect();
         resolve();
@@ -786,7 +787,7 @@
     return api("POST", "/session", body).then(function (session) {
       state.token = session.token;
       state.user = session.user;
-      state.appName = session.app.name;
+      state.appName = TITLE;
       restartPending = false;
       save();
     });
