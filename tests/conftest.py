@@ -9,12 +9,15 @@ THREADLINE_TEST_POSTGRES_URL; under CI=true a missing URL is an error, never a s
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+import weakref
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiosqlite
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -26,6 +29,58 @@ from threadline.db.migrate import upgrade
 from threadline.db.schema import metadata
 
 BACKENDS = ["sqlite", "postgres"]
+
+
+# An aiosqlite connection collected unclosed stops its worker thread with a future on
+# whatever loop `asyncio.get_event_loop()` gives then (often one a finished test closed):
+# the thread then raises in some later, unrelated test. Each connection remembers the test
+# that opened it; a test that leaves one of its connections open is collected at teardown
+# (only then, so the check costs nothing otherwise) and fails if one was dropped unclosed.
+_running_test = ["(outside a test)"]
+_opened: weakref.WeakSet[aiosqlite.Connection] = weakref.WeakSet()
+_dropped_unclosed: list[str] = []
+
+
+def _watch_aiosqlite_connections() -> None:
+    cls = aiosqlite.Connection
+    init, finalize = cls.__init__, cls.__del__
+
+    def __init__(self: aiosqlite.Connection, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+        self._opened_by = _running_test[0]  # type: ignore[attr-defined]
+        _opened.add(self)
+
+    def __del__(self: aiosqlite.Connection) -> None:
+        if self._connection is not None:
+            _dropped_unclosed.append(getattr(self, "_opened_by", "?"))
+        finalize(self)
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+    cls.__del__ = __del__  # type: ignore[method-assign]
+
+
+_watch_aiosqlite_connections()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    _running_test[0] = item.nodeid
+    _opened.clear()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    result = yield  # the test's fixtures are torn down (engines disposed) by now
+    if any(conn._connection is not None for conn in _opened):
+        gc.collect()
+    _opened.clear()
+    _running_test[0] = "(outside a test)"
+    if _dropped_unclosed:
+        opened_by = sorted(set(_dropped_unclosed))
+        _dropped_unclosed.clear()
+        pytest.fail(f"aiosqlite connection(s) garbage-collected unclosed, opened by: {opened_by}")
+    return result
 
 
 def postgres_base_url() -> str | None:
