@@ -87,7 +87,7 @@ EXPECTED: dict[tuple[str, str], tuple[tuple[str, ...], Role | None]] = {
     ("GET", "/ext/apps/*/audit"): ((ADMIN,), OWNER),
     ("GET", "/ext/apps/*/inbox"): ((READ,), None),
     ("GET", "/ext/apps/*/search"): ((READ,), None),
-    ("GET", "/ext/attachments/*"): ((), None),
+    ("GET", "/ext/attachments/*"): ((READ,), None),
     ("GET", "/ext/apps/*/events"): ((READ,), None),
     ("GET", "/ext/apps/*/webhooks"): ((ADMIN,), ADMINISTRATOR),
     ("POST", "/ext/apps/*/webhooks"): ((ADMIN,), ADMINISTRATOR),
@@ -110,11 +110,12 @@ NON_API: dict[str, str] = {
     "/openapi.json": PUBLIC,
     "/docs": PUBLIC,
     "/docs/oauth2-redirect": PUBLIC,
-    "/redoc": PUBLIC,
     "/widget.js": PUBLIC,
     "/demo/site": PUBLIC,
     "/ui/static/{digest}/{path:path}": PUBLIC,
     "/ui/session": SESSION_ONLY,
+    "/ui/password": SESSION_ONLY,
+    "/ui/password/reset": PUBLIC,
     "/sse/{channels:path}": STREAM,
     "/websocket/{channels:path}": STREAM,
 }
@@ -320,8 +321,11 @@ async def test_routes_outside_the_document_ignore_roles(
     app: FastAPI, app_db: Database, world: World
 ) -> None:
     everyone = await principals(app_db, world)
+    reset = {"token": "not-a-reset-token", "new_password": "a long new secret 42"}
     async with client_for(app) as anon:
         public = {p: await anon.get(p) for p in ("/", "/health", "/widget.js", "/demo/site")}
+        reset_answer = await anon.post("/ui/password/reset", json=reset)
+    assert reset_answer.status_code in (400, 404)
     for principal in everyone:
         async with client_for(app, principal.token) as client:
             for path, first in public.items():
@@ -337,6 +341,16 @@ async def test_routes_outside_the_document_ignore_roles(
             if not principal.session:  # DELETE signs a session out: sessions not tried
                 r = await client.delete("/ui/session")
                 assert r.status_code == (401 if not principal.valid else 403)
+                # Only a session changes its own admin's password.
+                change = {"current_password": "x", "new_password": "a long new secret 42"}
+                r = await client.post("/ui/password", json=change)
+                assert r.status_code == (401 if not principal.valid else 403), r.text
+            # A reset link's token is the only credential there: the caller's is never read.
+            again = await client.post("/ui/password/reset", json=reset)
+            assert (again.status_code, again.content) == (
+                reset_answer.status_code,
+                reset_answer.content,
+            )
             # The visitor API takes visitor tokens only: no API token or session is one.
             for method, path in WIDGET_VISITOR_CALLS:
                 r = await client.request(method, path, json={"body": "x"})
