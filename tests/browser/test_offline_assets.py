@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import BrowserContext, Page, Route, expect
 
-from tests.browser.conftest import LiveServer
+from tests.browser.conftest import WAIT_MS, LiveServer
 
 
 @pytest.fixture
@@ -36,7 +36,8 @@ def test_docs_list_the_operations_offline(
     page, outside = offline_page
     page.goto(f"{live_server.base_url}/docs")
     operations = page.locator(".opblock")
-    expect(operations.first).to_be_visible()
+    # Swagger UI renders the whole document first: give a busy machine the usual wait.
+    expect(operations.first).to_be_visible(timeout=WAIT_MS)
     assert operations.count() > 20
     # A vendor route and an extension route, by their paths as Swagger UI prints them.
     expect(page.locator('[data-path="/conversations/{id}/reply"]').first).to_be_visible()

@@ -73,6 +73,13 @@ async def admin_author(caller: Caller, from_admin: str | None, *, record: bool =
     return author
 
 
+def check_admin_form(from_admin: str | None) -> None:
+    """A `from_admin` that goes unused (beside `from_user`) is still refused when malformed."""
+    named = from_admin.strip() if from_admin is not None else ""
+    if named and named != DEFAULT_ADMIN:
+        path_id("from_admin", named)
+
+
 def base_url(request: Request) -> str:
     return str(request.base_url)
 

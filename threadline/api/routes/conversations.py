@@ -17,6 +17,7 @@ from threadline.api.common import (
     Params,
     admin_author,
     base_url,
+    check_admin_form,
     part_ref,
     path_id,
     written_part,
@@ -489,6 +490,7 @@ async def mark_read(
     cid = path_id("id", conversation_id)
     if p.from_user is not None:
         caller.need(AS_USER)
+        check_admin_form(p.from_admin)
         await service.perform(
             caller.db,
             caller.app_id,

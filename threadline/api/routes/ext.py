@@ -27,6 +27,7 @@ from threadline.api.common import (
     UserPath,
     admin_author,
     base_url,
+    check_admin_form,
     part_ref,
     path_id,
     written_part,
@@ -230,6 +231,7 @@ async def typing(
         caller.need(AS_USER)
         if isinstance(p.from_user, int) and p.from_user != state.user_id:
             raise InvalidParameter("from_user", "is not the user of this conversation")
+        check_admin_form(p.from_admin)
     else:
         author = await admin_author(caller, p.from_admin, record=False)
         if author.kind is AuthorKind.ADMIN and author.id is not None:
