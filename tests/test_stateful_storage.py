@@ -197,6 +197,8 @@ class StorageMachine(RuleBasedStateMachine):
         self.models: dict[int, Model] = {}
         self.order: list[int] = []
         self.started: dict[tuple[int, int], int] = {}  # (user, random_id) -> conversation
+        # (conversation or "start", key...) -> the first event sent with that idempotency key
+        self.first_sent: dict[tuple[object, ...], Any] = {}
         self.messages_made = 0
         # Fresh users per run: start_by_user's random_id is unique per user, whatever the run.
         self.users = tuple(
@@ -261,6 +263,8 @@ class StorageMachine(RuleBasedStateMachine):
         now: datetime,
     ) -> None:
         user_id = self.setup.foreign_user_id if user is None else self.users[user]
+        if reply.random_id:  # a key used before resends its first reply: a true retry
+            reply = self.first_sent.setdefault(("start", user_id, reply.random_id), reply)
         external_service, external_id = ("telegram", "chat-42") if external else (None, None)
         outcome, error = self.call(
             service.start_by_user(
@@ -468,6 +472,12 @@ class StorageMachine(RuleBasedStateMachine):
     ) -> None:
         """Apply `events` in one `perform` call and compare with the model's prediction."""
         cid = self.pick(which) if cid is None else cid
+        # A key used before on this conversation resends its first event: a true retry (the
+        # same key with other content is refused, tests/api/test_idempotency_key_reused.py).
+        events = [
+            self.first_sent.setdefault((cid, *k), e) if k else e
+            for e, k in ((e, service.idempotency_key(e)) for e in events)
+        ]
         model = self.models[cid]
         now = self.tick(step)
         outcome, error = self.call(

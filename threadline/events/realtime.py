@@ -37,13 +37,8 @@ async def deployment_channel(db: Database, settings: RealtimeSettings) -> str:
         return bus_channel(settings, await log_store.deployment_id(conn))
 
 
-def make_bus(
-    settings: RealtimeSettings,
-    database_url: str,
-    redis_url: str | None,
-    channel: str = BASE_CHANNEL,
-) -> Bus:
-    """The bus between the processes of one deployment, on `channel` (see `bus_channel`)."""
+def bus_kind(settings: RealtimeSettings, database_url: str, redis_url: str | None) -> str:
+    """`redis`, `postgres` or `memory`: THREADLINE_BUS, or what the deployment has."""
     kind = settings.bus
     if kind == "auto":
         if redis_url:
@@ -52,6 +47,28 @@ def make_bus(
             kind = "postgres"
         else:
             kind = "memory"
+    return kind
+
+
+async def channel_for(
+    db: Database, settings: RealtimeSettings, database_url: str, redis_url: str | None
+) -> str:
+    """The bus channel of this deployment. Only a Redis bus is shared between deployments
+    (PostgreSQL's notifications stay in their database, a memory bus in its process), so the
+    database is asked for its id for that one alone."""
+    if bus_kind(settings, database_url, redis_url) == "redis":
+        return await deployment_channel(db, settings)
+    return settings.bus_channel or BASE_CHANNEL
+
+
+def make_bus(
+    settings: RealtimeSettings,
+    database_url: str,
+    redis_url: str | None,
+    channel: str = BASE_CHANNEL,
+) -> Bus:
+    """The bus between the processes of one deployment, on `channel` (see `bus_channel`)."""
+    kind = bus_kind(settings, database_url, redis_url)
     if kind == "redis":
         if not redis_url:
             raise ValueError("THREADLINE_BUS=redis needs THREADLINE_REDIS_URL")
@@ -191,7 +208,7 @@ async def start_realtime(
     db: Database, database_url: str, redis_url: str | None, token_valid: TokenCheck | None = None
 ) -> Realtime:
     settings = RealtimeSettings()
-    channel = await deployment_channel(db, settings)
+    channel = await channel_for(db, settings, database_url, redis_url)
     realtime = Realtime(db, make_bus(settings, database_url, redis_url, channel), settings)
     realtime.token_valid = token_valid
     await realtime.start()

@@ -409,12 +409,12 @@ async def run_worker(database_url: str, redis_url: str | None) -> None:
     import signal
 
     from threadline.events.config import RealtimeSettings
-    from threadline.events.realtime import deployment_channel, make_bus
+    from threadline.events.realtime import channel_for, make_bus
 
     db = Database(database_url)
     worker = Worker(db, WebhookSettings(webhook_worker="inline"))
     settings = RealtimeSettings()
-    channel = await deployment_channel(db, settings)
+    channel = await channel_for(db, settings, database_url, redis_url)
     bus = make_bus(settings, database_url, redis_url, channel)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -291,6 +291,7 @@ async def assistant(
     if p.assistant_type is not None:
         if p.admin is not None:
             raise InvalidParameter("admin", "only with a hand-off (no assistant_type)")
+        check_admin_form(p.from_admin)
         event: ev.Event = ev.BotTakeOver(p.assistant_type)
     else:
         by = await admin_author(caller, p.from_admin)
