@@ -58,6 +58,7 @@ from threadline.core.enums import (
     ReplyType,
 )
 from threadline.core.errors import ConversationRemoved, DomainError, NotFound
+from threadline.core.idempotency import IdempotencyKeyReused
 from threadline.core.model import Author, ConversationState, Part
 from threadline.db.engine import Database
 from threadline.db.schema import conversation_parts, conversations, messages
@@ -140,6 +141,34 @@ class Model:
         found = [p for p in self.parts if (p.random_kind, p.random_id) == key]
         assert len(found) <= 1
         return found[0] if found else None
+
+
+def _files(part_or_event: Any) -> list[tuple[str, int, str]]:
+    return [(a.filename, a.size, a.mime_type) for a in part_or_event.attachments]
+
+
+def true_retry(first: Part, event: ev.Event) -> bool:
+    """Whether `event`, sent again with the key that stored `first`, asks for that same part
+    (issue 17: a key reused with other content is refused, a true retry answers the part).
+    Written from that rule: the same kind of part by the same author with the same body,
+    structured body and files; an assignment to the same admin; the same tag."""
+    match event:
+        case ev.UserReply() | ev.AdminReply() | ev.ContentPart():
+            kind = {ev.UserReply: PartType.REPLY_USER, ev.AdminReply: PartType.REPLY_ADMIN}
+            same_kind = first.type is kind.get(type(event), getattr(event, "type", None))
+            same_author = isinstance(event, ev.UserReply) or first.author == event.author
+            return (
+                same_kind
+                and same_author
+                and first.body == event.body
+                and (first.body_json or None) == (event.body_json or None)
+                and _files(first) == _files(event)
+            )
+        case ev.Assign():
+            return first.assignee_id == event.admin_id
+        case ev.AddTag() | ev.RemoveTag():
+            return first.tag == event.tag
+    return True
 
 
 def attempt(fn: Callable[..., T], *args: Any) -> tuple[T | None, DomainError | None]:
@@ -284,10 +313,15 @@ class StorageMachine(RuleBasedStateMachine):
             return
         started_key = (user_id, reply.random_id) if reply.random_id else None
         if started_key in self.started:
+            model = self.models[self.started[started_key]]
+            stored = model.part_with_key(("reply", reply.random_id or 0))
+            if stored is not None and not true_retry(stored, reply):
+                self.reach.hit("start_by_user: key reused")
+                assert isinstance(error, IdempotencyKeyReused), error
+                return
             self.reach.hit("start_by_user: retry")
             assert error is None
             assert outcome.duplicate
-            model = self.models[self.started[started_key]]
             assert outcome.state == model.state
             assert outcome.parts == [model.part_with_key(("reply", reply.random_id or 0))]
             return
@@ -491,6 +525,11 @@ class StorageMachine(RuleBasedStateMachine):
         keys = [k for k in map(service.idempotency_key, events) if k is not None]
         first = model.part_with_key(keys[-1]) if keys else None
         if first is not None:
+            keyed = [e for e in events if service.idempotency_key(e) == keys[-1]][-1]
+            if not true_retry(first, keyed):
+                self.reach.hit(f"{kinds}: key reused")
+                assert isinstance(error, IdempotencyKeyReused), error
+                return
             self.reach.hit(f"{kinds}: retry")
             assert error is None, error
             assert outcome.duplicate, "a retried write creates nothing"
