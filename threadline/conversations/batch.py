@@ -16,7 +16,8 @@ the others go on. Rows that other conversations' writes change too, the inbox's 
 cells, are changed once for the whole batch, summed, in the one order every writer uses.
 If the batch's statements fail (a random_id used meanwhile by another process), nothing of
 it is kept and every write runs again alone, so each gets the answer it would have got
-alone; if its COMMIT fails (a lost connection), each write gets that error, as alone.
+alone; if the database is down or stuck, each write gets that fault at once; if its COMMIT
+fails (a lost connection), each write gets that error, as alone.
 
 The batch holds the advisory locks of all its conversations before its transaction gets an
 id (see ConversationRepository.lock_many), which keeps the event log ordered per
@@ -39,6 +40,7 @@ from threadline.conversations.repository import ConversationRepository
 from threadline.core.model import ConversationState
 from threadline.db.direct import Deferred, DriverConnection, NotBatchable
 from threadline.db.engine import Database
+from threadline.db.faults import StorageUnavailable, classify
 from threadline.inbox import maintain as inbox
 
 log = logging.getLogger(__name__)
@@ -161,6 +163,14 @@ class Batcher:
                 # the error, as it would alone; running them again could store them twice.
                 log.warning("a batch of %d writes failed at COMMIT: %s", len(batch), exc)
                 results = [(v, e if e is not None else exc) for v, e in results]
+            elif (fault := classify(exc)) is not None:
+                # The database is down or stuck: nothing was kept, and running each write
+                # again alone would make each wait out the same timeouts once more before
+                # its answer. Each is refused now (503): its client retries. So are the
+                # writes that waited meanwhile: in turn, each would wait out the timeouts
+                # again behind the one before (writes to one conversation go one by one).
+                results = [(None, exc) for _ in batch]
+                self._refuse_waiting(StorageUnavailable(fault))
             else:
                 # Nothing of the batch was kept: each write runs again alone and meets its
                 # own answer (the first write's part for a retried random_id, or an error).
@@ -188,6 +198,12 @@ class Batcher:
                 write.future.set_result(value)
         # After the answers: a write sent back to run alone goes before the next batch.
         self._start()
+
+    def _refuse_waiting(self, error: BaseException) -> None:
+        waiting, self._waiting = self._waiting, []
+        for write in waiting:
+            if not write.future.done():
+                write.future.set_exception(error)
 
     def _release(self, batch: list[_Write[Any]]) -> None:
         task = asyncio.current_task()
