@@ -531,6 +531,10 @@ def run(args: argparse.Namespace, data_dir: Path) -> bool:
         os.environ["THREADLINE_BUS"] = "redis"
         os.environ["THREADLINE_REDIS_URL"] = args.redis_url
         os.environ["THREADLINE_BUS_CHANNEL"] = f"threadline_soak_{uuid.uuid4().hex[:8]}"
+        # Every socket is one token from one address: the per-token and per-address stream
+        # caps would refuse all but the first few.
+        os.environ["THREADLINE_REALTIME_MAX_STREAMS_PER_TOKEN"] = "0"  # noqa: S105  (a count)
+        os.environ["THREADLINE_REALTIME_MAX_STREAMS_PER_ADDRESS"] = "0"
         server = api_bench.Server(url, args.workers, data_dir, None)
         with api_bench.running(server):
             app = target.app_id
