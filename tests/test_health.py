@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 
@@ -56,7 +57,9 @@ async def test_root_serves_the_inbox_and_docs_the_api_explorer(tmp_path: Path) -
         root = await client.get("/")
         assert root.status_code == 200
         assert root.headers["content-type"].startswith("text/html")
-        assert 'data-testid="login-email"' in root.text
+        # The inbox's screens (sign-in first) render into #root from app.js.
+        assert '<div id="root"></div>' in root.text
+        assert re.search(r'<script type="module" src="/ui/static/[0-9a-f]{16}/app\.js">', root.text)
         docs = await client.get("/docs")
         assert docs.status_code == 200
         assert "swagger" in docs.text.lower()

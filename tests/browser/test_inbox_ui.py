@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -558,8 +559,8 @@ def test_a_late_answer_of_a_live_refresh_never_shows_an_older_state(
     row(page, cid).click()
     expect(page.get_by_test_id("conversation-state")).to_have_text("open")
 
-    # The live update's first GET refreshes the list's row; the second, the pane.
-    gets = HeldGet(page, cid, nth=2)
+    # The live update's GET refreshes the row and the pane at once (they show one copy).
+    gets = HeldGet(page, cid, nth=1)
     user_reply(api, conv, "Any news?")
     route, stale = gets.wait(page, "the live update started no refresh of the pane")
 
@@ -600,3 +601,70 @@ def test_a_late_answer_of_a_live_update_never_shows_an_older_row(
     fulfil_and_wait_until_read(page, route, stale)
     expect(snippet).to_have_text("Second message")
     gets.stop()
+
+
+def test_keyboard_focus_stays_on_the_row_through_opening_it_and_live_messages(
+    context: BrowserContext, live_server: LiveServer, api: httpx.Client
+) -> None:
+    """A row opened with Enter keeps the keyboard focus, and so does the row the operator is
+    on while a live message re-orders the list around it."""
+    page = sign_in(context, live_server)
+    listed = inbox(api, live_server)["data"]["conversations"]
+    target, other = listed[1], listed[2]
+    button = row(page, target["id"]).locator("button").first
+    button.focus()
+    page.keyboard.press("Enter")
+    pane = page.get_by_test_id("conversation")
+    expect(pane).to_have_attribute("data-conversation-id", target["id"])
+    expect(pane.get_by_test_id("part")).not_to_have_count(0)
+    expect(button).to_be_focused()
+    # Arrow keys move along the rows.
+    page.keyboard.press("ArrowDown")
+    below = row(page, other["id"]).locator("button").first
+    expect(below).to_be_focused()
+    page.keyboard.press("ArrowUp")
+    expect(button).to_be_focused()
+
+    # Another conversation gets a message: it moves to the top, the list is drawn again.
+    word = f"Focus check {secrets.token_hex(3)}"
+    user_reply(api, other, word)
+    expect(page.get_by_test_id("conversation-row").first).to_have_attribute(
+        "data-conversation-id", other["id"]
+    )
+    expect(row(page, other["id"]).get_by_test_id("row-snippet")).to_have_text(word)
+    expect(button).to_be_focused()
+    # The focused conversation itself gets one: it moves to the top, still focused.
+    again = f"Focus check {secrets.token_hex(3)}"
+    user_reply(api, target, again)
+    expect(page.get_by_test_id("conversation-row").first).to_have_attribute(
+        "data-conversation-id", target["id"]
+    )
+    expect(pane.get_by_test_id("part-body").last).to_have_text(again)
+    expect(button).to_be_focused()
+
+
+def test_a_snooze_that_ends_shows_the_conversation_open_again_without_a_reload(
+    context: BrowserContext, live_server: LiveServer, api: httpx.Client
+) -> None:
+    """The pane, the Snoozed view's list and the counts follow a snooze's end by themselves:
+    nothing on the server changes at that moment, so no live update says so."""
+    page = sign_in(context, live_server)
+    conv = inbox(api, live_server)["data"]["conversations"][0]
+    cid = conv["id"]
+    page.get_by_test_id("view-delayed").click()
+    expect(page.get_by_test_id("view-delayed")).to_have_attribute("aria-current", "page")
+    # Long enough for the screen to show the snooze first, even on a busy machine.
+    until = int(time.time()) + 12
+    ok(api.post(f"/ext/conversations/{cid}/delay", json={"until": until}))
+    expect(row(page, cid)).to_have_count(1)
+    row(page, cid).click()
+    state = page.get_by_test_id("conversation-state")
+    expect(state).to_have_text("snoozed")
+    assert conversation(api, cid)["delayed_until"] == until
+
+    expect(state).to_have_text("open", timeout=60_000)
+    expect(page.get_by_test_id("unsnooze")).to_have_count(0)
+    expect(row(page, cid)).to_have_count(0)  # it left the Snoozed view
+    expect_counts_match_api(page, api, live_server)
+    page.get_by_test_id("view-open").click()
+    expect(row(page, cid)).to_have_count(1)

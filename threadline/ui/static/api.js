@@ -1,17 +1,36 @@
 // The Threadline API as the inbox uses it: every id as a string, times with their
 // microseconds (rows are ordered by them), errors as ApiError.
 
+/**
+ * @typedef {{token: string, app: string, admin: string, name: string, role: string}} Session
+ * @typedef {{meta: Record<string, any>, data: any}} Answer
+ * @typedef {Record<string, string | number | boolean | null | undefined>} Query
+ */
+
 export class ApiError extends Error {
+  /**
+   * @param {number} status
+   * @param {string} name
+   * @param {string} message
+   */
   constructor(status, name, message) {
     super(message);
     this.status = status; // 0: the server could not be reached
     this.name = name;
+    /** @type {number | null} seconds, from Retry-After */
+    this.retryAfter = null;
   }
 }
 
 export const UNREACHABLE =
   "Cannot reach the Threadline server. Check your connection; the inbox keeps trying.";
 
+/**
+ * @param {string} method
+ * @param {string} path
+ * @param {{token?: string, query?: Query, body?: Record<string, unknown>}} [options]
+ * @returns {Promise<Answer>}
+ */
 async function call(method, path, { token, query, body } = {}) {
   const url = new URL(path, window.location.origin);
   url.searchParams.set("id_as_string", "true");
@@ -19,6 +38,7 @@ async function call(method, path, { token, query, body } = {}) {
   for (const [key, value] of Object.entries(query || {})) {
     if (value !== undefined && value !== null) url.searchParams.set(key, String(value));
   }
+  /** @type {Record<string, string>} */
   const headers = { Accept: "application/json" };
   if (token) headers.Authorization = `Token ${token}`;
   let payload;
@@ -39,9 +59,9 @@ async function call(method, path, { token, query, body } = {}) {
     // A proxy's error page, or a server that went away mid-answer.
   }
   if (!response.ok || !answer) {
-    const meta = (answer && answer.meta) || {};
-    const message = meta.error_message
-      || (response.status >= 500 ? "The server had a problem; try again." : UNREACHABLE);
+    const meta = answer?.meta || {};
+    const message =
+      meta.error_message || (response.status >= 500 ? "The server had a problem; try again." : UNREACHABLE);
     const error = new ApiError(response.status, meta.error || "Error", message);
     error.retryAfter = Number(response.headers.get("Retry-After")) || null;
     throw error;
@@ -55,37 +75,69 @@ export function randomId() {
   return String((hi & 0xfffff) * 2 ** 32 + lo + 1);
 }
 
+/**
+ * @param {string} email
+ * @param {string} password
+ * @param {string} [app]
+ */
 export function signIn(email, password, app) {
   const body = app ? { email, password, app } : { email, password };
   return call("POST", "/ui/session", { body });
 }
 
-/** Set a password with the one-time token of a reset link. */
+/**
+ * Set a password with the one-time token of a reset link.
+ * @param {string} token
+ * @param {string} newPassword
+ */
 export function resetPassword(token, newPassword) {
   return call("POST", "/ui/password/reset", { body: { token, new_password: newPassword } });
 }
 
 /** Everything the signed-in inbox asks, with its token. */
 export class Api {
+  /** @param {Session} session */
   constructor(session) {
     this.session = session;
     this.token = session.token;
     this.app = session.app;
   }
 
-  get(path, query) { return call("GET", path, { token: this.token, query }); }
-  post(path, body = {}) { return call("POST", path, { token: this.token, body }); }
-  delete(path, body = {}) { return call("DELETE", path, { token: this.token, body }); }
+  /** @param {string} path @param {Query} [query] */
+  get(path, query) {
+    return call("GET", path, { token: this.token, query });
+  }
+  /** @param {string} path @param {Record<string, unknown>} [body] */
+  post(path, body = {}) {
+    return call("POST", path, { token: this.token, body });
+  }
+  /** @param {string} path @param {Record<string, unknown>} [body] */
+  delete(path, body = {}) {
+    return call("DELETE", path, { token: this.token, body });
+  }
 
-  whoAmI() { return this.get("/ui/session"); }
-  signOut() { return this.delete("/ui/session"); }
-  admins() { return this.get(`/ext/apps/${this.app}/admins`); }
-  channels() { return this.get(`/apps/${this.app}/channels`); }
+  whoAmI() {
+    return this.get("/ui/session");
+  }
+  signOut() {
+    return this.delete("/ui/session");
+  }
+  admins() {
+    return this.get(`/ext/apps/${this.app}/admins`);
+  }
+  channels() {
+    return this.get(`/apps/${this.app}/channels`);
+  }
+  /** @param {{count: number, after?: string | null}} page */
   audit({ count, after }) {
     return this.get(`/ext/apps/${this.app}/audit`, { count, after: after || undefined });
   }
 
-  /** A page of an inbox view (`filters`: status, assignee, channel, tag). */
+  /**
+   * A page of an inbox view (`filters`: status, assignee, channel, tag).
+   * @param {Query} filters
+   * @param {{position?: unknown, count?: number, counts?: boolean}} [page]
+   */
   inbox(filters, { position, count = 20, counts = false } = {}) {
     return this.get(`/ext/apps/${this.app}/inbox`, {
       ...filters,
@@ -95,6 +147,10 @@ export class Api {
     });
   }
 
+  /**
+   * @param {string} q
+   * @param {{position?: unknown, count?: number}} [page]
+   */
   search(q, { position, count = 20 } = {}) {
     return this.get(`/ext/apps/${this.app}/search`, {
       q,
@@ -103,34 +159,75 @@ export class Api {
     });
   }
 
-  conversation(id) { return this.get(`/conversations/${id}`); }
+  /** @param {string} id */
+  conversation(id) {
+    return this.get(`/conversations/${id}`);
+  }
+  /** @param {string} id @param {unknown} [position] */
   parts(id, position) {
     return this.get(`/conversations/${id}/parts`, {
       paginate_count: 50,
       paginate_position: position ? JSON.stringify(position) : undefined,
     });
   }
+  /** @param {string} userId */
   userConversations(userId) {
     return this.get(`/users/${userId}/conversations`, { paginate_count: 10, recipient_type: "all" });
   }
 
-  me() { return this.session.admin; }
+  me() {
+    return this.session.admin;
+  }
+  /** @param {string} id @param {string} body @param {string} type @param {string} random_id */
   reply(id, body, type, random_id) {
     return this.post(`/conversations/${id}/reply`, { body, type, random_id, from_admin: this.me() });
   }
-  read(id) { return this.post(`/ext/conversations/${id}/read`, { by: "admin" }); }
-  typing(id, body) { return this.post(`/ext/conversations/${id}/typing`, { body, from_admin: this.me() }); }
+  /** @param {string} id */
+  read(id) {
+    return this.post(`/ext/conversations/${id}/read`, { by: "admin" });
+  }
+  /** @param {string} id @param {string} body */
+  typing(id, body) {
+    return this.post(`/ext/conversations/${id}/typing`, { body, from_admin: this.me() });
+  }
+  /** @param {string} id @param {string} admin "" or 0: nobody */
   assign(id, admin) {
-    return this.post(`/conversations/${id}/assign`, { admin: admin || 0, from_admin: this.me(), random_id: randomId() });
+    return this.post(`/conversations/${id}/assign`, {
+      admin: admin || 0,
+      from_admin: this.me(),
+      random_id: randomId(),
+    });
   }
-  close(id) { return this.post(`/conversations/${id}/close`, { from_admin: this.me(), random_id: randomId() }); }
-  reopen(id) { return this.post(`/ext/conversations/${id}/reopen`, { from_admin: this.me(), random_id: randomId() }); }
+  /** @param {string} id */
+  close(id) {
+    return this.post(`/conversations/${id}/close`, { from_admin: this.me(), random_id: randomId() });
+  }
+  /** @param {string} id */
+  reopen(id) {
+    return this.post(`/ext/conversations/${id}/reopen`, { from_admin: this.me(), random_id: randomId() });
+  }
+  /** @param {string} id @param {number} until Unix seconds; 0 wakes it */
   delay(id, until) {
-    return this.post(`/ext/conversations/${id}/delay`, { until, from_admin: this.me(), random_id: randomId() });
+    return this.post(`/ext/conversations/${id}/delay`, {
+      until,
+      from_admin: this.me(),
+      random_id: randomId(),
+    });
   }
-  addTag(id, tag) { return this.post(`/conversations/${id}/tag`, { tag, from_admin: this.me(), random_id: randomId() }); }
-  removeTag(id, tag) { return this.delete(`/conversations/${id}/tag`, { tag, from_admin: this.me(), random_id: randomId() }); }
+  /** @param {string} id @param {string} tag */
+  addTag(id, tag) {
+    return this.post(`/conversations/${id}/tag`, { tag, from_admin: this.me(), random_id: randomId() });
+  }
+  /** @param {string} id @param {string} tag */
+  removeTag(id, tag) {
+    return this.delete(`/conversations/${id}/tag`, { tag, from_admin: this.me(), random_id: randomId() });
+  }
+  /** @param {string} id @param {string} channel "" or 0: none */
   moveToChannel(id, channel) {
-    return this.post(`/ext/conversations/${id}/channel`, { channel: channel || 0, from_admin: this.me(), random_id: randomId() });
+    return this.post(`/ext/conversations/${id}/channel`, {
+      channel: channel || 0,
+      from_admin: this.me(),
+      random_id: randomId(),
+    });
   }
 }

@@ -7,11 +7,20 @@ const MAX_RETRY_MS = 30000;
 export const BAD_TOKEN = 3401;
 export const CHANNEL_NOT_ALLOWED = 3403;
 
+/**
+ * @typedef {{id?: string, channel: string, message?: any, tag?: string, time?: number}} Message
+ * @typedef {{connected: boolean, resumed?: boolean, retryInMs?: number, code?: number | null}} Status
+ */
+
 export class Realtime {
   /**
    * onMessage(message): every `{id, channel, message, tag, time}`;
    * onStatus({connected, retryInMs, code}): the connection's state for the banner;
    * onRefused(code): the server refused the token or a channel (no retry).
+   * @param {{
+   *   token: string, channels: string[], onMessage: (message: Message) => void,
+   *   onStatus: (status: Status) => void, onRefused: (code: number, reason: string) => void
+   * }} options
    */
   constructor({ token, channels, onMessage, onStatus, onRefused }) {
     this.token = token;
@@ -19,10 +28,13 @@ export class Realtime {
     this.onMessage = onMessage;
     this.onStatus = onStatus;
     this.onRefused = onRefused;
+    /** @type {string | null} */
     this.tag = null;
+    /** @type {WebSocket | null} */
     this.socket = null;
     this.retryMs = FIRST_RETRY_MS;
-    this.timer = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.timer = undefined;
     this.stopped = false;
   }
 
@@ -73,6 +85,7 @@ export class Realtime {
       this.onStatus({ connected: true, resumed });
     });
     socket.addEventListener("message", (event) => {
+      /** @type {Message} */
       let message;
       try {
         message = JSON.parse(event.data);
@@ -94,6 +107,7 @@ export class Realtime {
     });
   }
 
+  /** @param {number | null} code */
   retry(code) {
     const wait = Math.min(this.retryMs, MAX_RETRY_MS);
     // Jitter keeps many inboxes from reconnecting in lockstep after a restart.
