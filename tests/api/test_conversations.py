@@ -371,10 +371,11 @@ async def test_referrer_and_actions_are_stored_and_served_on_the_part(
         ({"actions": {"type": "button"}}, "actions"),
         ({"actions": "[{not json"}, "actions"),
         ({"actions": '[{"text": "a\\u0000b"}]'}, "actions"),  # NUL, escaped in JSON text
+        ({"body_json": '{"text": "a\\u0000b"}'}, "body_json"),
         ({"referrer": "https://shop.test/" + "x" * 4096}, "referrer"),
     ],
 )
-async def test_bad_referrer_or_actions_are_refused_and_change_nothing(
+async def test_bad_referrer_actions_or_json_are_refused_and_change_nothing(
     api: httpx.AsyncClient,
     app_db: Database,
     world: World,

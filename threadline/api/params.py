@@ -342,6 +342,8 @@ def parse_json_object(value: Any) -> dict[str, Any] | None:
             raise ValueError("must be valid JSON") from None
     if not isinstance(value, dict):
         raise ValueError("must be a JSON object")
+    if _nul_in(value):  # a \u0000 escape inside JSON text
+        raise ValueError("must not contain NUL characters")
     return value
 
 
