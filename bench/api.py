@@ -17,6 +17,12 @@ send them. Every answer must be 200 with `meta.status` 200; anything else is an 
   replies and replays them with the raw driver on one connection; API replies/s over floor
   events/s is a yardstick of the machine's speed, not a ceiling (the server batches writes
   and runs several connections and workers, the floor does neither);
+- the ceiling (PostgreSQL): the same replies written in process by as many concurrent
+  writers as the client's connections, through as many `Database`s (each with its write
+  batches) as the server has workers, every transaction recorded; then those transactions,
+  batches and all, replayed with the raw driver on as many connections as were in flight at
+  once. API replies/s over ceiling replies/s is the share of the database's speed the server
+  keeps when it writes the same way;
 - the benchmark exits with status 1 when a target is missed or a check fails: a request
   failed, the parts written differ from the successful answers, or `check` found drift.
 - CPU per reply of this client, the server's processes and the PostgreSQL backends, and how
@@ -52,13 +58,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
+import asyncpg
 import httpx
 import orjson
 import uvloop
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 
 from bench import engine as engine_bench
@@ -68,15 +75,19 @@ from threadline.conversations import service
 from threadline.core import events as ev
 from threadline.core.enums import AuthorKind, SentVia
 from threadline.core.model import Author
-from threadline.db import schema
+from threadline.db import direct, schema
 from threadline.db.engine import Database
 from threadline.db.migrate import upgrade
+from threadline.settings import Settings
 
 # Lines are long (figures side by side): never wrap them, even when piped to a file.
 console = Console(soft_wrap=True, highlight=False)
 HOST = "127.0.0.1"
 DEFAULT_PG = engine_bench.DEFAULT_PG
-PG_NAMES = {name: f"tl_apibench_{name}" for name in ("seed", "record", "engine", "floor", "server")}
+PG_NAMES = {
+    name: f"tl_apibench_{name}"
+    for name in ("seed", "record", "engine", "floor", "server", "ceiling")
+}
 # The share of user replies, as in bench.engine's mix (40% user to 30% admin replies).
 USER_SHARE = 4 / 7
 # Distinct requests prepared; the load cycles through them.
@@ -269,6 +280,205 @@ async def floor(
     other = max(0.0, busy - p.engine_cpu - p.floor_cpu - pg_cpu) / wall
     statements = engine_bench.statement_count(log) / events
     return Floor(events / p.engine_s, events / p.floor_s, statements, other)
+
+
+# -- the ceiling (PostgreSQL) ------------------------------------------------------------------
+
+
+@dataclass
+class Ceiling:
+    workers: int
+    replies_per_s: float  # the raw-driver replay
+    engine_eps: float  # the in-process writers while recorded (recording costs a little)
+    transactions: int  # write transactions
+    writes_per_transaction: float
+    lanes: int  # connections of the replay: the most transactions the writers had open at once
+    statements: float  # per reply
+    errors: int  # replayed transactions that failed (rolled back; the figure is then suspect)
+    cpu_per_reply_us: float  # this process's CPU in the replay (the driver's share)
+
+
+@dataclass
+class _Recorder:
+    """Every statement the writers send, grouped per transaction (per asyncio task: a batch
+    runs in its own task, a write alone in its caller's), in the order transactions began."""
+
+    finished: list[tuple[int, list[engine_bench.Statement]]] = field(default_factory=list)
+    open: dict[int, tuple[int, list[engine_bench.Statement]]] = field(default_factory=dict)
+    # The tasks inside a write transaction (BEGIN sent), and the most of them at once.
+    writing: set[int] = field(default_factory=set)
+    most_writing: int = 0
+    begun: int = 0
+
+    def statement(self, sql: str, params: Any) -> None:
+        task = id(asyncio.current_task())
+        if sql == "BEGIN":
+            self.end(task)  # a group left open (a read SQLAlchemy ended unrecorded)
+            self.writing.add(task)
+            self.most_writing = max(self.most_writing, len(self.writing))
+        if task not in self.open:  # outside BEGIN: a transaction of its own
+            self.open[task] = (self.begun, [])
+            self.begun += 1
+        control = sql in ("BEGIN", "COMMIT", "ROLLBACK")
+        self.open[task][1].append((sql, None if control else params))
+        if sql in ("COMMIT", "ROLLBACK"):
+            self.end(task)
+
+    def end(self, task: int) -> None:
+        self.writing.discard(task)
+        found = self.open.pop(task, None)
+        if found is not None:
+            self.finished.append(found)
+
+    def clear(self) -> None:
+        self.finished.clear()
+        self.open.clear()
+        self.writing.clear()
+        self.most_writing = 0
+
+    def transactions(self) -> list[list[engine_bench.Statement]]:
+        for task in list(self.open):
+            self.end(task)
+        return [group for _, group in sorted(self.finished, key=lambda found: found[0])]
+
+
+def _record_into(db: Database, recorder: _Recorder) -> Callable[[], None]:
+    sync_engine = db.write_engine.sync_engine
+
+    def on_execute(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        recorder.statement(statement, params)
+
+    def on_commit(_conn: Any) -> None:
+        recorder.statement("COMMIT", None)
+
+    def on_rollback(_conn: Any) -> None:
+        recorder.statement("ROLLBACK", None)
+
+    event.listen(sync_engine, "before_cursor_execute", on_execute)
+    event.listen(sync_engine, "commit", on_commit)
+    event.listen(sync_engine, "rollback", on_rollback)
+
+    def stop() -> None:
+        event.remove(sync_engine, "before_cursor_execute", on_execute)
+        event.remove(sync_engine, "commit", on_commit)
+        event.remove(sync_engine, "rollback", on_rollback)
+
+    return stop
+
+
+async def _write_concurrently(
+    url: str,
+    target: Target,
+    work: list[Reply],
+    workers: int,
+    writers: int,
+    pool_size: int,
+    recorder: _Recorder,
+) -> float:
+    """The replies through `service.perform` by `writers` concurrent tasks spread over
+    `workers` Databases (the server's processes, each with its write batches), recorded.
+    Returns the seconds it took."""
+    settings = Settings()
+    dbs = [
+        Database(url, pool_size=pool_size, batch_writes=settings.write_batch)
+        for _ in range(workers)
+    ]
+    stops = [_record_into(db, recorder) for db in dbs]
+
+    def on_direct(statement: str, params: list[Any]) -> None:
+        recorder.statement(statement, tuple(params))
+
+    try:
+        for db in dbs:  # connections and statement caches warm, outside the recording
+            await service.get_conversation(db, target.app_id, work[0].conversation)
+        recorder.clear()
+        direct.observers.append(on_direct)
+        pending = iter(work)
+
+        async def writer(db: Database) -> None:
+            for r in pending:
+                await service.perform(db, target.app_id, r.conversation, r.event(), user_id=r.user)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(writer(dbs[i % workers]) for i in range(writers)))
+        elapsed = time.perf_counter() - start
+    finally:
+        if on_direct in direct.observers:
+            direct.observers.remove(on_direct)
+        for stop in stops:
+            stop()
+        for db in dbs:
+            await db.dispose()
+    return elapsed
+
+
+async def ceiling(
+    target: Target,
+    events: int,
+    workers: int,
+    writers: int,
+    pool_size: int | None,
+    fresh: Callable[[str], Awaitable[str]],
+) -> Ceiling:
+    """The replies written the server's way (concurrent writers, write batches, `workers`
+    processes' worth of connections), then the same transactions replayed on the raw driver
+    with as many connections as were in flight at once."""
+    work = replies(target, events, seed=13)
+    recorder = _Recorder()
+    pool = pool_size or Settings().pool_size
+    engine_s = await _write_concurrently(
+        await fresh("record"), target, work, workers, writers, pool, recorder
+    )
+    transactions = recorder.transactions()
+    lanes = max(1, recorder.most_writing)
+    url = await fresh("ceiling")
+    conns = [await engine_bench.connect_postgres(url) for _ in range(lanes)]
+    errors = 0
+    try:
+        queue = iter(transactions)
+
+        async def lane(conn: Any) -> None:
+            nonlocal errors
+            for statements in queue:
+                try:
+                    await engine_bench.run_postgres_statements(conn, statements)
+                except asyncpg.PostgresError:
+                    errors += 1
+                    if not conn.is_closed():
+                        await conn.execute("ROLLBACK")
+
+        wall, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(lane(conn) for conn in conns))
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        for conn in conns:
+            await conn.close()
+    control = ("BEGIN", "COMMIT", "ROLLBACK")
+    statements = sum(sql not in control for t in transactions for sql, _ in t)
+    # The write transactions (the others are the writers' reads, replayed as they came).
+    writes = sum(1 for t in transactions if t and t[0][0] == "BEGIN")
+    return Ceiling(
+        workers=workers,
+        replies_per_s=events / wall,
+        engine_eps=events / engine_s,
+        transactions=writes,
+        writes_per_transaction=events / max(1, writes),
+        lanes=lanes,
+        statements=statements / events,
+        errors=errors,
+        cpu_per_reply_us=cpu / events * 1e6,
+    )
+
+
+def show_ceiling(c: Ceiling) -> None:
+    failed = f", [red]{c.errors} transactions failed in the replay[/]" if c.errors else ""
+    console.print(
+        f"[bold]postgres[/] ceiling for {c.workers} worker(s): {c.replies_per_s:6.0f} replies/s "
+        f"(raw driver, the writers' {c.transactions} transactions on {c.lanes} connections: "
+        f"{c.writes_per_transaction:.1f} replies and {c.statements:.2f} statements per reply "
+        f"besides BEGIN and COMMIT; driver CPU {c.cpu_per_reply_us:.0f} µs per reply); "
+        f"engine in-process the same way {c.engine_eps:6.0f} replies/s{failed}"
+    )
 
 
 # -- CPU accounting ----------------------------------------------------------------------------
@@ -1046,11 +1256,21 @@ async def drive(
     )
 
 
-def show(r: Result, floor_: Floor) -> None:
+def show(r: Result, floor_: Floor, ceiling_: Ceiling | None = None) -> None:
+    # SQLite has one writer and no batches: its floor is its ceiling.
+    share = (
+        f"  of the ceiling (same concurrency and batches, raw driver) "
+        f"{r.rps / ceiling_.replies_per_s:.2f}"
+        if ceiling_ is not None
+        else "  (one writer, no batches: the floor is the ceiling)"
+        if r.db == "sqlite"
+        else ""
+    )
     console.print(
         f"[bold]{r.db:8}[/] workers {r.workers}  closed loop C={r.concurrency}: "
         f"[bold]{r.rps:6.0f} replies/s[/]  p50 {r.p50_ms:6.1f} ms  p99 {r.p99_ms:6.1f} ms  "
-        f"errors {r.errors}  yardstick (to the one-connection floor) {r.rps / floor_.floor_eps:.2f}"
+        f"errors {r.errors}  machine-speed yardstick (to the one-connection floor) "
+        f"{r.rps / floor_.floor_eps:.2f}{share}"
     )
     console.print(f"{'':8} {r.cpu.line()}")
     for o in r.open:
@@ -1124,12 +1344,21 @@ def bench_postgres(args: argparse.Namespace, data_dir: Path) -> tuple[list[Resul
         show_floor("postgres", floor_)
         results = []
         for workers in args.workers:
+            console.print(
+                f"postgres: the ceiling for {workers} worker(s) on {args.floor_events} replies  "
+                f"({load()})"
+            )
+            ceiling_ = asyncio.run(
+                ceiling(target, args.floor_events, workers, args.concurrency, args.pool_size, fresh)
+            )
+            CEILINGS[workers] = ceiling_
+            show_ceiling(ceiling_)
             url = asyncio.run(fresh("server"))
             console.print(f"postgres: server with {workers} worker(s)  ({load()})")
             result = serve_and_drive(
                 args, "postgres", url, workers, target, data_dir, PG_NAMES["server"]
             )
-            show(result, floor_)
+            show(result, floor_, ceiling_)
             results.append(result)
         return results, floor_
     finally:
@@ -1158,6 +1387,10 @@ def bench_sqlite(args: argparse.Namespace, data_dir: Path) -> tuple[list[Result]
     result = serve_and_drive(args, "sqlite", url, 1, target, data_dir, None)
     show(result, floor_)
     return [result], floor_
+
+
+# The PostgreSQL ceilings measured, by worker count.
+CEILINGS: dict[int, Ceiling] = {}
 
 
 def show_floor(name: str, f: Floor) -> None:
@@ -1284,8 +1517,10 @@ def run(args: argparse.Namespace, data_dir: Path) -> None:
         console.print()
         for name, f in floors.items():
             show_floor(name, f)
+        for c in CEILINGS.values():
+            show_ceiling(c)
         for r in results:
-            show(r, floors[r.db])
+            show(r, floors[r.db], CEILINGS.get(r.workers) if r.db == "postgres" else None)
     missed = verdict(results, floors)
     failures = [f for r in results for f in r.check_failures()]
     for failure in failures:

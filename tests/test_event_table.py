@@ -183,7 +183,12 @@ async def test_user_reply(db: Database, world: World) -> None:
         db,
         world,
         cid,
-        ev.UserReply(body="", body_json={"k": "v"}, attachments=(attachment,)),
+        ev.UserReply(
+            body="",
+            body_json={"k": "v"},
+            attachments=(attachment,),
+            referrer="https://shop.test/cart?step=2",
+        ),
         at(20),
     )
     after, parts = await reread(db, world, cid)
@@ -223,6 +228,7 @@ async def test_user_reply(db: Database, world: World) -> None:
         body="",
         body_json={"k": "v"},
         attachments=(attachment,),
+        referrer="https://shop.test/cart?step=2",
     )
     assert await service.check(db) == []
 
@@ -276,7 +282,9 @@ async def test_admin_reply(db: Database, world: World) -> None:
     await act(db, world, cid, ev.UserReply(body="Anyone?"), at(10))
     before, _ = await reread(db, world, cid)
     assert (before.admin_unread_count, before.not_answered_admin_replies) == (2, 2)
-    [new] = await act(db, world, cid, ev.AdminReply(author=admin(world), body="<b>Yes</b>"), at(20))
+    actions = [{"type": "button", "text": "Track my order", "payload": {"order": 42}}]
+    reply = ev.AdminReply(author=admin(world), body="<b>Yes</b>", actions=actions)
+    [new] = await act(db, world, cid, reply, at(20))
     after, parts = await reread(db, world, cid)
     assert delta(before, after) == {
         "parts_count": 3,
@@ -308,6 +316,7 @@ async def test_admin_reply(db: Database, world: World) -> None:
         author=admin(world),
         sent_via=SentVia.WEB_PANEL,
         body="<b>Yes</b>",
+        actions=[{"type": "button", "text": "Track my order", "payload": {"order": 42}}],
     )
     assert parts[2].direction == "a2u"
     assert await service.check(db) == []

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from tests.conftest import World
+from tests.waiting import until
 from threadline.conversations import service
 from threadline.core import events as ev
 from threadline.core.enums import AuthorKind
@@ -27,6 +28,18 @@ def body(rng: random.Random, rare: str = "") -> str:
     return " ".join([*rng.sample(COMMON, 3), rare, f"w{rng.randrange(10_000)}"])
 
 
+async def _other_backends(db: Database) -> set[int]:
+    """The other sessions on this database now."""
+    async with db.read() as conn:
+        found = await conn.execute(
+            text(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+        return {int(pid) for (pid,) in found}
+
+
 async def _deadlocks(db: Database) -> int:
     async with db.read() as conn:
         await conn.execute(text("SELECT pg_stat_clear_snapshot()"))
@@ -39,6 +52,10 @@ async def _deadlocks(db: Database) -> int:
 async def test_writers_never_deadlock(db_url: str, world: World) -> None:
     if db_url.startswith("sqlite"):
         pytest.skip("SQLite runs one write transaction at a time: no lock order to keep")
+    # Reads the statistics once the writers' sessions have ended: a session reports its
+    # counts (deadlocks among them) when it ends, if not before.
+    reader = Database(db_url)
+    others = await _other_backends(reader)
     db = Database(db_url, batch_writes=8)
     admin = Author(AuthorKind.ADMIN, world.admin_id)
     errors: list[BaseException] = []
@@ -53,7 +70,7 @@ async def test_writers_never_deadlock(db_url: str, world: World) -> None:
             ).state.id
             for _ in range(12)
         ]
-        before = await _deadlocks(db)
+        before = await _deadlocks(reader)
         deadline = time.monotonic() + DURATION_SECONDS
 
         async def guarded(kind: str, write: object) -> None:
@@ -102,9 +119,14 @@ async def test_writers_never_deadlock(db_url: str, world: World) -> None:
             *(two_parts(100 + i) for i in range(3)),
             *(erasures(200 + i) for i in range(2)),
         )
-        await asyncio.sleep(1.5)  # a backend's statistics reach the shared ones within a second
-        deadlocks = await _deadlocks(db) - before
-        async with db.read() as conn:
+        await db.dispose()  # the writers' sessions end
+
+        async def writers_gone() -> bool:
+            return not (await _other_backends(reader) - others)
+
+        await until(writers_gone, "the writers' sessions ended (their statistics reported)")
+        deadlocks = await _deadlocks(reader) - before
+        async with reader.read() as conn:
             stored = (
                 await conn.execute(
                     select(func.count()).where(conversation_parts.c.id.in_(acknowledged))
@@ -112,6 +134,7 @@ async def test_writers_never_deadlock(db_url: str, world: World) -> None:
             ).scalar_one()
     finally:
         await db.dispose()
+        await reader.dispose()
     assert all(n > 20 for n in counts.values()), counts
     assert errors == []
     assert deadlocks == 0

@@ -384,7 +384,7 @@ async def test_writes_waiting_behind_a_stalled_batch_go_in_one_of_their_own(
     held, others = (await conversations(pg, world, 1))[0], await conversations(pg, world, 4)
     holding, release = await locked_elsewhere(pg, world, held)
     stuck = asyncio.create_task(service.perform(pg, world.app_id, held, ev.UserReply(body="waits")))
-    await asyncio.sleep(0.01)
+    await until_waiting_on_locks(pg, 1)  # its batch waits for the conversation's lock
     outcomes = await asyncio.wait_for(
         asyncio.gather(
             *(service.perform(pg, world.app_id, c, ev.UserReply(body="goes")) for c in others)

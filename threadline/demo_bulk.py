@@ -143,11 +143,11 @@ def _json(value: Any) -> str | None:
 
 
 _CONVERSATION_COLUMNS = [c.name for c in conversations.c]
-_JSON_COLUMNS = frozenset({"tags", "body_json", "attachments", "props"})
+_JSON_COLUMNS = frozenset({"tags", "body_json", "attachments", "actions", "props"})
 _PART_COLUMNS = [
     "id", "conversation_id", "created", "edited", "removed", "part_group", "type",
     "author_kind", "author_id", "sent_via", "body", "body_json", "read", "attachments",
-    "random_id", "random_kind", "external_id", "tag", "assignee_id",
+    "random_id", "random_kind", "external_id", "tag", "assignee_id", "referrer", "actions",
 ]  # fmt: skip
 assert set(_PART_COLUMNS) == {c.name for c in conversation_parts.c}
 
@@ -207,13 +207,14 @@ def part_row(p: Part, postgres: bool) -> tuple[Any, ...]:
         else None
     )
     body_json: Any = p.body_json
+    actions: Any = p.actions
     if postgres:
-        body_json, attachments = _json(body_json), _json(attachments)
+        body_json, attachments, actions = _json(body_json), _json(attachments), _json(actions)
     return (
         p.id, p.conversation_id, p.created, p.edited, p.removed,
         None if p.part_group == p.id else p.part_group, p.type, p.author.kind, p.author.id,
         p.sent_via, p.body, body_json, p.read, attachments, p.random_id, p.random_kind,
-        p.external_id, p.tag, p.assignee_id,
+        p.external_id, p.tag, p.assignee_id, p.referrer, actions,
     )  # fmt: skip
 
 
@@ -242,6 +243,7 @@ def apply_events(
         if change.erase:
             for part in parts:
                 part.body, part.body_json, part.attachments, part.removed = "", None, (), now
+                part.referrer = part.actions = None
         state = change.state
     return state
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import httpx
@@ -307,11 +308,90 @@ async def test_reply_fields_and_idempotency(
     assert first["external_id"] == "ext-1"
     assert first["random_id"] == 123456789012
     assert first["body_json"] == {"blocks": [1, 2]}
+    assert first["referrer"] == "https://example.com/page"
+    assert first["actions"] == [{"type": "button"}]
     again = ok(await api.post(f"/conversations/{cid}/reply", json=payload))
     assert again == first
     assert ok(await api.get(f"/conversations/{cid}"))["parts_count"] == 2
     # body_json alone is content enough
     ok(await api.post(f"/conversations/{cid}/reply", json={"body_json": {"k": 1}}))
+
+
+ACTIONS = [
+    {"type": "button", "text": "Track my order", "url": "https://shop.test/track/42"},
+    {"type": "button", "text": "A person", "payload": {"queue": "human", "n": [1, 2], "w": 0.5}},
+]
+
+
+async def test_referrer_and_actions_are_stored_and_served_on_the_part(
+    api: httpx.AsyncClient, app_db: Database, world: World
+) -> None:
+    cid = await started(app_db, world)
+    url = f"/conversations/{cid}/reply"
+    # The user writes from a page; the operator offers actions (JSON, or form-encoded text).
+    by_user = ok(
+        await api.post(
+            url, json={"body": "Where?", "from_user": True, "referrer": "https://shop.test/cart"}
+        )
+    )
+    by_admin = ok(
+        await api.post(
+            url,
+            data={
+                "body": "Choose",
+                "from_admin": str(world.admin_id),
+                "actions": json.dumps(ACTIONS),
+                "referrer": "https://app.test/inbox",
+            },
+        )
+    )
+    note = ok(await api.post(url, json={"body": "hm", "type": "note", "actions": ACTIONS[:1]}))
+    plain = ok(await api.post(url, json={"body": "no extras"}))
+    assert (by_user["referrer"], by_user["actions"]) == ("https://shop.test/cart", None)
+    assert (by_admin["referrer"], by_admin["actions"]) == ("https://app.test/inbox", ACTIONS)
+    assert (note["referrer"], note["actions"]) == (None, ACTIONS[:1])
+    assert (plain["referrer"], plain["actions"]) == (None, None)
+    # Read back from storage: the parts list, and the conversation's embedded last parts.
+    stored = {p["id"]: p for p in ok(await api.get(f"/conversations/{cid}/parts"))}
+    for part in (by_user, by_admin, note, plain):
+        # All as answered, but `read`: the operator's reply marked the user's part read.
+        assert stored[part["id"]] | {"read": part["read"]} == part
+    conversation = ok(await api.get(f"/conversations/{cid}"))
+    assert conversation["reply_last"]["id"] == plain["id"]
+    assert conversation["reply_last"]["actions"] is None
+    ok(await api.post(url, json={"body": "last", "actions": ACTIONS}))
+    assert ok(await api.get(f"/conversations/{cid}"))["reply_last"]["actions"] == ACTIONS
+
+
+@pytest.mark.parametrize(
+    ("values", "blamed"),
+    [
+        ({"actions": [1, 2]}, "actions"),
+        ({"actions": [{"type": "button"}, "text"]}, "actions"),
+        ({"actions": {"type": "button"}}, "actions"),
+        ({"actions": "[{not json"}, "actions"),
+        ({"actions": '[{"text": "a\\u0000b"}]'}, "actions"),  # NUL, escaped in JSON text
+        ({"body_json": '{"text": "a\\u0000b"}'}, "body_json"),
+        ({"referrer": "https://shop.test/" + "x" * 4096}, "referrer"),
+    ],
+)
+async def test_bad_referrer_actions_or_json_are_refused_and_change_nothing(
+    api: httpx.AsyncClient,
+    app_db: Database,
+    world: World,
+    values: dict[str, object],
+    blamed: str,
+) -> None:
+    cid = await started(app_db, world)
+    before = ok(await api.get(f"/conversations/{cid}"))
+    message = error(
+        await api.post(f"/conversations/{cid}/reply", json={"body": "x"} | values),
+        400,
+        "BadRequest",
+    )
+    assert message.startswith(f"{blamed}:")
+    assert ok(await api.get(f"/conversations/{cid}")) == before
+    assert len(ok(await api.get(f"/conversations/{cid}/parts"))) == 1
 
 
 async def test_reply_with_auto_assign_is_two_parts_in_one_transaction(
@@ -468,6 +548,24 @@ async def test_start_conversation(
     assert c["parts_count"] == 1
     assert c["reply_last"]["body"] == "Help!"
     assert c["reply_last"]["random_id"] == 42
+    # The page the user started from is on the conversation's first part.
+    assert c["reply_last"]["referrer"] == "https://x.test"
+    [first] = ok(await api.get(f"/conversations/{cid}/parts"))
+    assert (first["referrer"], first["actions"]) == ("https://x.test", None)
+    message = error(
+        await api.post(
+            "/users/site-79/startconversation",
+            json={"body": "hi", "by_user_id": True, "referrer": "x" * 4097},
+        ),
+        400,
+        "BadRequest",
+    )
+    assert message.startswith("referrer:")
+    error(  # refused before the user was created
+        await api.get("/users/site-79/conversations", params={"by_user_id": True}),
+        400,
+        "LookupError",
+    )
     # by_user_id creates the user on first contact, then finds them
     new = ok(
         await api.post("/users/site-77/startconversation", json={"body": "hi", "by_user_id": True})

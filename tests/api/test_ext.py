@@ -168,6 +168,9 @@ async def test_erase_user(
     second = await assigned(app_db, world, "another secret")
     other_user = await apps.create_user(app_db, world.app_id, site_user_id="u-2")
     kept = await started(app_db, world, "not theirs", user_id=other_user)
+    # The page the user wrote from, and what the operator offered: erased with the body.
+    extras = {"referrer": "https://shop.test/me?email=a@b.test", "actions": [{"type": "b"}]}
+    ok(await api.post(f"/conversations/{first}/reply", json={"body": "hi"} | extras))
     path = "/ext/users/u-1" if by_site_id else f"/ext/users/{world.user_id}"
     assert ok(await api.delete(path, params={"by_user_id": "1"} if by_site_id else {})) == {}
     for cid in (first, second):
@@ -177,6 +180,7 @@ async def test_erase_user(
         assert c["user"]["user_id"] is None
         parts = ok(await api.get(f"/conversations/{cid}/parts"))
         assert all(p["body"] == "" and p["removed"] is not None for p in parts)
+        assert all(p["referrer"] is None and p["actions"] is None for p in parts)
     listed = ok(await api.get("/apps/$self_app/conversations", params={"include_not_assigned": 1}))
     assert [c["id"] for c in listed] == [kept]
     error(await api.get(f"/users/{world.user_id}/conversations"), 404, "NotFound")

@@ -23,10 +23,11 @@ def variants(world: World) -> list[tuple[str, dict[str, Any]]]:
         ("another type", first | {"type": "note"}),
         ("a structured body", first | {"body_json": {"blocks": [1]}}),
         ("the user's reply", {"body": "Hi", "from_user": world.user_id, "random_id": KEY}),
+        ("actions offered", first | {"actions": [{"type": "button", "text": "Yes"}]}),
     ]
 
 
-@pytest.mark.parametrize("case", range(5))
+@pytest.mark.parametrize("case", range(6))
 async def test_reused_key_with_other_content_is_409_and_changes_nothing(
     api: httpx.AsyncClient, app_db: Database, world: World, case: int
 ) -> None:
@@ -51,6 +52,9 @@ async def test_a_true_retry_ignores_transport_details(
     cid = await started(app_db, world)
     url = f"/conversations/{cid}/reply"
     payload = {"body": "Hi", "from_admin": world.admin_id, "random_id": KEY, "external_id": "a"}
-    first = ok(await api.post(url, json=payload))
-    again = ok(await api.post(url, json=payload | {"external_id": "b"}))
+    first = ok(await api.post(url, json=payload | {"referrer": "https://shop.test/a"}))
+    again = ok(
+        await api.post(url, json=payload | {"external_id": "b", "referrer": "https://shop.test/b"})
+    )
     assert again["id"] == first["id"]
+    assert again["referrer"] == "https://shop.test/a"  # the first write's part

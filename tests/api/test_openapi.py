@@ -228,7 +228,8 @@ def _valid(name: str, schema: dict[str, Any], path: str, world: World, spare: in
         "paginate_position": [1] if path.endswith("/parts") else [1_700_000_000.5, 1],
         "after": "1",
         "body_json": {"text": "hi"},
-        "actions": [],
+        "actions": READ_BACK_ACTIONS,
+        "referrer": "https://shop.test/page?from=docs",
         "scopes": ["conversations-read"],
         "password": "correct horse battery staple",
     }
@@ -274,6 +275,27 @@ def _invalid(schema: dict[str, Any], in_body: bool) -> Any:
     return None
 
 
+READ_BACK_ACTIONS = [{"type": "button", "text": "Yes", "payload": {"answer": 1}}]
+# Parameters that only carry a value to keep (nothing to refuse beyond their form): a valid
+# one is read back from storage, on the part the write created.
+READ_BACK = {
+    ("/conversations/{id}/reply", "referrer"),
+    ("/conversations/{id}/reply", "actions"),
+    ("/users/{id}/startconversation", "referrer"),
+}
+
+
+async def _read_back(api: httpx.AsyncClient, path: str, data: dict[str, Any], name: str) -> Any:
+    """The stored value of `name` on the part the write answered (reply: the part itself;
+    startconversation: the new conversation's first part)."""
+    if path == "/users/{id}/startconversation":
+        [part] = ok(await api.get(f"/conversations/{data['id']}/parts"))
+        return part[name]
+    parts = ok(await api.get(f"/conversations/{data['conversation']}/parts"))
+    [part] = [p for p in parts if p["id"] == data["id"]]
+    return part[name]
+
+
 async def test_every_documented_parameter_is_read(
     api: httpx.AsyncClient, app_db: Database, world: World, document: dict[str, Any]
 ) -> None:
@@ -297,6 +319,7 @@ async def test_every_documented_parameter_is_read(
         return ident
 
     checked = 0
+    read_back: set[tuple[str, str]] = set()
     for method, path, operation in operations(document):
         # DELETE /ext/apps/{app}/admins (the id a parameter) deletes a fresh object each time.
         kind = path.split("/")[-1] if method == "delete" else ""
@@ -346,6 +369,8 @@ async def test_every_documented_parameter_is_read(
                 values[name] = value
                 if name in V1_ONLY:
                     values["version"] = 1
+                if (path, name) in READ_BACK:
+                    values.setdefault("body", "read back")  # a write needs some content
                 response = await _send(api, method, url, values, in_body)
                 if response.status_code == 200 and path == "/ext/attachments/{id}":
                     assert response.content == b"hello"
@@ -357,10 +382,16 @@ async def test_every_documented_parameter_is_read(
                 where = (method, path, name, value if len(str(value)) < 80 else "...", body)
                 if validity == "valid":
                     assert not blamed, where
+                    if (path, name) in READ_BACK:
+                        assert response.status_code == 200, where
+                        stored = await _read_back(api, path, body["data"], name)
+                        assert stored == value, where
+                        read_back.add((path, name))
                 else:
                     assert blamed, where
                 checked += 1
     assert checked > 200
+    assert read_back == READ_BACK
 
 
 async def _fresh_path_ids(path: str, create: Callable[[str], Awaitable[int]]) -> dict[str, int]:

@@ -191,7 +191,7 @@ async def test_reply_every_parameter(
                 "auto_assign": world.other_admin_id,
                 "auto_assign_random_id": 77,
                 "referrer": "https://shop.test/page",
-                "actions": [],
+                "actions": [{"type": "button", "text": "Yes"}],
             },
             form,
         )
@@ -202,6 +202,8 @@ async def test_reply_every_parameter(
     assert part["from"]["id"] == world.admin_id
     assert part["external_id"] == "ext-1"
     assert part["random_id"] == 1650977560
+    assert part["referrer"] == "https://shop.test/page"
+    assert part["actions"] == [{"type": "button", "text": "Yes"}]
     state = ok(await api.get(f"/conversations/{cid}"))
     assert state["assignee"]["id"] == world.other_admin_id
     # random_id: a retry (the same content again) writes nothing new and answers the first
@@ -211,6 +213,7 @@ async def test_reply_every_parameter(
         "body_json": {"k": "v"},
         "from_admin": world.admin_id,
         "random_id": 1650977560,
+        "actions": [{"type": "button", "text": "Yes"}],  # content: a retry sends it again
     }
     again = ok(await send(api, "POST", url, retry, form))
     assert again["id"] == part["id"]

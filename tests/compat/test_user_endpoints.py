@@ -93,6 +93,8 @@ async def test_start_conversation_every_parameter(
         )
     )
     assert again["id"] == started_id
+    [first] = ok(await api.get(f"/conversations/{started_id}/parts"))
+    assert first["referrer"] == "https://shop.test"
     by_site_id = ok(
         await send(
             api,

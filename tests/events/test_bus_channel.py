@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.events.test_fanout import redis_url
+from tests.waiting import until
 from threadline.db.engine import Database
 from threadline.db.migrate import upgrade
 from threadline.events.bus import RedisBus
@@ -72,12 +73,14 @@ async def test_two_deployments_on_one_redis_hear_only_themselves(tmp_path: Path)
             async with asyncio.timeout(WAIT_S):
                 await bus.connected.wait()
         buses[0].publish({"kind": "typing", "draft": "secret draft of a"})
-        async with asyncio.timeout(WAIT_S):
-            while not got["a"]:  # noqa: ASYNC110  (polling a plain list)
-                await asyncio.sleep(0.02)
-        await asyncio.sleep(0.3)  # time enough for a wrongly shared channel to deliver
+        await until(lambda: bool(got["a"]), "a's own message back on its channel", WAIT_S)
+        # Redis ran a's PUBLISH before b's (a has its message): on a wrongly shared channel,
+        # b's subscription would get a's message before its own. Once b has its own, a's
+        # can no longer be on its way.
+        buses[1].publish({"kind": "typing", "draft": "draft of b"})
+        await until(lambda: bool(got["b"]), "b's own message back on its channel", WAIT_S)
+        assert got["b"] == [{"kind": "typing", "draft": "draft of b"}]
         assert got["a"] == [{"kind": "typing", "draft": "secret draft of a"}]
-        assert got["b"] == []
     finally:
         for bus in buses:
             await bus.close()

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import event
 
 from tests.conftest import World
+from tests.waiting import until
 from threadline.conversations import service
 from threadline.core import events as ev
 from threadline.db import direct
@@ -153,7 +154,19 @@ async def test_an_idle_client_gets_heartbeats_and_a_gone_one_no_timer(
         hub.unsubscribe(client)
         assert client._beat is None
         assert client.queue.qsize() <= 1  # no timer keeps filling the queue of a gone client
-        await asyncio.sleep(0.2)
+        # A live client with the same period gets three more beats meanwhile: the gone one's
+        # timer, had it been left running, would have fired as often.
+        live = await hub.subscribe(world.app_id, channels, after=None, id_as_string=False)
+        live_stream = hub.stream(live, 0.05, replay=False)
+        beats = 0
+        async with asyncio.timeout(10):
+            async for _tag, message in live_stream:
+                assert message == b""
+                beats += 1
+                if beats == 3:
+                    break
+        await live_stream.aclose()
+        hub.unsubscribe(live)
         assert client.queue.qsize() <= 1
     finally:
         await hub.stop()
@@ -179,7 +192,9 @@ async def test_without_clients_commits_cost_no_read_and_a_first_client_starts_at
     try:
         for i in range(3):
             await service.start_by_user(db, app, world.user_id, ev.UserReply(body=f"{i}"))
-        await asyncio.sleep(0.3)  # past a poll interval: time enough for a read
+        # The writes woke the reader: once it has taken the wake-up (cleared it), it has
+        # decided whether to read.
+        await until(lambda: not hub._wake.is_set(), "the hub's reader took the wake-up")
         assert log_reads == []
         # The first client starts after those writes: it gets the next one, not them.
         client = await hub.subscribe(

@@ -18,6 +18,7 @@ from websockets.asyncio.client import connect
 
 from tests.conftest import build_world
 from tests.events.live import WAIT, Live, receive_many, serve
+from tests.waiting import until
 from threadline.api.config import ApiSettings
 from threadline.conversations import service
 from threadline.core import events as ev
@@ -120,7 +121,12 @@ async def test_access_logs_carry_no_token(
         url = f"{ws(live, f'conversation.{live.world.app_id}')}?auth_token={token}"
         async with connect(url) as sock:
             await sock.close()
-        await asyncio.sleep(0.2)
+
+        def redacted_lines() -> int:
+            return sum(f"auth_token={REDACTED}" in r.getMessage() for r in caplog.records)
+
+        # Both requests' lines are logged (the GET's and the socket's), then checked.
+        await until(lambda: redacted_lines() >= 2, "the GET's and the socket's log lines")
     access = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
     assert any("/conversations/1" in line for line in access), access
     everything = "\n".join(r.getMessage() for r in caplog.records)

@@ -342,6 +342,8 @@ def parse_json_object(value: Any) -> dict[str, Any] | None:
             raise ValueError("must be valid JSON") from None
     if not isinstance(value, dict):
         raise ValueError("must be a JSON object")
+    if _nul_in(value):  # a \u0000 escape inside JSON text
+        raise ValueError("must not contain NUL characters")
     return value
 
 
@@ -352,6 +354,23 @@ def parse_json_list(value: Any) -> list[Any] | None:
     if not isinstance(parsed, list):
         raise ValueError("must be a JSON array")
     return parsed
+
+
+def parse_json_object_list(value: Any) -> list[dict[str, Any]] | None:
+    """JSON objects to keep as sent (numbers as JSON numbers: stored and served again)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        check_json_depth(value)
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise ValueError("must be valid JSON") from None
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ValueError("must be a JSON array of objects")
+    if _nul_in(value):  # a \u0000 escape inside JSON text
+        raise ValueError("must not contain NUL characters")
+    return value
 
 
 def parse_str_list(value: Any) -> list[str]:
@@ -562,6 +581,11 @@ JsonArray = Annotated[
     list[Any] | None,
     BeforeValidator(parse_json_list),
     _schema({"anyOf": [{"type": "array"}, _NULL], "x-tl-json": True}),
+]
+JsonObjectList = Annotated[
+    list[dict[str, Any]] | None,
+    BeforeValidator(parse_json_object_list),
+    _schema({"anyOf": [{"type": "array", "items": {"type": "object"}}, _NULL], "x-tl-json": True}),
 ]
 StrList = Annotated[
     list[str],

@@ -157,6 +157,8 @@ class Presenter:
             "attachments": [self._attachment(a) for a in p.attachments],
             "random_id": p.random_id,
             "external_id": p.external_id,
+            "referrer": p.referrer,
+            "actions": p.actions,
         }
         if p.type in _TAG_TYPES:
             out["tag"] = p.tag

@@ -145,6 +145,10 @@ PartOut = TypedDict(
         "attachments": list[AttachmentOut],
         "random_id": Id | None,
         "external_id": str | None,
+        # The page it was written on, and what the user can do with it (reply and
+        # startconversation parameters), as sent; null when not given.
+        "referrer": str | None,
+        "actions": list[dict[str, Any]] | None,
         "tag": NotRequired[str | None],
         "assignee": NotRequired[AdminOut | None],
     },

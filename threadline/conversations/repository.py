@@ -158,6 +158,8 @@ def part_from_mapping(m: Mapping[Any, Any]) -> Part:
         random_id=m["random_id"],
         random_kind=m["random_kind"],
         external_id=m["external_id"],
+        referrer=m["referrer"],
+        actions=m["actions"],
         tag=m["tag"],
         assignee_id=m["assignee_id"],
         edited=m["edited"],
@@ -186,6 +188,8 @@ def _part_values(part: Part) -> dict[str, Any]:
         "random_id": part.random_id,
         "random_kind": part.random_kind,
         "external_id": part.external_id,
+        "referrer": part.referrer,
+        "actions": part.actions,
         "tag": part.tag,
         "assignee_id": part.assignee_id,
     }
@@ -489,7 +493,9 @@ class ConversationRepository:
         await self._execute(
             update(parts_t)
             .where(parts_t.c.conversation_id == conversation_id)
-            .values(body="", body_json=None, attachments=None, removed=now)
+            .values(
+                body="", body_json=None, attachments=None, referrer=None, actions=None, removed=now
+            )
         )
         self._erased_words += words
 

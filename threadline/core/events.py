@@ -17,7 +17,7 @@ from threadline.core.enums import (
     ReplyType,
     SentVia,
 )
-from threadline.core.model import Attachment, Author, JSONObject
+from threadline.core.model import Actions, Attachment, Author, JSONObject
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,8 @@ class UserReply:
     sent_via: SentVia = SentVia.WEB_USER
     random_id: int | None = None
     external_id: str | None = None
+    referrer: str | None = None
+    actions: Actions | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,8 @@ class AdminReply:
     sent_via: SentVia = SentVia.WEB_PANEL
     random_id: int | None = None
     external_id: str | None = None
+    referrer: str | None = None
+    actions: Actions | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,8 @@ class ContentPart:
     sent_via: SentVia = SentVia.WEB_PANEL
     random_id: int | None = None
     external_id: str | None = None
+    referrer: str | None = None
+    actions: Actions | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,12 @@ rather than answered with a part the client did not ask for.
 
 The content compared is what the write puts into its part: for replies, notes and other
 content parts the part's type, its author (the admin, bot or sender; a user's reply is
-always the conversation's user), the body, the structured body and the attachments (each
-file's name, size and type, in order: a retry uploads its files again); for an
+always the conversation's user), the body, the structured body, the actions offered to the
+user and the attachments (each file's name, size and type, in order: a retry uploads its
+files again); for an
 assignment the assignee; for a tag the tag. Closing, reopening,
 snoozing and changing channel carry nothing beyond their kind, which the key includes.
-Transport details (`sent_via`, `external_id`) are not content.
+Transport details (`sent_via`, `external_id`, `referrer`) are not content.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 from threadline.core import events as ev
 from threadline.core.enums import PartType
 from threadline.core.errors import DomainError
-from threadline.core.model import Attachment, JSONObject, Part
+from threadline.core.model import Actions, Attachment, JSONObject, Part
 
 
 class IdempotencyKeyReused(DomainError):
@@ -35,11 +36,16 @@ class IdempotencyKeyReused(DomainError):
 
 
 def _same_content(
-    part: Part, body: str, body_json: JSONObject | None, attachments: tuple[Attachment, ...]
+    part: Part,
+    body: str,
+    body_json: JSONObject | None,
+    attachments: tuple[Attachment, ...],
+    actions: Actions | None,
 ) -> bool:
     return (
         part.body == body
         and (part.body_json or None) == (body_json or None)
+        and (part.actions or None) == (actions or None)
         and [_file(a) for a in part.attachments] == [_file(a) for a in attachments]
     )
 
@@ -54,19 +60,23 @@ def is_same_write(part: Part, event: ev.Event) -> bool:
     match event:
         case ev.UserReply():
             return part.type is PartType.REPLY_USER and _same_content(
-                part, event.body, event.body_json, event.attachments
+                part, event.body, event.body_json, event.attachments, event.actions
             )
         case ev.AdminReply():
             return (
                 part.type is PartType.REPLY_ADMIN
                 and part.author == event.author
-                and _same_content(part, event.body, event.body_json, event.attachments)
+                and _same_content(
+                    part, event.body, event.body_json, event.attachments, event.actions
+                )
             )
         case ev.ContentPart():
             return (
                 part.type is event.type
                 and part.author == event.author
-                and _same_content(part, event.body, event.body_json, event.attachments)
+                and _same_content(
+                    part, event.body, event.body_json, event.attachments, event.actions
+                )
             )
         case ev.Assign():
             return part.assignee_id == event.admin_id

@@ -18,6 +18,8 @@ from threadline.core.enums import (
 )
 
 JSONObject = dict[str, Any]
+# What the user can do with a part (the vendor's reply `actions`): JSON objects, in order.
+Actions = list[JSONObject]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,10 @@ class Part:
     random_id: int | None = None
     random_kind: str | None = None
     external_id: str | None = None
+    # The page the part was written on, and what the user can do with it: as the client
+    # sent them (the vendor's reply and startconversation parameters).
+    referrer: str | None = None
+    actions: Actions | None = None
     tag: str | None = None
     assignee_id: int | None = None
     edited: datetime | None = None

@@ -27,11 +27,20 @@ from threadline.core.errors import (
     TagAlreadyAssigned,
     TagNotAssigned,
 )
-from threadline.core.model import Attachment, Author, ConversationState, JSONObject, Part
+from threadline.core.model import (
+    Actions,
+    Attachment,
+    Author,
+    ConversationState,
+    JSONObject,
+    Part,
+)
 
 # Bodies are chat messages or e-mails, not documents; 64 KiB of text covers long e-mails.
 MAX_BODY_CHARS = 65_536
 MAX_TAG_CHARS = 255
+# A page address, as a browser sends it (Chromium cuts a Referer header at 4 KiB).
+MAX_REFERRER_CHARS = 4096
 
 
 class MarkRead(StrEnum):
@@ -98,6 +107,8 @@ class _Builder:
         random_id: int | None = None,
         random_kind: str | None = None,
         external_id: str | None = None,
+        referrer: str | None = None,
+        actions: Actions | None = None,
         tag: str | None = None,
         assignee_id: int | None = None,
     ) -> Part:
@@ -119,6 +130,8 @@ class _Builder:
             random_id=random_id or None,
             random_kind=random_kind if random_id else None,
             external_id=external_id,
+            referrer=referrer,
+            actions=actions,
             tag=tag,
             assignee_id=assignee_id,
         )
@@ -171,6 +184,15 @@ def check_body(
         raise InvalidParameter("body", "must not be empty without an attachment")
 
 
+def check_page_and_actions(referrer: str | None, actions: Actions | None) -> None:
+    """A part's `referrer` (the page it was written on) and `actions` (what the user can do
+    with it: JSON objects)."""
+    if referrer is not None and len(referrer) > MAX_REFERRER_CHARS:
+        raise InvalidParameter("referrer", f"at most {MAX_REFERRER_CHARS} characters")
+    if actions is not None and not all(isinstance(action, dict) for action in actions):
+        raise InvalidParameter("actions", "must be an array of JSON objects")
+
+
 def check_tag(tag: str) -> str:
     if not tag.strip():
         raise InvalidParameter("tag", "must not be empty")
@@ -181,6 +203,7 @@ def check_tag(tag: str) -> str:
 
 def _user_reply(b: _Builder, e: ev.UserReply) -> Change:
     check_body(e.body, e.body_json, e.attachments)
+    check_page_and_actions(e.referrer, e.actions)
     s = b.state
     b.add_part(
         PartType.REPLY_USER,
@@ -193,6 +216,8 @@ def _user_reply(b: _Builder, e: ev.UserReply) -> Change:
         random_id=e.random_id,
         random_kind="reply",
         external_id=e.external_id,
+        referrer=e.referrer,
+        actions=e.actions,
     )
     s.admin_unread_count += 1
     s.not_answered_admin_replies += 1
@@ -213,10 +238,13 @@ def _operator_reply(
     attachments: tuple[Attachment, ...],
     random_id: int | None,
     external_id: str | None,
+    referrer: str | None = None,
+    actions: Actions | None = None,
 ) -> None:
     if author.kind is AuthorKind.USER:
         raise InvalidParameter("from_admin", "an operator reply needs an admin, bot or sender")
     check_body(body, body_json, attachments)
+    check_page_and_actions(referrer, actions)
     s = b.state
     b.add_part(
         PartType.REPLY_ADMIN,
@@ -228,6 +256,8 @@ def _operator_reply(
         random_id=random_id,
         random_kind="reply",
         external_id=external_id,
+        referrer=referrer,
+        actions=actions,
     )
     s.user_unread_count += 1
     s.not_answered_admin_replies = 0
@@ -241,7 +271,16 @@ def _operator_reply(
 
 def _admin_reply(b: _Builder, e: ev.AdminReply) -> Change:
     _operator_reply(
-        b, e.author, e.sent_via, e.body, e.body_json, e.attachments, e.random_id, e.external_id
+        b,
+        e.author,
+        e.sent_via,
+        e.body,
+        e.body_json,
+        e.attachments,
+        e.random_id,
+        e.external_id,
+        e.referrer,
+        e.actions,
     )
     return b.done()
 
@@ -252,6 +291,7 @@ def _content_part(b: _Builder, e: ev.ContentPart) -> Change:
     if e.author.kind is AuthorKind.USER:
         raise InvalidParameter("from_admin", f"a {e.type} part is written by an operator")
     check_body(e.body, e.body_json, e.attachments)
+    check_page_and_actions(e.referrer, e.actions)
     b.add_part(
         e.type,
         e.author,
@@ -262,6 +302,8 @@ def _content_part(b: _Builder, e: ev.ContentPart) -> Change:
         random_id=e.random_id,
         random_kind="reply",
         external_id=e.external_id,
+        referrer=e.referrer,
+        actions=e.actions,
     )
     return b.done()
 

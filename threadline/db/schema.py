@@ -234,6 +234,10 @@ conversation_parts = Table(
     Column("external_id", String(255), nullable=True),
     Column("tag", String(255), nullable=True),
     Column("assignee_id", BigInteger, nullable=True),
+    # The page the part was written on, and the actions offered to the user with it (a JSON
+    # array of objects), as the client sent them.
+    Column("referrer", Text, nullable=True),
+    Column("actions", Json, nullable=True),
     Index("ix_conversation_parts_conversation", "conversation_id", "id"),
     # Idempotency: a retried write with the same random_id cannot insert a second part.
     Index(

@@ -37,8 +37,8 @@ from threadline.api.params import (
     ApiParams,
     Blank,
     FromUser,
-    JsonArray,
     JsonObject,
+    JsonObjectList,
     OptionalId,
     OptionalIdOrZero,
     RandomId,
@@ -61,7 +61,7 @@ from threadline.core import events as ev
 from threadline.core.enums import AssistantType, PartType, SentVia
 from threadline.core.errors import NotFound
 from threadline.core.model import Author
-from threadline.core.rules import MAX_BODY_CHARS, MAX_TAG_CHARS
+from threadline.core.rules import MAX_BODY_CHARS, MAX_REFERRER_CHARS, MAX_TAG_CHARS
 from threadline.inbox import views as inbox_views
 
 router = APIRouter(tags=["conversations"])
@@ -226,8 +226,17 @@ class ReplyParams(ApiParams):
         None, description="Assign to this admin first (an `assigned` part before the reply)."
     )
     auto_assign_random_id: RandomId = Field(None, description="Idempotency key of the assign.")
-    referrer: str | None = Field(None, description="The page the reply was written on.")
-    actions: JsonArray = Field(None, description="Reply actions, a JSON array.")
+    referrer: Annotated[str | None, Blank, text(MAX_REFERRER_CHARS)] = Field(
+        None,
+        max_length=MAX_REFERRER_CHARS,
+        description="The page the reply was written on (a URL); served on the part.",
+        examples=["https://shop.example/checkout"],
+    )
+    actions: JsonObjectList = Field(
+        None,
+        description="What the user can do with the reply (buttons and the like): a JSON "
+        "array of objects, served on the part as sent.",
+    )
     attachment_file_name: str | None = Field(None, description="Name of the `attachment` file.")
 
 
@@ -311,6 +320,8 @@ async def _reply(
                 sent_via=SentVia.API,
                 random_id=p.random_id,
                 external_id=p.external_id,
+                referrer=p.referrer,
+                actions=p.actions,
             )
         )
     else:
@@ -328,6 +339,8 @@ async def _reply(
                     sent_via=SentVia.API,
                     random_id=p.random_id,
                     external_id=p.external_id,
+                    referrer=p.referrer,
+                    actions=p.actions,
                 )
             )
         else:
@@ -341,6 +354,8 @@ async def _reply(
                     sent_via=SentVia.API,
                     random_id=p.random_id,
                     external_id=p.external_id,
+                    referrer=p.referrer,
+                    actions=p.actions,
                 )
             )
     return await service.perform(caller.db, caller.app_id, cid, *events, user_id=user_id)

@@ -40,7 +40,7 @@ from threadline.conversations import service
 from threadline.core import events as ev
 from threadline.core.enums import AuthorKind, ConversationType, RecipientType, ReplyType, SentVia
 from threadline.core.model import Author
-from threadline.core.rules import MAX_BODY_CHARS, check_body
+from threadline.core.rules import MAX_BODY_CHARS, MAX_REFERRER_CHARS, check_body
 from threadline.users import service as users
 
 router = APIRouter(tags=["users"])
@@ -136,7 +136,13 @@ class StartParams(UserApiParams):
     )
     filename: str | None = Field(None, description="Name of the `file` sent with it.")
     random_id: RandomId = Field(None, description="Idempotency key: a retry starts nothing new.")
-    referrer: str | None = Field(None, description="The page the user wrote from.")
+    referrer: Annotated[str | None, Blank, text(MAX_REFERRER_CHARS)] = Field(
+        None,
+        max_length=MAX_REFERRER_CHARS,
+        description="The page the user started the conversation on (a URL); served on "
+        "the first part.",
+        examples=["https://shop.example/product/42"],
+    )
     by_user_id: VBool = Field(
         None, description="The path's id is the site's own; an unknown one creates the user."
     )
@@ -177,6 +183,7 @@ async def start_conversation(
             attachments=(stored.attachment,) if stored is not None else (),
             sent_via=SentVia.API,
             random_id=p.random_id,
+            referrer=p.referrer,
         )
         outcome = await service.start_by_user(caller.db, caller.app_id, user_id, reply)
     except BaseException:
