@@ -17,7 +17,9 @@ from threadline.core.enums import (
     REPLY_TYPES,
     SYSTEM_TYPES,
     AuthorKind,
+    ConversationType,
     PartType,
+    ReplyType,
     SentVia,
 )
 from threadline.core.errors import (
@@ -32,6 +34,10 @@ from threadline.core.model import Attachment, Author, ConversationState, JSONObj
 # Bodies are chat messages or e-mails, not documents; 64 KiB of text covers long e-mails.
 MAX_BODY_CHARS = 65_536
 MAX_TAG_CHARS = 255
+# A conversation its user starts (in the chat, through the API or a messenger) is, in the
+# vendor's objects, a chat that expects text: its own example of one shows these two.
+USER_STARTED_TYPE = ConversationType.POPUP_CHAT
+USER_STARTED_REPLY_TYPE = ReplyType.TEXT
 
 
 class MarkRead(StrEnum):
@@ -182,6 +188,10 @@ def check_tag(tag: str) -> str:
 def _user_reply(b: _Builder, e: ev.UserReply) -> Change:
     check_body(e.body, e.body_json, e.attachments)
     s = b.state
+    if s.parts_count == 0 and s.type is None:
+        # The user writes first: `type` and `reply_type` are set by the very first reply.
+        s.type = USER_STARTED_TYPE
+        s.reply_type = USER_STARTED_REPLY_TYPE
     b.add_part(
         PartType.REPLY_USER,
         Author(AuthorKind.USER, s.user_id),

@@ -63,7 +63,7 @@ function userName(user) {
 
 function authorName(from) {
   if (from && typeof from === "object") {
-    if (from.type === "bot") return "Bot";
+    if (from.type === "bot") return from.name || "Bot";
     return from.name || (from.type === "message_sender" ? "The team" : `Admin ${from.id}`);
   }
   return "System";
