@@ -122,8 +122,9 @@ async def test_user_starts_conversation(db: Database, world: World) -> None:
         "created": T0,
         "sended_time": T0,
         "last_update": T0,
-        "type": None,
-        "reply_type": None,
+        # Set by the very first reply: a chat expecting text (the vendor's example of one).
+        "type": ConversationType.POPUP_CHAT,
+        "reply_type": ReplyType.TEXT,
         "recipient_type": RecipientType.ALL,
         "message_id": None,
         "status": None,

@@ -146,8 +146,9 @@ _CONVERSATION_COLUMNS = [c.name for c in conversations.c]
 _JSON_COLUMNS = frozenset({"tags", "body_json", "attachments", "actions", "props"})
 _PART_COLUMNS = [
     "id", "conversation_id", "created", "edited", "removed", "part_group", "type",
-    "author_kind", "author_id", "sent_via", "body", "body_json", "read", "attachments",
-    "random_id", "random_kind", "external_id", "tag", "assignee_id", "referrer", "actions",
+    "author_kind", "author_id", "bot_name", "sent_via", "body", "body_json", "read",
+    "attachments", "random_id", "random_kind", "external_id", "tag", "assignee_id", "referrer",
+    "actions",
 ]  # fmt: skip
 assert set(_PART_COLUMNS) == {c.name for c in conversation_parts.c}
 
@@ -213,8 +214,8 @@ def part_row(p: Part, postgres: bool) -> tuple[Any, ...]:
     return (
         p.id, p.conversation_id, p.created, p.edited, p.removed,
         None if p.part_group == p.id else p.part_group, p.type, p.author.kind, p.author.id,
-        p.sent_via, p.body, body_json, p.read, attachments, p.random_id, p.random_kind,
-        p.external_id, p.tag, p.assignee_id, p.referrer, actions,
+        p.author.name, p.sent_via, p.body, body_json, p.read, attachments, p.random_id,
+        p.random_kind, p.external_id, p.tag, p.assignee_id, p.referrer, actions,
     )  # fmt: skip
 
 

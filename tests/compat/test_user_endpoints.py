@@ -39,10 +39,11 @@ async def test_user_conversations_every_parameter(
     assert await listed(world.user_id, recipient_type="sdk") == [outbound, by_user]
     # `app`: "ID of requesting application. Default: calculated based on access token."
     assert await listed(world.user_id, app=world.app_id) == [outbound, by_user]
-    # Without `user`, with the other optional fields.
+    # "user, important_part_last, reply_last, part_last optional fields are included by
+    # default."
     one = ok(await send(api, "GET", f"/users/{world.user_id}/conversations", {}, form))[0]
-    assert "user" not in one
-    assert {"part_last", "reply_last", "important_part_last"} <= set(one)
+    assert {"user", "part_last", "reply_last", "important_part_last"} <= set(one)
+    assert one["user"]["id"] == world.user_id
     error(
         await send(api, "GET", "/users/nobody/conversations", {"by_user_id": True}, form),
         400,

@@ -122,11 +122,18 @@ async def test_the_right_password_gives_a_session_of_the_admin(live: Live) -> No
         )
         assert answer.status_code == 200, answer.text
         assert answer.json()["data"]["from"]["id"] == admin_id
+        # Written in the inbox: the vendor's `web_panel`.
+        assert answer.json()["data"]["sent_via"] == "web_panel"
         # Writing as the user is not the inbox's business.
         as_user = await http.post(
             f"/conversations/{cid}/reply", json={"body": "x", "from_user": w.user_id}
         )
         refused(as_user, 403, "PermissionDenied")
+        # Nor is writing as a bot: a session writes as its own admin only.
+        as_bot = await http.post(
+            f"/conversations/{cid}/reply", json={"body": "x", "bot_name": "Ada"}
+        )
+        refused(as_bot, 403, "PermissionDenied")
 
 
 async def test_a_wrong_password_and_an_unknown_email_are_refused_alike(live: Live) -> None:

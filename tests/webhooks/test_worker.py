@@ -451,8 +451,30 @@ async def test_vendor_format(db: Database, world: World, receiver: Receiver) -> 
     # Whole seconds, as the vendor's webhooks and API answers carry them.
     for key in ("created", "conversation_created", "conversation_last_update"):
         assert type(part[key]) is int, key
+    # The vendor's example of a user's message: `sent_via` web_user; a chat its user
+    # started is a `popup_chat` expecting `text`.
+    assert part["sent_via"] == "web_user"
+    assert (part["conversation_type"], part["conversation_reply_type"]) == ("popup_chat", "text")
     check_signature(ep, request)
     assert done.event_id > ep.start_after
+
+
+async def test_vendor_format_names_a_bots_part_by_its_bot_name(
+    db: Database, world: World, receiver: Receiver
+) -> None:
+    ep = await endpoint(db, world, receiver.url, fmt="vendor")
+    async with running(db):
+        out = await service.start_by_user(db, world.app_id, world.user_id, ev.UserReply("hey"))
+        await service.perform(
+            db,
+            world.app_id,
+            out.state.id,
+            ev.AdminReply(Author(AuthorKind.BOT, None, "Ada"), "Hello, I am Ada"),
+        )
+        await settled(db, world, ep, 2, repo.DELIVERED)
+    parts = [json.loads(parse_qs(r["body"].decode())["conversation"][0]) for r in receiver.requests]
+    [by_bot] = [p for p in parts if p["body"] == "Hello, I am Ada"]
+    assert by_bot["from"] == {"id": None, "name": "Ada", "avatar": "", "type": "bot"}
 
 
 def test_backoff_is_exponential_capped_and_honours_retry_after() -> None:

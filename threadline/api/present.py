@@ -13,16 +13,31 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.apps import queries as app_q
 from threadline.conversations import queries as conv_q
-from threadline.core.enums import AuthorKind, PartType
+from threadline.core.enums import AuthorKind, PartType, SentVia
 from threadline.core.model import Attachment, Author, ConversationState, Part
 
 _TAG_TYPES = frozenset({PartType.TAG_ADDED, PartType.TAG_DELETED})
 # The vendor's constant `type` of its message-sender object (the app's default sender).
 SENDER_TYPE = "message_sender"
-# A conversation a user started (in the chat) is, in the vendor's objects, a chat that
-# expects text: its own example of one shows `popup_chat` / `text`, never null.
-USER_STARTED_TYPE = "popup_chat"
-USER_STARTED_REPLY_TYPE = "text"
+# The name a bot's part shows when it was written without one (the vendor's default).
+DEFAULT_BOT_NAME = "Bot"
+# `sent_via` on the wire is one of the vendor's documented values (its ConversationPart
+# page: web_user, web_panel, email_user, email_admin, app_android, app_chrome, app_desktop,
+# message_auto, message_manual; "can be empty or missing: could not define"). Threadline's
+# finer values stay stored; those the vendor has no word for are sent as the empty string.
+VENDOR_SENT_VIA: dict[SentVia, str] = {
+    SentVia.WEB_USER: "web_user",
+    SentVia.WEB_PANEL: "web_panel",
+    SentVia.EMAIL_USER: "email_user",
+    SentVia.EMAIL_ADMIN: "email_admin",
+    SentVia.MESSAGE_AUTO: "message_auto",
+    SentVia.MESSAGE_MANUAL: "message_manual",
+    # A chat bot's message is an automatic one in the vendor's terms.
+    SentVia.MESSAGE_CHAT_BOT: "message_auto",
+    SentVia.API: "",
+    SentVia.INTEGRATIONS: "",
+    SentVia.SYSTEM: "",
+}
 
 
 def admin_out(row: app_q.AdminRow | None, ident: int) -> dict[str, Any]:
@@ -126,7 +141,13 @@ class Presenter:
                 "type": SENDER_TYPE,
             }
         if kind is AuthorKind.BOT:
-            return {"id": ident, "type": "bot"}
+            # The vendor's reply `bot_name`: the part's author shows as that bot.
+            return {
+                "id": ident,
+                "name": author.name or DEFAULT_BOT_NAME,
+                "avatar": "",
+                "type": "bot",
+            }
         return None
 
     def _attachment(self, a: Attachment) -> dict[str, Any]:
@@ -152,7 +173,7 @@ class Presenter:
             "type": p.type.value,
             "from": self._author(p.author),
             "direction": p.direction,
-            "sent_via": p.sent_via.value,
+            "sent_via": VENDOR_SENT_VIA[p.sent_via],
             "read": p.read,
             "attachments": [self._attachment(a) for a in p.attachments],
             "random_id": p.random_id,
@@ -243,10 +264,8 @@ class Presenter:
             "delayed_until": s.delayed_until,
             "closed": s.closed,
             "message": s.message_id,
-            "type": s.type.value if s.type else _user_started(s, USER_STARTED_TYPE),
-            "reply_type": s.reply_type.value
-            if s.reply_type
-            else _user_started(s, USER_STARTED_REPLY_TYPE),
+            "type": s.type.value if s.type else None,
+            "reply_type": s.reply_type.value if s.reply_type else None,
             "removed": s.removed,
             "reply_last_type": s.reply_last_type.value if s.reply_last_type else None,
             "parts_count": s.parts_count,
@@ -271,8 +290,3 @@ class Presenter:
             "clicked": s.clicked,
             "unsubscribed": s.unsubscribed,
         }
-
-
-def _user_started(s: ConversationState, value: str) -> str | None:
-    """The vendor's `type` / `reply_type` of a conversation a user started (no message)."""
-    return value if s.message_id is None else None

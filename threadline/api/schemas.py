@@ -92,7 +92,12 @@ class SenderOut(TypedDict):
 
 
 class BotOut(TypedDict):
+    """A bot's part's author: `name` is the `bot_name` it was written under ("Bot" when
+    none was given); a bot has no avatar."""
+
     id: Id | None
+    name: str
+    avatar: str
     type: str
 
 

@@ -90,10 +90,12 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Author:
-    """Who performs an event. `id` is the internal id of the user, admin or sender."""
+    """Who performs an event. `id` is the internal id of the user, admin or sender; `name`
+    is a bot's name (the vendor's `bot_name`: a bot is known by the name it writes under)."""
 
     kind: AuthorKind
     id: int | None = None
+    name: str | None = None
 
     @staticmethod
     def system() -> Author:

@@ -17,7 +17,9 @@ from threadline.core.enums import (
     REPLY_TYPES,
     SYSTEM_TYPES,
     AuthorKind,
+    ConversationType,
     PartType,
+    ReplyType,
     SentVia,
 )
 from threadline.core.errors import (
@@ -41,6 +43,10 @@ MAX_BODY_CHARS = 65_536
 MAX_TAG_CHARS = 255
 # A page address, as a browser sends it (Chromium cuts a Referer header at 4 KiB).
 MAX_REFERRER_CHARS = 4096
+# A conversation its user starts (in the chat, through the API or a messenger) is, in the
+# vendor's objects, a chat that expects text: its own example of one shows these two.
+USER_STARTED_TYPE = ConversationType.POPUP_CHAT
+USER_STARTED_REPLY_TYPE = ReplyType.TEXT
 
 
 class MarkRead(StrEnum):
@@ -205,6 +211,10 @@ def _user_reply(b: _Builder, e: ev.UserReply) -> Change:
     check_body(e.body, e.body_json, e.attachments)
     check_page_and_actions(e.referrer, e.actions)
     s = b.state
+    if s.parts_count == 0 and s.type is None:
+        # The user writes first: `type` and `reply_type` are set by the very first reply.
+        s.type = USER_STARTED_TYPE
+        s.reply_type = USER_STARTED_REPLY_TYPE
     b.add_part(
         PartType.REPLY_USER,
         Author(AuthorKind.USER, s.user_id),

@@ -224,6 +224,8 @@ conversation_parts = Table(
     Column("type", String(24), nullable=False),
     Column("author_kind", String(8), nullable=False),
     Column("author_id", BigInteger, nullable=True),
+    # The name a bot's part was written under (`bot_name` of a reply); NULL otherwise.
+    Column("bot_name", String(255), nullable=True),
     Column("sent_via", String(24), nullable=False),
     Column("body", Text, nullable=False),
     Column("body_json", Json, nullable=True),

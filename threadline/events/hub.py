@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from threadline.api.schemas import unix_seconds
 from threadline.events import repository as log_store
 from threadline.events.bus import Bus, Message
 from threadline.events.channels import PING, TYPING, Channel
@@ -95,8 +96,10 @@ def _typing_ids(body: dict[str, Any], id_as_string: bool) -> dict[str, Any]:
     }
 
 
-def _seconds(value: datetime) -> float:
-    return value.timestamp()
+def _seconds(value: datetime) -> int:
+    """A message's `time`: whole Unix seconds, as the vendor's realtime messages carry it
+    (the order of messages is their `tag`'s)."""
+    return int(unix_seconds(value))
 
 
 class _Signal(enum.Enum):

@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncConnection
 from typing_extensions import TypedDict
 
-from threadline.api.present import USER_STARTED_REPLY_TYPE, USER_STARTED_TYPE, Presenter
+from threadline.api.present import Presenter
 from threadline.api.schemas import Id, PartOut, Ts
 from threadline.conversations import queries as conv_q
 from threadline.core import eventlog
@@ -40,18 +40,6 @@ EVENT_ADAPTER: TypeAdapter[EventOut] = TypeAdapter(EventOut)
 TIME_FIELDS = frozenset(
     {"created", "delayed_until", "removed", "sended_time", "last_update", "last_user_reply_time"}
 )
-
-
-def user_started_types(changes: dict[str, Any]) -> dict[str, Any]:
-    """A user-started conversation's `type` / `reply_type` as the API shows them."""
-    if changes.get("message", 0) is not None:
-        return changes
-    out = dict(changes)
-    if "type" in out and out["type"] is None:
-        out["type"] = USER_STARTED_TYPE
-    if "reply_type" in out and out["reply_type"] is None:
-        out["reply_type"] = USER_STARTED_REPLY_TYPE
-    return out
 
 
 def whole_seconds(changes: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +87,7 @@ def event_out(e: StoredEvent, parts: dict[int, dict[str, Any]]) -> dict[str, Any
         "created": e.created,
         "conversation": e.conversation_id,
         "user": e.user_id,
-        "changes": user_started_types(e.data.get("changes", {})),
+        "changes": e.data.get("changes", {}),
     }
     part = e.data.get("part")
     if part is not None:

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from threadline.api.common import written_part
 from threadline.api.errors import AuthenticationFailed
 from threadline.api.present import Presenter
+from threadline.api.schemas import unix_seconds
 from threadline.apps import service as apps
 from threadline.apps.service import hash_token, utcnow
 from threadline.audit import repository as audit
@@ -34,7 +35,6 @@ from threadline.core import events as ev
 from threadline.core.access import Actor
 from threadline.core.enums import HIDDEN_FROM_USER, PartType, SentVia
 from threadline.core.errors import InvalidParameter, NotFound
-from threadline.core.eventlog import unix_seconds
 from threadline.core.model import ConversationState, Part
 from threadline.db.engine import Database
 from threadline.events.realtime import Realtime
@@ -180,7 +180,10 @@ async def _own(db: Database, visitor: Visitor, conversation_id: int) -> Conversa
 
 
 def conversation_out(state: ConversationState) -> dict[str, Any]:
-    """The conversation as its user sees it: no tags, assignee, channel or operators' counts."""
+    """The conversation as its user sees it: no tags, assignee, channel or operators' counts.
+
+    Times are whole Unix seconds, as in the vendor's API (the widget orders parts by id and
+    conversations as listed, never by time)."""
     return {
         "id": state.id,
         "created": unix_seconds(state.created),

@@ -23,7 +23,7 @@ from threadline.api.common import (
     written_part,
 )
 from threadline.api.envelope import respond
-from threadline.api.errors import InvalidParameter
+from threadline.api.errors import InvalidParameter, PermissionDenied
 from threadline.api.pagination import (
     PageParams,
     cursor_value,
@@ -58,7 +58,7 @@ from threadline.attachments import service as files
 from threadline.conversations import queries as conv_q
 from threadline.conversations import service
 from threadline.core import events as ev
-from threadline.core.enums import AssistantType, PartType, SentVia
+from threadline.core.enums import AssistantType, AuthorKind, PartType, SentVia
 from threadline.core.errors import NotFound
 from threadline.core.model import Author
 from threadline.core.rules import MAX_BODY_CHARS, MAX_REFERRER_CHARS, MAX_TAG_CHARS
@@ -201,6 +201,10 @@ async def list_parts(
     )
 
 
+# A bot's name as its parts show it (the vendor's `bot_name`).
+MAX_BOT_NAME_CHARS = 255
+
+
 class ReplyParams(ApiParams):
     body: Annotated[str, text(MAX_BODY_CHARS)] = Field(
         "",
@@ -212,6 +216,13 @@ class ReplyParams(ApiParams):
     from_user: FromUser = Field(None, description="Write as the user.")
     from_admin: Annotated[str | None, author(DEFAULT_ADMIN, "the app's sender")] = Field(
         None, description="The admin who writes; the app's sender by default."
+    )
+    bot_name: Annotated[str | None, text(MAX_BOT_NAME_CHARS)] = Field(
+        None,
+        max_length=MAX_BOT_NAME_CHARS,
+        description="Write as a bot of this name (the part's `from` is that bot); "
+        "not with `from_admin` or `from_user`. Empty: not a bot.",
+        examples=["Delivery bot"],
     )
     type: Literal["reply_admin", "note", "article"] = Field(
         "reply_admin",
@@ -304,7 +315,10 @@ async def _reply(
     attachments = (stored.attachment,) if stored is not None else ()
     events: list[ev.Event] = []
     user_id: int | None = None  # checked under the conversation's lock
+    bot_name = (p.bot_name or "").strip()
     if p.from_user is not None:
+        if bot_name:
+            raise InvalidParameter("bot_name", "a reply from_user is the user's, not a bot's")
         caller.need(AS_USER)
         if isinstance(p.from_user, int):
             user_id = p.from_user
@@ -325,7 +339,10 @@ async def _reply(
             )
         )
     else:
-        author = await admin_author(caller, p.from_admin)
+        author = await _reply_author(caller, p)
+        # An operator's reply from the inbox was written in the web panel (the vendor's
+        # `web_panel`); any other client's through the API.
+        via = SentVia.WEB_PANEL if caller.session_admin is not None else SentVia.API
         if p.auto_assign is not None:
             events.append(ev.Assign(p.auto_assign, author, random_id=p.auto_assign_random_id))
         content = _CONTENT.get(p.type)
@@ -336,7 +353,7 @@ async def _reply(
                     body=p.body,
                     body_json=p.body_json,
                     attachments=attachments,
-                    sent_via=SentVia.API,
+                    sent_via=via,
                     random_id=p.random_id,
                     external_id=p.external_id,
                     referrer=p.referrer,
@@ -351,7 +368,7 @@ async def _reply(
                     body=p.body,
                     body_json=p.body_json,
                     attachments=attachments,
-                    sent_via=SentVia.API,
+                    sent_via=via,
                     random_id=p.random_id,
                     external_id=p.external_id,
                     referrer=p.referrer,
@@ -359,6 +376,22 @@ async def _reply(
                 )
             )
     return await service.perform(caller.db, caller.app_id, cid, *events, user_id=user_id)
+
+
+async def _reply_author(caller: Caller, p: ReplyParams) -> Author:
+    """The admin of `from_admin` (the app's sender by default), or the bot of `bot_name`."""
+    bot_name = (p.bot_name or "").strip()
+    if not bot_name:
+        return await admin_author(caller, p.from_admin)
+    if p.from_admin is not None and p.from_admin.strip():
+        raise InvalidParameter(
+            "bot_name", "names a bot as the author, and from_admin an admin: give one of them"
+        )
+    if caller.session_admin is not None:
+        raise PermissionDenied(
+            f"bot_name: an inbox session acts as its own admin ({caller.session_admin})"
+        )
+    return Author(AuthorKind.BOT, None, bot_name)
 
 
 class AssignParams(ApiParams):

@@ -91,7 +91,9 @@ class UserConversationsParams(PageParams, UserApiParams):
 async def user_conversations(
     user: UserPath, caller: ReadCaller, p: Params[UserConversationsParams], request: Request
 ) -> Response:
-    """Newest first, without `user`; an unknown site user id is `LookupError`."""
+    """Newest first, each with its `user` (the page: "user, important_part_last,
+    reply_last, part_last optional fields are included by default"); an unknown site user
+    id is `LookupError`."""
     _check_app(caller, p)
     ref = users.parse_user_ref(user, bool(p.by_user_id))
     v1 = caller.version == 1
@@ -111,7 +113,7 @@ async def user_conversations(
         )
         data = await Presenter(
             conn, caller.app_id, base_url(request), ids_as_strings=caller.id_as_string
-        ).conversations(page.states, user=False)
+        ).conversations(page.states)
     if v1:
         nxt = page.next_after_v1
         return respond(

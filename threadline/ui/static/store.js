@@ -159,7 +159,7 @@ export function userName(user) {
 /** @param {Author | null | undefined} from */
 export function authorName(from) {
   if (from && typeof from === "object") {
-    if (from.type === "bot") return "Bot";
+    if (from.type === "bot") return from.name || "Bot";
     return from.name || (from.type === "message_sender" ? "The team" : `Admin ${from.id}`);
   }
   return "System";
