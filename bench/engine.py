@@ -16,6 +16,7 @@ floor take turns every 50 events, each on its own copy of the database, so a bus
 slows both alike; each pass prints its ratio and the median is reported.
 
     python -m bench.engine [--events 4000] [--db sqlite|postgres|both]
+                           [--synchronous FULL|NORMAL|EXTRA]
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from threadline.core import events as ev
 from threadline.core.enums import AuthorKind
 from threadline.core.model import Author
 from threadline.db import direct
+from threadline.db.engine import SQLITE_SYNCHRONOUS as SQLITE_SYNCHRONOUS_MODES
 from threadline.db.engine import Database, async_url
 from threadline.db.migrate import upgrade
 
@@ -56,7 +58,8 @@ console = Console()
 # the database server's (which runs in other processes).
 CPU: dict[str, float] = {}
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
-# SQLite's `PRAGMA synchronous` for the engine and the floor alike, as the server's setting.
+# SQLite's `PRAGMA synchronous` for the engine and the floor alike, as the server's setting
+# (`--synchronous` overrides it).
 SQLITE_SYNCHRONOUS = os.environ.get("THREADLINE_SQLITE_SYNCHRONOUS", "FULL").strip().upper()
 
 
@@ -485,6 +488,7 @@ def summarise(name: str, events: int, log: list[Statement], passes: list[Pass]) 
 
 
 async def main() -> None:
+    global SQLITE_SYNCHRONOUS  # read by every SQLite connection the benchmark opens
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--conversations", type=int, default=200)
@@ -495,8 +499,17 @@ async def main() -> None:
         default=os.environ.get("THREADLINE_TEST_POSTGRES_URL", DEFAULT_PG),
         help="a server where the benchmark may create and drop its own databases",
     )
+    parser.add_argument(
+        "--synchronous",
+        type=str.upper,
+        choices=SQLITE_SYNCHRONOUS_MODES,
+        default=SQLITE_SYNCHRONOUS,
+        help="SQLite's PRAGMA synchronous (default: THREADLINE_SQLITE_SYNCHRONOUS, else FULL)",
+    )
     args = parser.parse_args()
+    SQLITE_SYNCHRONOUS = args.synchronous
     if args.db in ("sqlite", "both"):
+        console.print(f"SQLite synchronous={SQLITE_SYNCHRONOUS}")
         await bench_sqlite(args.events, args.conversations, args.rounds)
     if args.db in ("postgres", "both"):
         await bench_postgres(args.postgres_url, args.events, args.conversations, args.rounds)

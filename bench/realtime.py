@@ -49,12 +49,12 @@ import time
 import uuid
 from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import uvloop
 from rich.console import Console
@@ -111,6 +111,9 @@ class SocketSpec:
     token: str
     kind: str  # "all", "reply" (operators) or "user"
     user: int | None = None
+
+
+SocketT = TypeVar("SocketT", bound="Socket")
 
 
 class Socket(asyncio.Protocol):
@@ -267,18 +270,28 @@ def client_process(pipe: Connection, specs: list[SocketSpec]) -> None:
     uvloop.run(_client_main(pipe, specs))
 
 
-async def _client_main(pipe: Connection, specs: list[SocketSpec]) -> None:
+async def run_sockets(
+    pipe: Connection,
+    sockets: Sequence[SocketT],
+    name: Callable[[SocketT], str],
+    tick: Callable[[], tuple[Any, ...]],
+    last: Callable[[], tuple[Any, ...]],
+    tick_seconds: float = TICK_SECONDS,
+) -> None:
+    """A client process's life, for this benchmark and `bench.soak`: open `sockets` (a few
+    at a time), send `("ready", failures)`, keep them open (reconnecting with their last
+    tag) and send `tick()` every `tick_seconds` until the driver sends "stop"; then close
+    them and send `last()`. `name` says which socket a failure is."""
     loop = asyncio.get_running_loop()
-    sockets = [Socket(spec) for spec in specs]
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
     failures: list[str] = []
 
-    async def open_one(s: Socket) -> None:
+    async def open_one(s: SocketT) -> None:
         async with gate:
             try:
                 await s.connect()
             except Exception as exc:
-                failures.append(f"{s.spec.channel} on :{s.spec.port}: {exc!r}")
+                failures.append(f"{name(s)}: {exc!r}")
 
     await asyncio.gather(*(open_one(s) for s in sockets))
     await asyncio.sleep(0.5)  # a refused channel is a close frame right after the opening
@@ -289,11 +302,10 @@ async def _client_main(pipe: Connection, specs: list[SocketSpec]) -> None:
     loop.add_reader(pipe.fileno(), lambda: commands.put_nowait(pipe.recv()))
     while True:
         with suppress(TimeoutError):
-            async with asyncio.timeout(TICK_SECONDS):
-                command = await commands.get()
-                if command == "stop":
+            async with asyncio.timeout(tick_seconds):
+                if await commands.get() == "stop":
                     break
-        pipe.send(("tick", sum(len(s.ids) for s in sockets), time.process_time()))
+        pipe.send(tick())
     loop.remove_reader(pipe.fileno())
     os.set_blocking(pipe.fileno(), True)  # the event loop made it non-blocking
     for s in sockets:
@@ -301,7 +313,18 @@ async def _client_main(pipe: Connection, specs: list[SocketSpec]) -> None:
     for task in keepers:
         task.cancel()
     await asyncio.sleep(0.2)
-    pipe.send(("result", [s.result() for s in sockets], time.process_time()))
+    pipe.send(last())
+
+
+async def _client_main(pipe: Connection, specs: list[SocketSpec]) -> None:
+    sockets = [Socket(spec) for spec in specs]
+    await run_sockets(
+        pipe,
+        sockets,
+        name=lambda s: f"{s.spec.channel} on :{s.spec.port}",
+        tick=lambda: ("tick", sum(len(s.ids) for s in sockets), time.process_time()),
+        last=lambda: ("result", [s.result() for s in sockets], time.process_time()),
+    )
 
 
 @dataclass

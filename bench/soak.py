@@ -48,7 +48,6 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 import uvloop
 from rich.console import Console
@@ -116,40 +115,19 @@ def socket_process(pipe: Connection, specs: list[rt_bench.SocketSpec]) -> None:
 
 
 async def _socket_main(pipe: Connection, specs: list[rt_bench.SocketSpec]) -> None:
-    loop = asyncio.get_running_loop()
     sockets = [CountingSocket(spec) for spec in specs]
-    gate = asyncio.Semaphore(rt_bench.CONNECT_CONCURRENCY)
-    failures: list[str] = []
 
-    async def open_one(s: CountingSocket) -> None:
-        async with gate:
-            try:
-                await s.connect()
-            except Exception as exc:
-                failures.append(f"{s.spec.channel}: {exc!r}")
+    def counts(kind: str) -> tuple[str, int, int]:
+        return kind, sum(s.count for s in sockets), sum(s.reconnects for s in sockets)
 
-    await asyncio.gather(*(open_one(s) for s in sockets))
-    await asyncio.sleep(0.5)  # a refused channel is a close frame right after the opening
-    failures += [f"{s.spec.channel}: closed {s.closes}" for s in sockets if s.closes]
-    pipe.send(("ready", failures))
-    keepers = [asyncio.create_task(s.keep_open()) for s in sockets]
-    commands: asyncio.Queue[Any] = asyncio.Queue()
-    loop.add_reader(pipe.fileno(), lambda: commands.put_nowait(pipe.recv()))
-    while True:
-        with suppress(TimeoutError):
-            async with asyncio.timeout(TICK_SECONDS):
-                if await commands.get() == "stop":
-                    break
-        received = sum(s.count for s in sockets)
-        pipe.send(("tick", received, sum(s.reconnects for s in sockets)))
-    loop.remove_reader(pipe.fileno())
-    os.set_blocking(pipe.fileno(), True)
-    for s in sockets:
-        s.close()
-    for task in keepers:
-        task.cancel()
-    await asyncio.sleep(0.2)
-    pipe.send(("done", sum(s.count for s in sockets), sum(s.reconnects for s in sockets)))
+    await rt_bench.run_sockets(
+        pipe,
+        sockets,
+        name=lambda s: s.spec.channel,
+        tick=lambda: counts("tick"),
+        last=lambda: counts("done"),
+        tick_seconds=TICK_SECONDS,
+    )
 
 
 @dataclass

@@ -315,7 +315,8 @@ class StorageMachine(RuleBasedStateMachine):
         if started_key in self.started:
             model = self.models[self.started[started_key]]
             stored = model.part_with_key(("reply", reply.random_id or 0))
-            if stored is not None and not true_retry(stored, reply):
+            # A key a message's start used (its part carries no key) is reused here too.
+            if stored is None or not true_retry(stored, reply):
                 self.reach.hit("start_by_user: key reused")
                 assert isinstance(error, IdempotencyKeyReused), error
                 return

@@ -163,7 +163,7 @@ def _run(work: Callable[[Database], Awaitable[T]], url: str) -> T:
     """Run `work` with one `Database`, closed afterwards."""
 
     async def main() -> T:
-        db = Database(url)
+        db = Database(url, sqlite_busy_timeout=Settings().sqlite_busy_timeout)
         try:
             return await work(db)
         finally:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from threadline.db.engine import Timeouts
+from threadline.db.engine import DEFAULT_SQLITE_BUSY_TIMEOUT, Timeouts
 
 DEFAULT_DATA_DIR = Path("threadline-data")
 # An operator signs in about once a week; a lost or shared token stops working by then.
@@ -17,7 +17,26 @@ DEFAULT_INBOX_SESSION_HOURS = 168.0
 MAX_INBOX_SESSION_HOURS = 87_600.0
 
 
-class Settings(BaseSettings):
+class RedisSettings(BaseSettings):
+    """How long Redis may take (the bus, the rate limiter's counters), in seconds: a
+    request, a publish after a commit or the bus's subscription gives up then, so a Redis
+    that is down or frozen costs at most this (and requests are answered all the same)."""
+
+    model_config = SettingsConfigDict(env_prefix="THREADLINE_", extra="ignore")
+
+    # Redis answers a healthy client in milliseconds, on loopback or a LAN alike.
+    redis_connect_timeout: float = Field(1.0, gt=0, le=60, allow_inf_nan=False)
+    redis_timeout: float = Field(1.0, gt=0, le=60, allow_inf_nan=False)
+
+    def client_options(self) -> dict[str, Any]:
+        """The keyword arguments of `redis.asyncio.Redis` that bound every wait."""
+        return {
+            "socket_connect_timeout": self.redis_connect_timeout,
+            "socket_timeout": self.redis_timeout,
+        }
+
+
+class Settings(RedisSettings):
     model_config = SettingsConfigDict(env_prefix="THREADLINE_", extra="ignore")
 
     database_url: str = f"sqlite:///{DEFAULT_DATA_DIR / 'threadline.db'}"
@@ -32,6 +51,12 @@ class Settings(BaseSettings):
     # SQLite's `PRAGMA synchronous` (WAL mode): FULL makes every acknowledged write survive
     # a power loss; NORMAL may lose the last commits then (never corrupts the file).
     sqlite_synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
+
+    # SQLite: seconds a statement waits for another process's write lock (a migration, a
+    # `threadline check --fix`) before the request is refused (503).
+    sqlite_busy_timeout: float = Field(
+        DEFAULT_SQLITE_BUSY_TIMEOUT, gt=0, le=3600, allow_inf_nan=False
+    )
 
     @field_validator("sqlite_synchronous", mode="before")
     @classmethod

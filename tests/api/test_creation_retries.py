@@ -1,7 +1,8 @@
 """`random_id` makes the creations under `/ext/apps/{app}/` safe to retry: the same key in the
 same app and for the same kind of object creates nothing new and answers what the first
-request created, even when concurrent duplicates race, when the retry's other parameters
-differ, or when the object was removed since. A token's text is never shown again."""
+request created, even when concurrent duplicates race or when the object was removed since;
+the key reused for other content is refused (409 IdempotencyKeyReused). A token's text is
+never shown again."""
 
 from __future__ import annotations
 
@@ -93,13 +94,15 @@ async def test_a_retry_answers_the_first_object_and_creates_nothing(
     after = await listed(api, kind)
     assert len(after) == len(before) + 1
     count = await stored(app_db, kind, world.app_id)
-    # As JSON, as form text (the key as a string), and with other parameters: the first.
+    # As JSON and as form text (the key as a string): the first.
     again = ok(await api.post(url, json={**params(kind, 1), "random_id": 77}))
     form = {k: ",".join(v) if isinstance(v, list) else v for k, v in params(kind, 1).items()}
     again_form = ok(await api.post(url, data={**form, "random_id": "77"}))
-    other = ok(await api.post(url, json={**params(kind, 2), "random_id": 77}))
-    for answer in (again, again_form, other):
+    for answer in (again, again_form):
         assert answer == retried(kind, first), kind
+    # Other parameters with the same key: refused, and nothing is created.
+    other = await api.post(url, json={**params(kind, 2), "random_id": 77})
+    assert "random_id" in error(other, 409, "IdempotencyKeyReused")
     assert await listed(api, kind) == after
     assert await stored(app_db, kind, world.app_id) == count
 
@@ -211,7 +214,11 @@ async def test_a_token_retry_shows_no_text_and_the_first_token_still_works(
         )
     )
     assert keyed["token"].startswith(keyed["prefix"])
-    again = ok(await api.post(url, json={"name": "keyed", "scopes": ["admin"], "random_id": 9}))
+    again = ok(
+        await api.post(
+            url, json={"name": "keyed", "scopes": ["conversations-read"], "random_id": 9}
+        )
+    )
     assert again["token"] is None
     assert without_text(again) == without_text(keyed)
     assert again["scopes"] == ["conversations-read"]
@@ -246,7 +253,7 @@ async def test_a_webhook_retry_answers_the_endpoint_without_its_secrets(
     first = ok(await api.post(url, json=body))
     assert first["secret"].startswith("whsec_")
     assert first["token"]
-    again = ok(await api.post(url, json={**body, "format": "vendor"}))
+    again = ok(await api.post(url, json={**body, "format": "json"}))
     assert again["id"] == first["id"]
     assert again["format"] == "json"
     assert "secret" not in again

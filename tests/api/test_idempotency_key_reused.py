@@ -58,3 +58,73 @@ async def test_a_true_retry_ignores_transport_details(
     )
     assert again["id"] == first["id"]
     assert again["referrer"] == "https://shop.test/a"  # the first write's part
+
+
+def start_variants(kind: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A first start of `kind` and starts that reuse its key for other content."""
+    if kind == "startconversation":
+        first = {"body": "Hello", "random_id": KEY}
+        return first, [first | {"body": "Goodbye"}, first | {"body": "Hello!"}]
+    first = {"body": "Offer", "type": "popup_chat", "random_id": KEY}
+    return first, [first | {"body": "Another offer"}, first | {"type": "email"}]
+
+
+@pytest.mark.parametrize("kind", ["startconversation", "sendmessage"])
+async def test_a_start_reused_with_other_content_is_409_and_starts_nothing(
+    api: httpx.AsyncClient, world: World, kind: str
+) -> None:
+    url = f"/users/{world.user_id}/{kind}"
+    listed = f"/users/{world.user_id}/conversations"
+    first_payload, others = start_variants(kind)
+    first = ok(await api.post(url, json=first_payload))
+    conversations = ok(await api.get(listed))
+    for other in others:
+        message = error(await api.post(url, json=other), 409, "IdempotencyKeyReused")
+        assert "random_id" in message, other
+    assert ok(await api.get(listed)) == conversations
+    # A true retry, even after the refused ones, answers the first start.
+    assert ok(await api.post(url, json=first_payload)) == first
+    assert ok(await api.get(listed)) == conversations
+
+
+async def test_a_key_that_started_one_kind_of_conversation_is_409_for_the_other(
+    api: httpx.AsyncClient, world: World
+) -> None:
+    listed = f"/users/{world.user_id}/conversations"
+    by_user = {"body": "Hello", "random_id": KEY}
+    by_message = {"body": "Hello", "random_id": KEY + 1}
+    ok(await api.post(f"/users/{world.user_id}/startconversation", json=by_user))
+    ok(await api.post(f"/users/{world.user_id}/sendmessage", json=by_message))
+    conversations = ok(await api.get(listed))
+    crossed = [
+        ("sendmessage", by_user),
+        ("startconversation", by_message),
+    ]
+    for kind, payload in crossed:
+        response = await api.post(f"/users/{world.user_id}/{kind}", json=payload)
+        error(response, 409, "IdempotencyKeyReused")
+    assert ok(await api.get(listed)) == conversations
+
+
+async def test_a_creation_retry_is_compared_with_the_request_not_the_object(
+    api: httpx.AsyncClient, world: World
+) -> None:
+    """An admin whose role changed since is still the answer to a true retry of its
+    creation; a retry asking for the new role is another request."""
+    url = "/ext/apps/$self_app/admins"
+    payload = {"name": "Cy", "email": "cy@acme.test", "role": "operator", "random_id": KEY}
+    first = ok(await api.post(url, json=payload))
+    ok(await api.post(f"{url}/{first['id']}/role", json={"role": "administrator"}))
+    again = ok(await api.post(url, json=payload))
+    assert again["id"] == first["id"]
+    assert again["role"] == "administrator"
+    error(
+        await api.post(url, json=payload | {"role": "administrator"}), 409, "IdempotencyKeyReused"
+    )
+    # The password is not part of what is compared (only its slow hash is kept).
+    assert (
+        ok(await api.post(url, json=payload | {"password": "another-horse!!"}))["id"]
+        == (first["id"])
+    )
+    listed = ok(await api.get(url))
+    assert [a["id"] for a in listed].count(first["id"]) == 1

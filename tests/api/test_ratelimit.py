@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -12,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 from tests.api.conftest import client_for
 from tests.api.helpers import error, ok
@@ -141,3 +144,87 @@ async def test_the_default_limit_throttles_the_601st_request_of_a_minute(
     # The limiter counts in a sliding window of a minute: exactly 600 are allowed unless the
     # requests straddle the turn of a minute, when the earlier minute counts in part.
     assert 600 <= allowed < 1200
+
+
+class SilentServer:
+    """A TCP server that accepts connections and never answers: a frozen Redis."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> int:
+        async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.accepted += 1
+            self._writers.append(writer)
+
+        self._server = await asyncio.start_server(hold, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def __aexit__(self, *_: object) -> None:
+        for writer in self._writers:
+            writer.transport.abort()
+        assert self._server is not None
+        self._server.close()
+
+
+async def test_a_frozen_storage_costs_one_request_its_timeout_then_is_skipped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    silent = SilentServer()
+    async with silent as port:
+        limiter = TokenRateLimiter(
+            "1/minute",
+            f"redis://127.0.0.1:{port}/0",
+            key_prefix=f"threadline-test-{uuid.uuid4().hex}",
+            redis_options={"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        )
+        limiter.retry_seconds = 3600  # the storage is not asked again during this test
+        with caplog.at_level(logging.INFO, logger="threadline.api.ratelimit"):
+            # Let through (above the limit too): the storage does not answer.
+            assert await limiter.hit(7) is None
+            asked = silent.accepted
+            assert asked >= 1
+            assert [await limiter.hit(7) for _ in range(20)] == [None] * 20
+        # Only the first request asked the frozen storage; one warning for the outage.
+        assert silent.accepted == asked
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1
+        assert "let through" in warnings[0].getMessage()
+
+
+async def test_the_limiter_counts_again_once_its_storage_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = redis_url()
+    if url is None:
+        pytest.skip("THREADLINE_TEST_REDIS_URL is not set")
+    limiter = TokenRateLimiter(
+        "2/minute", url, key_prefix=f"threadline-test-{uuid.uuid4().hex}", redis_options={}
+    )
+    try:
+        assert await limiter.hit(1) is None
+        # As if the storage had failed a moment ago and is asked again now.
+        limiter._failing_until = 0.0
+        with caplog.at_level(logging.INFO, logger="threadline.api.ratelimit"):
+            assert await limiter.hit(1) is None
+            retry_after = await limiter.hit(1)
+        assert retry_after is not None
+        assert retry_after >= 1
+        assert any("reachable again" in r.getMessage() for r in caplog.records)
+    finally:
+        await limiter.reset()
+
+
+def test_redis_timeouts_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = Settings()
+    assert (defaults.redis_connect_timeout, defaults.redis_timeout) == (1.0, 1.0)
+    monkeypatch.setenv("THREADLINE_REDIS_CONNECT_TIMEOUT", "0.5")
+    monkeypatch.setenv("THREADLINE_REDIS_TIMEOUT", "2")
+    assert Settings().client_options() == {"socket_connect_timeout": 0.5, "socket_timeout": 2.0}
+    for bad in ("0", "-1", "abc", "nan", "61"):
+        monkeypatch.setenv("THREADLINE_REDIS_TIMEOUT", bad)
+        with pytest.raises(ValidationError, match="redis_timeout"):
+            Settings()

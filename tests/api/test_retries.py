@@ -101,7 +101,7 @@ async def test_every_write_that_takes_random_id_is_safe_to_retry(
     assert ok(await api.post(url, json={"body": "Offer", "random_id": 6})) == sent
     assert ok(await api.get(listed)) == conversations
     # A key that started the user's own conversation is not a message's.
-    error(await api.post(url, json={"body": "Offer", "random_id": 5}), 400, "BadRequest")
+    error(await api.post(url, json={"body": "Offer", "random_id": 5}), 409, "IdempotencyKeyReused")
     assert ok(await api.get(listed)) == conversations
     covered.add(("POST", "/users/{id}/sendmessage"))
     # The app's objects' creations are covered by test_creation_retries.py.

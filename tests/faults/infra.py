@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import json
 import os
 import shutil
 import signal
@@ -112,24 +113,36 @@ SCRATCH_REDIS = ("--save", "", "--appendonly", "no")
 
 
 class PrivateRedis:
+    """A redis-server of the test's own on a free port; `stop()` shuts it down and
+    `start()` starts it again on the same port (empty: it keeps nothing on disk)."""
+
     def __init__(self) -> None:
         server = shutil.which("redis-server")
         if server is None:
             raise RuntimeError("no redis-server on this machine")
+        self.server = server
         self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
         self.process = subprocess.Popen(
-            [server, "--port", str(self.port), "--bind", "127.0.0.1", *SCRATCH_REDIS],
+            [self.server, "--port", str(self.port), "--bind", "127.0.0.1", *SCRATCH_REDIS],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port)
 
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
     def url(self, port: int | None = None) -> str:
         return f"redis://127.0.0.1:{port or self.port}/0"
 
     def close(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
+        self.stop()
 
 
 class TcpProxy:
@@ -452,3 +465,61 @@ def timed(bound: float, what: str) -> Iterator[None]:
     yield
     took = time.monotonic() - started
     assert took <= bound, f"{what} took {took:.2f} s (bound {bound} s)"
+
+
+class Watcher:
+    """A WebSocket client on a thread of its own, subscribed to an app's replies: it records
+    the random_id of every reply the stream delivers, and reconnects with the last tag it
+    saw when the stream ends (so it misses nothing the server delivers)."""
+
+    def __init__(self, base_url: str, token: str, app_id: int) -> None:
+        host = base_url.removeprefix("http://")
+        self.url = f"ws://{host}/websocket/conversation_reply.{app_id}?auth_token={token}"
+        self.seen: set[int] = set()
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def seen_now(self) -> set[int]:
+        with self._lock:
+            return set(self.seen)
+
+    def _record(self, raw: str | bytes) -> str | None:
+        message = json.loads(raw)
+        if message.get("channel") == "ping":
+            return None
+        part = (message.get("message") or {}).get("part") or {}
+        random_id = part.get("random_id")
+        if random_id:
+            with self._lock:
+                self.seen.add(int(random_id))
+        tag = message.get("tag")
+        return str(tag) if tag else None
+
+    async def _run(self) -> None:
+        from websockets.asyncio.client import connect
+
+        tag: str | None = None
+        while not self._stop.is_set():
+            url = f"{self.url}&tag={tag}" if tag else self.url
+            try:
+                async with connect(url, open_timeout=5) as ws:
+                    self.connections += 1
+                    while not self._stop.is_set():
+                        try:
+                            raw = await asyncio.wait_for(ws.recv(), 0.5)
+                        except TimeoutError:
+                            continue
+                        tag = self._record(raw) or tag
+            except Exception:  # closed or refused: connect again from the last tag
+                await asyncio.sleep(0.2)
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        wait_until(lambda: self.connections > 0, 30, "the WebSocket connected")
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join(30)

@@ -7,6 +7,7 @@ from fastapi import Request
 from threadline.api.config import ApiSettings
 from threadline.api.ratelimit import TokenRateLimiter
 from threadline.attachments.storage import LocalStorage, Storage
+from threadline.settings import RedisSettings
 
 
 def api_settings(request: Request) -> ApiSettings:
@@ -37,7 +38,10 @@ def rate_limiter_of(request: Request) -> TokenRateLimiter | None:
         or limiter.storage_uri != settings.rate_limit_storage
     ):
         limiter = TokenRateLimiter(
-            settings.rate_limit, settings.rate_limit_storage, settings.rate_limit_key_prefix
+            settings.rate_limit,
+            settings.rate_limit_storage,
+            settings.rate_limit_key_prefix,
+            RedisSettings().client_options(),
         )
         request.app.state.rate_limiter = limiter
     return limiter

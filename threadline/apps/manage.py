@@ -6,11 +6,13 @@ to the audit log in the change's own transaction. The default actor is the comma
 (whoever runs the server): routes always pass the caller's.
 
 Each creation takes an optional `random_id`, the client's idempotency key: a retry with the
-same key in the same app creates nothing and answers what the first request created,
-whatever its other parameters (as a retried conversation write does). Admins, channels,
-tokens and webhook endpoints each have their own keys, all through `create_once`. The unique
-index on (app_id, random_id) settles concurrent duplicates: the loser's transaction fails and
-it answers the winner's object.
+same key in the same app creates nothing and answers what the first request created. A
+retry must ask for the same content (compared through a digest of the first request's,
+kept on the row): the key reused for other content is refused with `IdempotencyKeyReused`
+(409), as a retried conversation write is. Admins, channels, tokens and webhook endpoints
+each have their own keys, all through `create_once`. The unique index on (app_id,
+random_id) settles concurrent duplicates: the loser's transaction fails and it answers the
+winner's object.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from threadline.core.access import (
     need,
 )
 from threadline.core.errors import InvalidParameter, NotFound
+from threadline.core.idempotency import check_created_retry, content_digest
 from threadline.core.passwords import password_problem
 from threadline.db.engine import Database
 from threadline.db.schema import admins, api_tokens, channels
@@ -59,23 +62,29 @@ def _name(name: str) -> str:
 
 
 async def _made_with(
-    conn: AsyncConnection, table: Table, app_id: int, random_id: int | None
+    conn: AsyncConnection, table: Table, app_id: int, random_id: int | None, digest: str | None
 ) -> int | None:
-    """The row of `table` that the app's creation with this key made, if any."""
+    """The row of `table` that the app's creation with this key made, if any; refused
+    (`IdempotencyKeyReused`) when that creation asked for other content than `digest`."""
     if random_id is None:
         return None
-    return await app_q.created_with_key(conn, table, app_id, random_id)
+    found = await app_q.created_with_key(conn, table, app_id, random_id)
+    if found is None:
+        return None
+    ident, stored = found
+    check_created_retry(stored, digest)
+    return ident
 
 
 async def _created_with(
-    db: Database, table: Table, app_id: int, random_id: int | None
+    db: Database, table: Table, app_id: int, random_id: int | None, digest: str | None
 ) -> int | None:
     """`_made_with` in a transaction of its own: after a failed creation, it sees the
     concurrent duplicate that won."""
     if random_id is None:
         return None
     async with db.read() as conn:
-        return await _made_with(conn, table, app_id, random_id)
+        return await _made_with(conn, table, app_id, random_id, digest)
 
 
 async def create_once(
@@ -84,25 +93,29 @@ async def create_once(
     app_id: int,
     random_id: int | None,
     create: Callable[[AsyncConnection], Awaitable[int]],
+    digest: str | None = None,
 ) -> tuple[int, bool]:
     """The id of the row of `table` that the app's creation with `random_id` made, and
     False; or, when there is none (or no key), the id of the row `create` makes now, and
-    True. The key is stored on the new row in the same transaction: a concurrent duplicate
-    fails on the unique index, its transaction rolls back, and it answers the winner. Any
-    other integrity error is raised."""
+    True. `digest` is the request's content (`content_digest`): a key whose creation had
+    other content is refused. The key and digest are stored on the new row in the same
+    transaction: a concurrent duplicate fails on the unique index, its transaction rolls
+    back, and it answers the winner. Any other integrity error is raised."""
     try:
         async with db.write() as conn:
-            first = await _made_with(conn, table, app_id, random_id)
+            first = await _made_with(conn, table, app_id, random_id, digest)
             if first is not None:
                 return first, False
             ident = await create(conn)
             if random_id is not None:
                 await conn.execute(
-                    update(table).where(table.c.id == ident).values(random_id=random_id)
+                    update(table)
+                    .where(table.c.id == ident)
+                    .values(random_id=random_id, random_digest=digest)
                 )
             return ident, True
     except IntegrityError:
-        first = await _created_with(db, table, app_id, random_id)
+        first = await _created_with(db, table, app_id, random_id, digest)
         if first is None:
             raise
         return first, False
@@ -127,7 +140,8 @@ async def add_admin(
 ) -> app_q.AdminRow:
     """A new admin with `role`. A retry with the first request's `random_id` answers the
     first admin, even when it was removed since (it stays removed: the key never creates a
-    second)."""
+    second). The retry's name, e-mail, avatar and role must be the first request's; its
+    password is not compared (only a slow hash of it is ever kept)."""
     check_manage_admin(actor, role)
     name = _name(name)
     email = email.strip().lower() if email and email.strip() else None
@@ -135,8 +149,9 @@ async def add_admin(
         problem = password_problem(password, email=email, name=name)
         if problem is not None:
             raise InvalidParameter("password", problem)
+    digest = content_digest({"name": name, "email": email, "avatar": avatar, "role": role.value})
     # A retry skips the password hash, and must not meet its own email as taken.
-    first = await _created_with(db, admins, app_id, random_id)
+    first = await _created_with(db, admins, app_id, random_id, digest)
     if first is not None:
         return await _admin(db, app_id, first)
     # argon2 is deliberately slow: keep it off the event loop.
@@ -153,12 +168,12 @@ async def add_admin(
         return ident
 
     try:
-        ident, _ = await create_once(db, admins, app_id, random_id, create)
+        ident, _ = await create_once(db, admins, app_id, random_id, create, digest)
     except (IntegrityError, InvalidParameter):
         # The email was taken meanwhile (seen by the check, or by its unique index): by a
         # concurrent duplicate of this very request, whose admin is the answer, or by
         # another admin.
-        first = await _created_with(db, admins, app_id, random_id)
+        first = await _created_with(db, admins, app_id, random_id, digest)
         if first is None:
             raise InvalidParameter("email", "another admin of the app has it") from None
         ident = first
@@ -260,8 +275,10 @@ async def add_channel(
     random_id: int | None = None,
 ) -> app_q.ChannelRow:
     """A new channel. A retry with the first request's `random_id` answers the first channel,
-    even when it was removed since (it stays removed: the key never creates a second)."""
+    even when it was removed since (it stays removed: the key never creates a second); its
+    name, type and avatar must be the first request's."""
     name = _name(name)
+    digest = content_digest({"name": name, "type": type_, "avatar": avatar or None})
 
     async def create(conn: AsyncConnection) -> int:
         ident = await AppRepository(conn).create_channel(app_id, name, type_, utcnow())
@@ -269,7 +286,7 @@ async def add_channel(
             await conn.execute(update(channels).where(channels.c.id == ident).values(avatar=avatar))
         return ident
 
-    ident, _ = await create_once(db, channels, app_id, random_id, create)
+    ident, _ = await create_once(db, channels, app_id, random_id, create, digest)
     async with db.read() as conn:
         return (await app_q.channels_by_id(conn, app_id, [ident]))[ident]
 
@@ -307,7 +324,8 @@ async def add_token(
 
     A retry with the first request's `random_id` answers the first token's record with no
     text (None: only its hash is stored), even when it was revoked since (it stays revoked:
-    the key never creates a second).
+    the key never creates a second). Its name and scopes (as a set) must be the first
+    request's.
     """
     need(actor, Role.ADMINISTRATOR, "managing tokens")
     name = _name(name)
@@ -316,6 +334,7 @@ async def add_token(
     unique = list(dict.fromkeys(scopes))
     # Checked before the key: a request that is wrong in itself is refused, retry or not.
     check_scopes(unique)
+    digest = content_digest({"name": name, "scopes": sorted(unique)})
     issued: list[str] = []
 
     async def create(conn: AsyncConnection) -> int:
@@ -329,7 +348,7 @@ async def add_token(
         )
         return ident
 
-    ident, created = await create_once(db, api_tokens, app_id, random_id, create)
+    ident, created = await create_once(db, api_tokens, app_id, random_id, create, digest)
     async with db.read() as conn:
         row = await app_q.token(conn, app_id, ident, revoked=not created)
     assert row is not None

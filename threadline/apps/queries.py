@@ -46,12 +46,15 @@ def _ids(ids: Iterable[int | None]) -> list[int]:
 
 async def created_with_key(
     conn: AsyncConnection, table: Table, app_id: int, random_id: int
-) -> int | None:
-    """The id of the row of `table` (admins, channels, api_tokens) that the app's creation
-    with idempotency key `random_id` made, removed or revoked ones included."""
-    query = select(table.c.id).where(table.c.app_id == app_id, table.c.random_id == random_id)
-    ident = (await conn.execute(query)).scalar_one_or_none()
-    return int(ident) if ident is not None else None
+) -> tuple[int, str | None] | None:
+    """The id of the row of `table` (admins, channels, api_tokens, webhook_endpoints) that
+    the app's creation with idempotency key `random_id` made, removed or revoked ones
+    included, and the digest of that creation's content (None for rows made without one)."""
+    query = select(table.c.id, table.c.random_digest).where(
+        table.c.app_id == app_id, table.c.random_id == random_id
+    )
+    row = (await conn.execute(query)).first()
+    return (int(row.id), row.random_digest) if row is not None else None
 
 
 async def app_defaults(conn: AsyncConnection, app_id: int) -> tuple[int | None, int | None]:

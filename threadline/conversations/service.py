@@ -41,7 +41,7 @@ from threadline.core.enums import (
     SentVia,
 )
 from threadline.core.errors import DomainError, InvalidParameter, NotFound
-from threadline.core.idempotency import check_retry
+from threadline.core.idempotency import check_retry, check_started_retry
 from threadline.core.model import Admin, Author, ConversationState, JSONObject, Part, Sender
 from threadline.core.recompute import Drift, drifts, repaired
 from threadline.db.direct import NotBatchable, NothingAdded
@@ -348,12 +348,32 @@ async def start_by_user(
             await event_log.append(repo.driver, app_id, now, eventlog.derive(None, change))
     except _AlreadyDone:
         assert reply.random_id
-        async with db.read() as conn:
-            ident = await ConversationRepository(conn).find_started(user_id, reply.random_id)
-        assert ident is not None
-        return await _first_result(db, app_id, ident, ("reply", reply.random_id), reply)
+        state, first = await _first_start(db, app_id, user_id, reply.random_id, reply)
+        return Outcome(state, [first], duplicate=True)
     db.events_committed(app_id)
     return Outcome(change.state, change.parts)
+
+
+async def _first_start(
+    db: Database,
+    app_id: int,
+    user_id: int,
+    random_id: int,
+    retried: ev.UserReply | ev.StartByMessage,
+) -> tuple[ConversationState, Part]:
+    """The conversation the user's key started and its first part, for a retry of that
+    start; `IdempotencyKeyReused` when the retry asks for another start."""
+    async with db.read() as conn:
+        repo = ConversationRepository(conn)
+        ident = await repo.find_started(user_id, random_id)
+        state = await repo.get(app_id, ident) if ident is not None else None
+        parts = await repo.parts(state.id) if state is not None else []
+    if state is None:
+        raise NotFound("conversation", ident)
+    first = min(parts, key=lambda part: part.id) if parts else None
+    check_started_retry(state, first, retried)
+    assert first is not None
+    return state, first
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,17 +451,17 @@ async def start_by_message(
             await event_log.append(repo.driver, app_id, now, eventlog.derive(None, change))
     except _AlreadyDone:
         assert random_id
-        async with db.read() as conn:
-            repo = ConversationRepository(conn)
-            ident = await repo.find_started(user_id, random_id)
-            sent = await repo.get(app_id, ident) if ident is not None else None
-            parts = await repo.parts(sent.id) if sent is not None else []
-        if sent is None or sent.message_id is None or not parts:
-            # The key started a conversation of another kind (the user wrote first).
-            raise InvalidParameter(
-                "random_id", "already used to start another conversation"
-            ) from None
-        first = min(parts, key=lambda part: part.id)
+        retried = ev.StartByMessage(
+            message_id=0,
+            type=type_,
+            reply_type=reply_type,
+            sender=sender,
+            body=body,
+            body_json=body_json,
+            recipient_type=recipient_type,
+        )
+        sent, first = await _first_start(db, app_id, user_id, random_id, retried)
+        assert sent.message_id is not None
         return StartedByMessage(Outcome(sent, [first], duplicate=True), sent.message_id)
 
     db.events_committed(app_id)

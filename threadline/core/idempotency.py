@@ -14,23 +14,34 @@ files again); for an
 assignment the assignee; for a tag the tag. Closing, reopening,
 snoozing and changing channel carry nothing beyond their kind, which the key includes.
 Transport details (`sent_via`, `external_id`, `referrer`) are not content.
+
+A conversation started with a key (by the user, or by an outbound message) is compared the
+same way: its first part, and for a message also the conversation's type, reply type and
+recipient type. A key that started a conversation of the other kind is reused, never a
+retry. The app's objects created with a key (admins, channels, tokens, webhook endpoints)
+keep a digest of the creating request's content (`content_digest`), so that a retry is
+compared with what was asked for, not with what the object became since.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
+
 from threadline.core import events as ev
 from threadline.core.enums import PartType
 from threadline.core.errors import DomainError
-from threadline.core.model import Actions, Attachment, JSONObject, Part
+from threadline.core.model import Actions, Attachment, ConversationState, JSONObject, Part
 
 
 class IdempotencyKeyReused(DomainError):
     error_name = "IdempotencyKeyReused"
     status = 409
 
-    def __init__(self) -> None:
+    def __init__(self, scope: str = "to this conversation") -> None:
         super().__init__(
-            "random_id: already used for a different write to this conversation "
+            f"random_id: already used for a different write {scope} "
             "(a retry must send the same content)"
         )
 
@@ -89,3 +100,45 @@ def check_retry(part: Part, event: ev.Event | None) -> None:
     """Raise `IdempotencyKeyReused` unless `event` is a true retry of the write of `part`."""
     if event is not None and not is_same_write(part, event):
         raise IdempotencyKeyReused
+
+
+def check_started_retry(
+    state: ConversationState, first: Part | None, event: ev.UserReply | ev.StartByMessage
+) -> None:
+    """Raise `IdempotencyKeyReused` unless `event`, retried with the key that started the
+    conversation `state` (whose first part is `first`), asks for that start. (An erased
+    conversation has lost its bodies: as for any other write, its retries are refused.)"""
+    by_message = isinstance(event, ev.StartByMessage)
+    if first is None or (state.message_id is not None) != by_message:
+        raise IdempotencyKeyReused("to start a conversation")
+    match event:
+        case ev.UserReply():
+            same = first.type is PartType.REPLY_USER and _same_content(
+                first, event.body, event.body_json, event.attachments, event.actions
+            )
+        case ev.StartByMessage():
+            same = (
+                first.type is PartType.REPLY_ADMIN
+                and first.author == event.sender
+                and _same_content(first, event.body, event.body_json, (), None)
+                and state.type is event.type
+                and state.reply_type is event.reply_type
+                and state.recipient_type is event.recipient_type
+            )
+    if not same:
+        raise IdempotencyKeyReused("to start a conversation")
+
+
+def content_digest(content: Mapping[str, object]) -> str:
+    """A fingerprint of a creating request's content (hex SHA-256 of its canonical JSON):
+    two requests ask for the same object exactly when their digests are equal."""
+    canonical = json.dumps(dict(content), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_created_retry(stored: str | None, digest: str | None) -> None:
+    """Raise `IdempotencyKeyReused` when a creation retried with a key asks for other
+    content than the first request (`stored`: its digest; None for objects made before
+    digests were kept, which cannot be compared)."""
+    if stored is not None and digest is not None and stored != digest:
+        raise IdempotencyKeyReused("in this app")

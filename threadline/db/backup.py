@@ -23,11 +23,13 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from threadline.db.engine import SQLITE_BUSY_TIMEOUT_MS, async_url
+from threadline.db.engine import async_url
 
 # Pages copied per backup step (4 MiB with SQLite's default 4 KiB pages): the progress
 # bar moves between steps.
 BACKUP_STEP_PAGES = 1024
+# A copy from the command line may wait longer than a request for a server's write lock.
+BACKUP_BUSY_TIMEOUT_SECONDS = 30.0
 # A table every Threadline database has: a file without it is not a Threadline backup.
 _MARKER_TABLE = "alembic_version"
 
@@ -53,7 +55,7 @@ def _connect(path: Path, mode: str) -> sqlite3.Connection:
     return sqlite3.connect(
         f"file:{path}?mode={mode}",
         uri=True,
-        timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+        timeout=BACKUP_BUSY_TIMEOUT_SECONDS,
         isolation_level=None,
     )
 

@@ -28,8 +28,11 @@ from threadline.db.faults import Fault, StorageUnavailable, classify
 
 log = logging.getLogger("threadline.db")
 
-# Long enough to ride out another process's write transaction, short enough to surface a hang.
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Seconds a SQLite statement waits for another process's write lock (a migration, a
+# `threadline check --fix`) before it fails as "did not answer in time" (503): the bound of
+# PostgreSQL's statement timeout. This process's own writes never wait on it (they are
+# serialised by a lock before they reach SQLite). THREADLINE_SQLITE_BUSY_TIMEOUT sets it.
+DEFAULT_SQLITE_BUSY_TIMEOUT = 5.0
 # SQLite's `PRAGMA synchronous` in WAL mode: FULL syncs the WAL at every commit, so an
 # acknowledged write survives a power loss; NORMAL syncs at checkpoints only (an OS crash
 # or power loss may lose the last commits, never corrupt the file).
@@ -47,9 +50,12 @@ def async_url(url: str) -> URL:
     raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)}")
 
 
-def _install_sqlite_recipe(engine: AsyncEngine, begin_sql: str | None, synchronous: str) -> None:
+def _install_sqlite_recipe(
+    engine: AsyncEngine, begin_sql: str | None, synchronous: str, busy_timeout: float
+) -> None:
     if synchronous not in SQLITE_SYNCHRONOUS:
         raise ValueError(f"SQLite synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")
+    busy_ms = _busy_ms(busy_timeout)
 
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -60,7 +66,7 @@ def _install_sqlite_recipe(engine: AsyncEngine, begin_sql: str | None, synchrono
             "PRAGMA journal_mode=WAL",
             f"PRAGMA synchronous={synchronous}",
             "PRAGMA foreign_keys=ON",
-            f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+            f"PRAGMA busy_timeout={busy_ms}",
         ):
             cursor.execute(pragma)
         cursor.close()
@@ -71,6 +77,12 @@ def _install_sqlite_recipe(engine: AsyncEngine, begin_sql: str | None, synchrono
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: Any) -> None:
         connection.exec_driver_sql(begin_sql)
+
+
+def _busy_ms(seconds: float) -> int:
+    if not 0 < seconds <= 3600:  # NaN fails too
+        raise ValueError("the SQLite busy timeout must be more than 0 and at most 3600 seconds")
+    return max(1, round(seconds * 1000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,21 +128,23 @@ def create_engine(
     sqlite_begin: bool = True,
     sqlite_synchronous: str = "FULL",
     timeouts: Timeouts | None = None,
+    sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TIMEOUT,
 ) -> AsyncEngine:
-    """An engine for `url`. On SQLite, `sqlite_begin=False` leaves BEGIN to the caller."""
+    """An engine for `url`. On SQLite, `sqlite_begin=False` leaves BEGIN to the caller;
+    `sqlite_busy_timeout` is how long (seconds) a statement waits for another process's lock."""
     parsed = async_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(
             parsed,
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            connect_args={"timeout": _busy_ms(sqlite_busy_timeout) / 1000},
             pool_size=1 if write else pool_size,
             max_overflow=0 if write else pool_size,
             json_deserializer=orjson.loads,
         )
         begin_sql = ("BEGIN IMMEDIATE" if write else "BEGIN") if sqlite_begin else None
-        _install_sqlite_recipe(engine, begin_sql, sqlite_synchronous)
+        _install_sqlite_recipe(engine, begin_sql, sqlite_synchronous, sqlite_busy_timeout)
         refuse_statements_behind_deferred(engine)
         return engine
     # JSON columns decode with orjson (as on SQLite): the stdlib decoder was a visible part
@@ -200,6 +214,7 @@ class Database:
         batch_running: int = 1,
         sqlite_synchronous: str = "FULL",
         timeouts: Timeouts | None = None,
+        sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TIMEOUT,
     ) -> None:
         self.url = url
         self.timeouts = timeouts or Timeouts()
@@ -216,10 +231,15 @@ class Database:
             sqlite_begin=not self.is_sqlite,
             sqlite_synchronous=sqlite_synchronous,
             timeouts=self.timeouts,
+            sqlite_busy_timeout=sqlite_busy_timeout,
         )
         self.read_engine = (
             create_engine(
-                url, write=False, pool_size=pool_size, sqlite_synchronous=sqlite_synchronous
+                url,
+                write=False,
+                pool_size=pool_size,
+                sqlite_synchronous=sqlite_synchronous,
+                sqlite_busy_timeout=sqlite_busy_timeout,
             )
             if self.is_sqlite
             else self.write_engine

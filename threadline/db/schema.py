@@ -48,12 +48,15 @@ def _app_id() -> Column[int]:
     return Column("app_id", BigId, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False)
 
 
-def _creation_key(table: str) -> tuple[Column[int], Index]:
+def _creation_key(table: str) -> tuple[Column[int], Column[str], Index]:
     """The client's idempotency key (`random_id`) of the request that created the row: a
     retry finds the row instead of creating a second one. Unique per app; rows created
-    without a key hold NULL, which both databases treat as distinct in a unique index."""
+    without a key hold NULL, which both databases treat as distinct in a unique index.
+    `random_digest` fingerprints that request's content (threadline.core.idempotency), so
+    a key reused for other content is told from a retry."""
     return (
         Column("random_id", BigInteger, nullable=True),
+        Column("random_digest", String(64), nullable=True),
         Index(f"uq_{table}_app_id_random_id", "app_id", "random_id", unique=True),
     )
 

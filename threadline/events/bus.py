@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
@@ -90,6 +91,10 @@ class _RemoteBus(Bus):
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self.connected = asyncio.Event()
+        # The wait before the next subscription attempt (doubling while they fail), and
+        # whether this outage was logged already.
+        self._delay = RECONNECT_MIN_S
+        self._warned = False
 
     async def _start(self) -> None:
         self._tasks = [
@@ -126,22 +131,32 @@ class _RemoteBus(Bus):
                 failing = True
 
     async def _listen_forever(self) -> None:
-        delay = RECONNECT_MIN_S
         while not self._closing:
             try:
                 await self._listen(self._on_subscribed)
-                delay = RECONNECT_MIN_S
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("bus subscription lost (%s); retrying in %.1f s", exc, delay)
+                # One warning per outage: the retries after it are logged at debug level.
+                log.log(
+                    logging.DEBUG if self._warned else logging.WARNING,
+                    "bus subscription lost (%s: %s); retrying in %.1f s",
+                    type(exc).__name__,
+                    exc,
+                    self._delay,
+                )
+                self._warned = True
             self.connected.clear()
             if self._closing:
                 return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RECONNECT_MAX_S)
+            await asyncio.sleep(self._delay)
+            self._delay = min(self._delay * 2, RECONNECT_MAX_S)
 
     def _on_subscribed(self) -> None:
+        if self._warned:
+            log.info("bus subscription restored")
+        self._warned = False
+        self._delay = RECONNECT_MIN_S
         self.connected.set()
         # Anything published while the subscription was down was lost: read the log now.
         self._received({"kind": "log"})
@@ -175,35 +190,64 @@ class _RemoteBus(Bus):
         return None
 
 
+# The subscription is idle this long before it pings Redis; an unanswered ping (within the
+# Redis timeout) means the connection is dead or Redis is frozen: it is dropped and made
+# again, so the bus comes back by itself once Redis answers.
+IDLE_PING_SECONDS = 5.0
+# How long one wait for a message lasts (the ping deadline is checked between waits).
+LISTEN_WAIT_SECONDS = 1.0
+
+
 class RedisBus(_RemoteBus):
-    """Redis pub/sub: one PUBLISH per message, one SUBSCRIBE connection per process."""
+    """Redis pub/sub: one PUBLISH per message, one SUBSCRIBE connection per process.
 
-    def __init__(self, url: str, channel: str) -> None:
+    Every wait on Redis is bounded (THREADLINE_REDIS_CONNECT_TIMEOUT and
+    THREADLINE_REDIS_TIMEOUT, seconds): a publish after a commit gives up, and the
+    subscription is made again, when Redis is down or frozen."""
+
+    def __init__(
+        self, url: str, channel: str, *, connect_timeout: float = 1.0, timeout: float = 1.0
+    ) -> None:
         super().__init__()
-        from redis.asyncio import Redis
-
         self.url = url
         self.channel = channel
-        # Short timeouts: a publish after a commit must give up quickly when Redis is away.
-        self._publisher = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        self._publisher = self._client()
+
+    def _client(self) -> Any:
+        from redis.asyncio import Redis
+
+        return Redis.from_url(
+            self.url, socket_connect_timeout=self.connect_timeout, socket_timeout=self.timeout
+        )
 
     async def _send(self, payload: bytes) -> None:
         await self._publisher.publish(self.channel, payload)
 
     async def _listen(self, subscribed: Callable[[], None]) -> None:
-        from redis.asyncio import Redis
-
-        client = Redis.from_url(url=self.url, socket_connect_timeout=2, health_check_interval=10)
+        client = self._client()
         pubsub = client.pubsub()
         try:
             await pubsub.subscribe(self.channel)
             subscribed()
+            heard = time.monotonic()
+            pinged: float | None = None
             while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
-                if message is not None and message.get("type") == "message":
-                    self._decode(message["data"])
-                elif message is None:
-                    await pubsub.ping()  # notices a dead connection between messages
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=LISTEN_WAIT_SECONDS
+                )
+                now = time.monotonic()
+                if message is not None:
+                    heard, pinged = now, None
+                    if message.get("type") == "message":
+                        self._decode(message["data"])
+                    continue
+                if pinged is not None and now - pinged > self.timeout:
+                    raise ConnectionError(f"no answer to a ping within {self.timeout:g} s")
+                if pinged is None and now - heard >= IDLE_PING_SECONDS:
+                    await pubsub.ping()  # its answer (a "pong" message) proves the link
+                    pinged = now
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()

@@ -15,6 +15,7 @@ from threadline.events import repository as log_store
 from threadline.events.bus import Bus, MemoryBus, Message, PostgresBus, RedisBus
 from threadline.events.config import RealtimeSettings
 from threadline.events.hub import Client, Hub
+from threadline.settings import RedisSettings
 
 log = logging.getLogger("threadline.events")
 
@@ -72,7 +73,13 @@ def make_bus(
     if kind == "redis":
         if not redis_url:
             raise ValueError("THREADLINE_BUS=redis needs THREADLINE_REDIS_URL")
-        return RedisBus(redis_url, channel)
+        redis = RedisSettings()
+        return RedisBus(
+            redis_url,
+            channel,
+            connect_timeout=redis.redis_connect_timeout,
+            timeout=redis.redis_timeout,
+        )
     if kind == "postgres":
         if not database_url.startswith(("postgresql", "postgres")):
             raise ValueError("THREADLINE_BUS=postgres needs a PostgreSQL database")

@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             batch_writes=settings.write_batch,
             sqlite_synchronous=settings.sqlite_synchronous,
             timeouts=settings.db_timeouts(),
+            sqlite_busy_timeout=settings.sqlite_busy_timeout,
         )
         try:
             app.state.realtime = await start_realtime(

@@ -8,6 +8,7 @@ deadline, shorter than the answer's, and says what is wrong when it fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import os
@@ -22,6 +23,8 @@ from alembic.script import ScriptDirectory
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.engine import make_url
 
 from threadline import __version__
@@ -112,8 +115,13 @@ async def _redis_check(url: str) -> None:
     client = Redis.from_url(url, socket_connect_timeout=CHECK_SECONDS, socket_timeout=CHECK_SECONDS)
     try:
         await client.ping()
+    except RedisTimeoutError:
+        raise CheckFailed(f"Redis did not answer within {CHECK_SECONDS} s") from None
+    except (RedisError, OSError) as exc:
+        raise CheckFailed(f"Redis unavailable ({type(exc).__name__})") from None
     finally:
-        await client.aclose()
+        with contextlib.suppress(Exception):
+            await client.aclose()
 
 
 async def _run(check: Any) -> str:

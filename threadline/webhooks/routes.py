@@ -163,8 +163,9 @@ async def add_webhook(
     """Deliveries start with the changes committed from now on.
 
     With `random_id`, a retry (the same key, per app) adds nothing and answers the first
-    request's endpoint, whatever its other parameters, even if it was removed since (it
-    stays removed), without its `secret` and `token`: they are shown once.
+    request's endpoint, even if it was removed since (it stays removed), without its `secret`
+    and `token`: they are shown once. The retry must send the same URL, events and format:
+    the key reused for another endpoint is refused (409 IdempotencyKeyReused).
     """
     app_id = caller.app(app)
     settings = getattr(request.app.state, "webhook_settings", None) or WebhookSettings()

@@ -11,6 +11,7 @@ from threadline.apps.service import utcnow
 from threadline.audit import repository as audit
 from threadline.core.access import CLI, Actor
 from threadline.core.errors import NotFound
+from threadline.core.idempotency import content_digest
 from threadline.db.engine import Database
 from threadline.db.schema import webhook_endpoints as endpoints_t
 from threadline.events import repository as log_store
@@ -29,7 +30,9 @@ async def add_endpoint(
     actor: Actor = CLI,
 ) -> tuple[repo.Endpoint, bool]:
     """A new endpoint, or the one the app's creation with the same key made, and whether
-    it was made now; the creation is in the audit log under `actor`."""
+    it was made now; the creation is in the audit log under `actor`. A retry must ask for
+    the same URL, events (as a set) and format (else `IdempotencyKeyReused`)."""
+    digest = content_digest({"url": url, "events": sorted(set(events)), "format": format_})
     made: list[repo.Endpoint] = []
 
     async def create(conn: AsyncConnection) -> int:
@@ -51,7 +54,7 @@ async def add_endpoint(
         )
         return made[-1].id
 
-    ident, created = await create_once(db, endpoints_t, app_id, random_id, create)
+    ident, created = await create_once(db, endpoints_t, app_id, random_id, create, digest)
     if created:
         return made[-1], True
     async with db.read() as conn:  # the first creation's, removed since or not

@@ -410,8 +410,9 @@ async def run_worker(database_url: str, redis_url: str | None) -> None:
 
     from threadline.events.config import RealtimeSettings
     from threadline.events.realtime import channel_for, make_bus
+    from threadline.settings import Settings
 
-    db = Database(database_url)
+    db = Database(database_url, sqlite_busy_timeout=Settings().sqlite_busy_timeout)
     worker = Worker(db, WebhookSettings(webhook_worker="inline"))
     settings = RealtimeSettings()
     channel = await channel_for(db, settings, database_url, redis_url)

@@ -399,8 +399,9 @@ class AdminParams(ApiParams):
 )
 async def add_admin(app: AppPath, caller: ManagerCaller, p: Params[AdminParams]) -> Response:
     """With `random_id`, a retry (the same key, per app) adds nothing and answers the first
-    request's admin, whatever its other parameters, even if that admin was removed since
-    (it stays removed)."""
+    request's admin, even if that admin was removed since (it stays removed). The retry must
+    send the same name, email, avatar and role (the password is not compared): the key
+    reused for another admin is refused (409 IdempotencyKeyReused)."""
     app_id = caller.app(app)
     row = await manage.add_admin(
         caller.db,
@@ -500,8 +501,9 @@ class NewChannelParams(ApiParams):
 )
 async def add_channel(app: AppPath, caller: ManagerCaller, p: Params[NewChannelParams]) -> Response:
     """With `random_id`, a retry (the same key, per app) adds nothing and answers the first
-    request's channel, whatever its other parameters, even if that channel was removed since
-    (it stays removed)."""
+    request's channel, even if that channel was removed since (it stays removed). The retry
+    must send the same name, type and avatar: the key reused for another channel is refused
+    (409 IdempotencyKeyReused)."""
     row = await manage.add_channel(
         caller.db,
         caller.app(app),
@@ -597,9 +599,11 @@ async def add_token(app: AppPath, caller: ManagerCaller, p: Params[NewTokenParam
     """The answer's `token` (the token's text) is shown once: only a hash is stored.
 
     With `random_id`, a retry (the same key, per app) creates nothing and answers the first
-    request's token, whatever its other parameters, even if it was revoked since (it stays
-    revoked), with `token` null: its text cannot be shown again. If the first answer was
-    lost, revoke this token and create another.
+    request's token, even if it was revoked since (it stays revoked), with `token` null: its
+    text cannot be shown again. If the first answer was lost,
+    revoke this token and create another.
+    The retry must send the same name and scopes: the key reused for another token is
+    refused (409 IdempotencyKeyReused).
 
     The token is issued by the caller: it acts with the role of the caller's admin (the
     session's, or the one who issued the calling token) and is revoked with that admin.
