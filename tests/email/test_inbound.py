@@ -30,7 +30,8 @@ from threadline.core.errors import InvalidParameter
 from threadline.core.model import Author
 from threadline.db.engine import Database
 from threadline.db.schema import conversation_parts as parts
-from threadline.db.schema import conversations, email_messages
+from threadline.db.schema import conversations, email_contacts, email_messages
+from threadline.users import service as users
 
 SETTINGS = inbound.MailSettings(mail_domain="threadline.localhost", mail_sender_limit="")
 LIMITS = files.Limits(25 * 1024 * 1024, DEFAULT_ATTACHMENT_TYPES)
@@ -122,6 +123,26 @@ async def test_the_same_address_is_the_same_user(mail: Inbox) -> None:
     one = await service.get_conversation(mail.db, mail.app_id, first.conversation_id or 0)
     two = await service.get_conversation(mail.db, mail.app_id, second.conversation_id or 0)
     assert one.user_id == two.user_id
+
+
+async def test_an_erased_users_address_is_forgotten(mail: Inbox) -> None:
+    first = await mail.receive(corpus.plain("Before", message_id="e1@x"))
+    state = await service.get_conversation(mail.db, mail.app_id, first.conversation_id or 0)
+    await users.erase(mail.db, mail.app_id, state.user_id)
+    async with mail.db.read() as conn:
+        left = await conn.execute(
+            select(func.count())
+            .select_from(email_contacts)
+            .where(email_contacts.c.user_id == state.user_id)
+        )
+        assert left.scalar_one() == 0
+    after = await mail.receive(corpus.plain("After", message_id="e2@x"))
+    new = await service.get_conversation(mail.db, mail.app_id, after.conversation_id or 0)
+    assert new.user_id != state.user_id
+    async with mail.db.read() as conn:
+        user = await app_q.user(conn, mail.app_id, new.user_id)
+    assert user is not None
+    assert user.props["$email"] == "jane@example.com"
 
 
 async def test_outlook_windows_1252_and_its_quote(mail: Inbox) -> None:
