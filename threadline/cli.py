@@ -8,6 +8,7 @@ the traceback instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -477,6 +478,30 @@ def worker(database_url: DatabaseUrl = None) -> None:
     out.print(f"Webhook worker on {_safe_url(settings.database_url)}")
     with reported(settings.database_url):
         asyncio.run(run_worker(settings.database_url, settings.redis_url))
+
+
+@cli.command()
+def smtp(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Receive e-mail for the apps' addresses by SMTP (THREADLINE_SMTP_HOST and
+    THREADLINE_SMTP_PORT, default port 2525), until interrupted."""
+    import logging.config
+
+    from threadline.channels.email.inbound import MailSettings
+    from threadline.channels.email.smtp import run_listener
+    from threadline.logs import logging_config
+
+    logging.config.dictConfig(logging_config())
+    settings = _settings(database_url)
+    mail = MailSettings()
+    host = host or mail.smtp_host
+    port = port or mail.smtp_port or 2525
+    out.print(f"SMTP on {host}:{port} for @{mail.mail_domain} ({_safe_url(settings.database_url)})")
+    with reported(settings.database_url), contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_listener(settings.database_url, host, port))
 
 
 def _show(drift: Drift | IndexDrift) -> str:

@@ -171,6 +171,7 @@ def _seed(url: str, db_url: str) -> Seeded:
         return ident
 
     kinds = ("admins", "channels", "tokens")
+    address: int = data(http.post(f"{base}/email/addresses", json={"address": "v@acme.test"}))["id"]
     own_token = data(http.get(f"{base}/tokens"))[0]["id"]
     message = data(
         http.post(f"{url}/users/{world.user_id}/sendmessage", json={"body": "Can we help?"})
@@ -182,7 +183,7 @@ def _seed(url: str, db_url: str) -> Seeded:
         message_conversation_id=message["conversation"],
         attachment_id=sent["attachments"][0]["id"],
         victim_user=victim_user,
-        victims={kind: create(kind) for kind in kinds},
+        victims={**{kind: create(kind) for kind in kinds}, "addresses": address},
         spares={kind: create(kind) for kind in kinds},
         protected={
             "admins": {world.admin_id, world.other_admin_id},
@@ -403,10 +404,13 @@ def test_schemathesis_over_every_operation(live: tuple[str, Any], db_url: str) -
     print([(label, round(seconds, 1)) for label, seconds in slowest])  # noqa: T201
     assert not failures, "\n\n".join(failures)
     # The seeded world lets every operation succeed at least once.
+    # Except the inbound e-mail endpoint: it succeeds on a well-formed RFC 5322 message
+    # only, which no generated file is (tests/email covers its answers).
     never_ok = [
         label
         for label, counts in tally.by_operation.items()
         if not any(200 <= status < 300 for status in counts)
+        and label != "POST /ext/apps/{app}/email/inbound"
     ]
     assert not never_ok, "\n".join(
         f"{label}: {tally.by_operation[label]} {tally.errors.get(label)}" for label in never_ok

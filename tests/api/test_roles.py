@@ -96,6 +96,10 @@ EXPECTED: dict[tuple[str, str], tuple[tuple[str, ...], Role | None]] = {
     ("POST", "/ext/apps/*/webhooks/replay"): ((ADMIN,), ADMINISTRATOR),
     ("GET", "/ext/apps/*/widget"): ((ADMIN,), ADMINISTRATOR),
     ("POST", "/ext/apps/*/widget/secret"): ((ADMIN,), ADMINISTRATOR),
+    ("POST", "/ext/apps/*/email/inbound"): ((WRITE, AS_USER), ADMINISTRATOR),
+    ("GET", "/ext/apps/*/email/addresses"): ((ADMIN,), None),
+    ("POST", "/ext/apps/*/email/addresses"): ((ADMIN,), ADMINISTRATOR),
+    ("DELETE", "/ext/apps/*/email/addresses/*"): ((ADMIN,), ADMINISTRATOR),
 }
 
 # Routes outside the OpenAPI document, and how tokens bear on them.
@@ -190,6 +194,10 @@ def calls(world: World) -> list[tuple[str, str, dict[str, Any]]]:
         ("POST", f"/ext/apps/{a}/webhooks/replay", {"delivery": NO}),
         ("GET", f"/ext/apps/{a}/widget", {}),
         ("POST", f"/ext/apps/{a}/widget/secret", {}),
+        ("POST", f"/ext/apps/{a}/email/inbound", {}),
+        ("GET", f"/ext/apps/{a}/email/addresses", {}),
+        ("POST", f"/ext/apps/{a}/email/addresses", {"address": "help@acme.test"}),
+        ("DELETE", f"/ext/apps/{a}/email/addresses/{NO}", {}),
     ]
 
 

@@ -36,12 +36,13 @@ async def snapshot(api: httpx.AsyncClient, world: World, cid: int) -> list[Any]:
             "/ext/apps/$self_app/channels",
             "/ext/apps/$self_app/tokens",
             "/ext/apps/$self_app/audit",
+            "/ext/apps/$self_app/email/addresses",
         )
     ]
 
 
 def matrix(
-    world: World, cid: int, token_id: int, attachment_id: int
+    world: World, cid: int, token_id: int, attachment_id: int, address_id: int
 ) -> list[tuple[str, str, dict[str, Any]]]:
     a, u, c = world.app_id, world.user_id, cid
     later = int(time.time()) + 3600
@@ -103,6 +104,10 @@ def matrix(
         ("GET", f"/ext/apps/{a}/widget", {}),
         ("GET", f"/ext/apps/{a}/audit", {}),
         ("POST", f"/ext/apps/{a}/widget/secret", {}),
+        ("POST", f"/ext/apps/{a}/email/inbound", {}),
+        ("GET", f"/ext/apps/{a}/email/addresses", {}),
+        ("POST", f"/ext/apps/{a}/email/addresses", {"address": "steal@acme.test"}),
+        ("DELETE", f"/ext/apps/{a}/email/addresses/{address_id}", {}),
     ]
 
 
@@ -120,8 +125,10 @@ async def test_second_app_sees_nothing_and_changes_nothing(
         foreign_token = await issue_token(
             AppRepository(conn), world.foreign_app_id, "all", list(ALL_SCOPES), utcnow()
         )
+    address = {"address": "help@acme.test"}
+    address_id = ok(await api.post("/ext/apps/$self_app/email/addresses", json=address))["id"]
     before = await snapshot(api, world, cid)
-    calls = matrix(world, cid, own_token["id"], attachment_id)
+    calls = matrix(world, cid, own_token["id"], attachment_id, address_id)
     covered = {(m, _shape(p)) for m, p, _ in calls}
     async with client_for(app, foreign_token) as foreign:
         for method, path, params in calls:

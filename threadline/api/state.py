@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 
 from threadline.api.config import ApiSettings
 from threadline.api.ratelimit import TokenRateLimiter
@@ -19,10 +19,16 @@ def api_settings(request: Request) -> ApiSettings:
 
 
 def storage_of(request: Request) -> Storage:
-    storage = getattr(request.app.state, "attachment_storage", None)
+    return app_storage(request.app)
+
+
+def app_storage(app: FastAPI) -> Storage:
+    storage = getattr(app.state, "attachment_storage", None)
     if storage is None:
-        root = api_settings(request).data_dir / "attachments"
-        storage = request.app.state.attachment_storage = LocalStorage(root)
+        settings = getattr(app.state, "api_settings", None)
+        if not isinstance(settings, ApiSettings):
+            settings = app.state.api_settings = ApiSettings()
+        storage = app.state.attachment_storage = LocalStorage(settings.data_dir / "attachments")
     return storage
 
 

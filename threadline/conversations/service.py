@@ -320,11 +320,15 @@ async def start_by_user(
     channel_id: int | None = None,
     external_service: str | None = None,
     external_id: str | None = None,
+    type_: ConversationType | None = None,
+    reply_type: ReplyType | None = None,
     now: datetime | None = None,
 ) -> Outcome:
     """The user writes first: a new conversation whose first part is their reply.
 
     `reply.random_id` makes the call safe to retry: per user, one key starts one conversation.
+    `type_` and `reply_type` name the channel the user wrote through (an e-mail:
+    `incoming_email` and `email`); a chat leaves them unset.
     """
     now = now or utcnow()
     try:
@@ -332,6 +336,8 @@ async def start_by_user(
             state = await _new_state(AppRepository(conn), app_id, user_id, channel_id, now)
             state.external_service = external_service
             state.external_id = external_id
+            state.type = type_
+            state.reply_type = reply_type
             state.start_random_id = reply.random_id or None
             repo = ConversationRepository(conn)
             if state.start_random_id is None:

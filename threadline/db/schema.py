@@ -572,3 +572,65 @@ sign_in_attempts = Table(
     Column("updated", UTCDateTime, nullable=False),
     Index("ix_sign_in_attempts_updated", "updated"),
 )
+
+# The e-mail channel (threadline.channels.email).
+# Addresses an app receives mail at besides `<app id>@<THREADLINE_MAIL_DOMAIN>` (e.g. a
+# forwarded support@ box); an address belongs to one app.
+email_addresses = Table(
+    "email_addresses",
+    metadata,
+    _id(),
+    _app_id(),
+    Column("address", String(320), nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+    Index("uq_email_addresses_address", "address", unique=True),
+)
+
+# The user an e-mail address belongs to, per app (lower-cased address).
+email_contacts = Table(
+    "email_contacts",
+    metadata,
+    _id(),
+    _app_id(),
+    Column("address", String(320), nullable=False),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Index("uq_email_contacts_app_id_address", "app_id", "address", unique=True),
+)
+
+# A conversation's reply address `reply+<reply_token>@<domain>`.
+email_threads = Table(
+    "email_threads",
+    metadata,
+    Column(
+        "conversation_id",
+        BigId,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    _app_id(),
+    Column("reply_token", String(32), nullable=False),
+    Index("uq_email_threads_reply_token", "reply_token", unique=True),
+)
+
+# Every Message-ID received (or sent) in an app's conversations: threading by
+# In-Reply-To/References, and one message is stored once (the unique index).
+email_messages = Table(
+    "email_messages",
+    metadata,
+    _id(),
+    _app_id(),
+    Column("message_id", String(998), nullable=False),
+    Column(
+        "conversation_id",
+        BigId,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=True,
+    ),
+    Column("part_id", BigId, nullable=True),
+    # `in` (received) or `out` (sent by Threadline)
+    Column("direction", String(8), nullable=False),
+    # what became of a received message: started, replied, auto_reply, ignored
+    Column("outcome", String(16), nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+    Index("uq_email_messages_app_id_message_id", "app_id", "message_id", unique=True),
+)

@@ -16,7 +16,7 @@ from threadline.conversations import service as conversations
 from threadline.core import events as ev
 from threadline.core.errors import InvalidParameter, LookupFailed, NotFound
 from threadline.db.engine import Database
-from threadline.db.schema import users
+from threadline.db.schema import email_contacts, users
 
 MAX_SITE_USER_ID_CHARS = 255
 
@@ -91,6 +91,8 @@ async def erase(db: Database, app_id: int, ref: int | str) -> list[int]:
             .where(users.c.id == row.id, users.c.app_id == app_id)
             .values(props={}, user_id=None, removed=row.removed or utcnow())
         )
+        # The e-mail addresses that led to the user are forgotten with them.
+        await conn.execute(email_contacts.delete().where(email_contacts.c.user_id == row.id))
     removed: list[int] = []
     # Two passes: a conversation whose start raced with the erasure is caught by the second.
     for _ in range(2):

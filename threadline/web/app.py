@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,6 +24,19 @@ from threadline.webhooks.worker import start_worker
 from threadline.widget import routes as widget
 
 
+async def start_smtp(app: FastAPI) -> asyncio.Server | None:
+    """The SMTP listener, in the server's own loop, when THREADLINE_SMTP_PORT is set."""
+    from threadline.api.state import app_storage
+    from threadline.channels.email.inbound import MailSettings
+    from threadline.channels.email.smtp import handler_from_settings, start_listener
+
+    mail = MailSettings()
+    if mail.smtp_port is None:
+        return None
+    handler = handler_from_settings(app.state.db, app_storage(app))
+    return await start_listener(handler, mail.smtp_host, mail.smtp_port)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     install_redaction()
@@ -42,9 +56,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 app.state.db, settings.database_url, settings.redis_url, stream.token_valid
             )
             app.state.webhooks = await start_worker(app.state.db, app.state.realtime)
+            smtp = await start_smtp(app)
             try:
                 yield
             finally:
+                if smtp is not None:
+                    smtp.close()
+                    await smtp.wait_closed()
                 if app.state.webhooks is not None:
                     await app.state.webhooks.stop()
                 await app.state.realtime.stop()

@@ -1,0 +1,281 @@
+"""Reading an RFC 5322 message: pure, no I/O.
+
+The stdlib's `email` package (policy `default`) decodes headers, charsets,
+quoted-printable and base64; `nh3` sanitises HTML; `mail-parser-reply` strips quoted
+history and signatures from the text the inbox shows (the full text stays in the part's
+`body_json`, and the original message is kept as a download).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from email import policy
+from email.message import EmailMessage, Message
+from email.parser import BytesParser
+from email.utils import getaddresses, parseaddr
+
+import nh3
+from mailparser_reply import EmailReplyParser
+
+# The languages mail-parser-reply knows reply headers ("On ... wrote:") and signatures of.
+_REPLY_LANGUAGES = ["en", "de", "fr", "es", "it", "nl", "pl", "sv", "da", "cs"]
+_REPLY_PARSER = EmailReplyParser(languages=_REPLY_LANGUAGES)
+
+# Subjects that mark an automatic answer when a mailer sets none of the headers for it
+# (older Outlook/Exchange out-of-office answers).
+_AUTO_SUBJECT = re.compile(
+    r"^\s*(auto(matic)?[ -]?(reply|response|antwort)|out of (the )?office|"
+    r"abwesenheitsnotiz|absence|réponse automatique)\b",
+    re.IGNORECASE,
+)
+_ID_TOKEN = re.compile(r"<([^<>\s]+)>")
+_REPLY_ADDRESS = re.compile(r"^reply\+([a-z0-9]{8,32})@(.+)$")
+
+MAX_MESSAGE_ID_CHARS = 998
+
+
+class MalformedMail(ValueError):
+    """The bytes are not a message Threadline can take (no sender address, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MailFile:
+    """An attachment, or an inline image that the HTML names as `cid:<content_id>`."""
+
+    filename: str
+    mime_type: str
+    data: bytes
+    content_id: str | None = None
+    inline: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMail:
+    message_id: str
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    from_address: str
+    from_name: str
+    recipients: tuple[str, ...]
+    subject: str
+    text: str
+    html: str | None
+    reply: str
+    files: tuple[MailFile, ...]
+    auto_reply: bool
+    bounce: bool
+
+    def thread_ids(self) -> tuple[str, ...]:
+        """The Message-IDs this one answers, the most direct first."""
+        seen: list[str] = []
+        for ident in (*self.in_reply_to, *reversed(self.references)):
+            if ident not in seen:
+                seen.append(ident)
+        return tuple(seen)
+
+    def reply_tokens(self, domain: str) -> tuple[str, ...]:
+        """The tokens of the reply addresses (`reply+<token>@<domain>`) it was sent to."""
+        tokens: list[str] = []
+        for address in self.recipients:
+            match = _REPLY_ADDRESS.match(address)
+            if match and match.group(2) == domain.lower() and match.group(1) not in tokens:
+                tokens.append(match.group(1))
+        return tuple(tokens)
+
+
+def message_ids(value: str | None) -> tuple[str, ...]:
+    """The `<...>` ids of a Message-ID, In-Reply-To or References header, without brackets."""
+    if not value:
+        return ()
+    found = _ID_TOKEN.findall(str(value))
+    if not found and str(value).strip() and " " not in str(value).strip():
+        found = [str(value).strip()]  # a bare id without brackets, as some mailers send
+    return tuple(i[:MAX_MESSAGE_ID_CHARS] for i in found)
+
+
+def _header(msg: Message, name: str) -> str:
+    try:
+        value = msg.get(name)
+    except Exception:  # a header the policy cannot parse
+        value = None
+    if value is None:
+        raw = msg.get_all(name, failobj=[]) if hasattr(msg, "get_all") else []
+        return str(raw[0]) if raw else ""
+    return str(value)
+
+
+def _decoded_text(part: Message) -> str:
+    """The part's text in its declared charset; an unknown or wrong charset decodes with
+    replacement characters rather than failing the message."""
+    if isinstance(part, EmailMessage):
+        try:
+            content = part.get_content()
+        except (LookupError, UnicodeError, ValueError, AssertionError):
+            content = None
+        if isinstance(content, str):
+            return content
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, errors="replace")
+    except LookupError:
+        return payload.decode("utf-8", errors="replace")
+
+
+def _is_auto_reply(msg: Message, subject: str) -> bool:
+    auto = _header(msg, "Auto-Submitted").strip().lower()
+    if auto and auto != "no":
+        return True
+    if any(_header(msg, name) for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder")):
+        return True
+    if _header(msg, "Precedence").strip().lower() == "auto_reply":
+        return True
+    return bool(_AUTO_SUBJECT.match(subject))
+
+
+def _is_bounce(msg: Message, from_address: str) -> bool:
+    if msg.get_content_type() == "multipart/report":
+        return True
+    local = from_address.split("@", 1)[0]
+    return local in ("mailer-daemon", "postmaster") and _header(msg, "Return-Path").strip() in (
+        "",
+        "<>",
+    )
+
+
+def _file_of(part: Message) -> MailFile | None:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes) or not payload:
+        return None
+    content_id = message_ids(_header(part, "Content-ID"))
+    mime_type = part.get_content_type()
+    filename = part.get_filename() or ""
+    if not filename:
+        subtype = mime_type.split("/", 1)[1] if "/" in mime_type else "bin"
+        filename = f"{'image' if mime_type.startswith('image/') else 'file'}.{subtype}"
+    return MailFile(
+        filename=str(filename),
+        mime_type=mime_type,
+        data=payload,
+        content_id=content_id[0] if content_id else None,
+        inline=part.get_content_disposition() == "inline" or bool(content_id),
+    )
+
+
+def _walk(msg: Message) -> tuple[list[str], list[str], list[MailFile]]:
+    """The text parts, the HTML parts and the files, in order. A forwarded message
+    (`message/rfc822`) is kept whole as a file; its text is not mistaken for this one's."""
+    texts: list[str] = []
+    htmls: list[str] = []
+    files: list[MailFile] = []
+
+    def visit(part: Message) -> None:
+        ctype = part.get_content_type()
+        if ctype == "message/rfc822":
+            inner = part.get_payload()
+            data = (
+                inner[0].as_bytes()
+                if isinstance(inner, list) and inner and isinstance(inner[0], Message)
+                else b""
+            )
+            if data:
+                name = part.get_filename() or "forwarded.eml"
+                files.append(MailFile(str(name), "message/rfc822", data))
+            return
+        if part.is_multipart():
+            payload = part.get_payload()
+            for sub in payload if isinstance(payload, list) else []:
+                if isinstance(sub, Message):
+                    visit(sub)
+            return
+        disposition = part.get_content_disposition()
+        if disposition != "attachment" and ctype == "text/plain":
+            texts.append(_decoded_text(part))
+        elif disposition != "attachment" and ctype == "text/html":
+            htmls.append(_decoded_text(part))
+        else:
+            found = _file_of(part)
+            if found is not None:
+                files.append(found)
+
+    visit(msg)
+    return texts, htmls, files
+
+
+def sanitise_html(html: str) -> str:
+    """HTML safe to show: nh3's defaults (no scripts, styles, event handlers or
+    javascript: links), with `cid:` image sources kept so inline images can be resolved."""
+    return nh3.clean(html, url_schemes={"http", "https", "mailto", "cid"})
+
+
+def html_to_text(html: str) -> str:
+    """A readable text of an HTML-only message."""
+    text = nh3.clean(
+        re.sub(r"(?i)<\s*(br|/p|/div|/li|/tr|/h[1-6])\b[^>]*>", "\n", html),
+        tags=set(),
+    )
+    text = (
+        text.replace("&nbsp;", " ").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    )
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def strip_reply(text: str) -> str:
+    """The new text of a reply: without the quoted history and the signature. A message that
+    is all quote (a bare forward) keeps its whole text."""
+    try:
+        stripped = _REPLY_PARSER.parse_reply(text=text)
+        replies = _REPLY_PARSER.read(text=text).replies
+        if replies and replies[0].body.strip():
+            stripped = replies[0].body
+    except Exception:  # the parser's regular expressions on hostile input: keep it all
+        return text.strip()
+    return (stripped or text).strip()
+
+
+def parse(raw: bytes) -> InboundMail:
+    """Read a raw message. Raises `MalformedMail` when it has no usable sender address."""
+    if not raw.strip():
+        raise MalformedMail("the message is empty")
+    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    name, address = parseaddr(_header(msg, "From"))
+    address = address.strip().lower()
+    if "@" not in address or " " in address or address.startswith("@"):
+        raise MalformedMail("the message has no sender address (From)")
+    subject = " ".join(_header(msg, "Subject").split())
+    recipients: list[str] = []
+    for header in ("To", "Cc", "Delivered-To", "X-Original-To", "Envelope-To"):
+        values = [str(v) for v in msg.get_all(header, failobj=[])]
+        for _, addr in getaddresses(values):
+            addr = addr.strip().lower()
+            if "@" in addr and addr not in recipients:
+                recipients.append(addr)
+    own_ids = message_ids(_header(msg, "Message-ID"))
+    # A message without a Message-ID is named by its content, so a replay is still one.
+    message_id = (
+        own_ids[0] if own_ids else f"sha256-{hashlib.sha256(raw).hexdigest()}@threadline.invalid"
+    )
+    texts, htmls, files = _walk(msg)
+    html = sanitise_html("\n".join(htmls)) if htmls else None
+    text = "\n\n".join(t.strip() for t in texts if t.strip())
+    if not text and htmls:
+        text = html_to_text("\n".join(htmls))
+    return InboundMail(
+        message_id=message_id,
+        in_reply_to=message_ids(_header(msg, "In-Reply-To")),
+        references=message_ids(_header(msg, "References")),
+        from_address=address,
+        from_name=name.strip(),
+        recipients=tuple(recipients),
+        subject=subject,
+        text=text,
+        html=html,
+        reply=strip_reply(text) if text else "",
+        files=tuple(files),
+        auto_reply=_is_auto_reply(msg, subject),
+        bounce=_is_bounce(msg, address),
+    )
