@@ -1,7 +1,7 @@
 """the e-mail channel: inbound addresses, contacts, reply addresses, Message-IDs
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0019
+Revises: 0018
 Create Date: 2026-12-07 10:20:00
 
 `email_addresses`: addresses an app receives mail at besides its default one.
@@ -20,8 +20,8 @@ from alembic import op
 
 import threadline.db.types
 
-revision: str = "0016"
-down_revision: str | None = "0015"
+revision: str = "0019"
+down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
