@@ -55,8 +55,10 @@ export function randomId() {
   return String((hi & 0xfffff) * 2 ** 32 + lo + 1);
 }
 
-export function signIn(email, password, app) {
-  const body = app ? { email, password, app } : { email, password };
+export function signIn(email, password, app, code) {
+  const body = { email, password };
+  if (app) body.app = app;
+  if (code) body.code = code;
   return call("POST", "/ui/session", { body });
 }
 
@@ -79,6 +81,13 @@ export class Api {
 
   whoAmI() { return this.get("/ui/session"); }
   signOut() { return this.delete("/ui/session"); }
+  changePassword(current, next) {
+    return this.post("/ui/password", { current_password: current, new_password: next });
+  }
+  enrolTwoFactor() { return this.post("/ui/two-factor"); }
+  confirmTwoFactor(code) { return this.post("/ui/two-factor/confirm", { code }); }
+  /** `proof`: {code} or {password}. */
+  disableTwoFactor(proof) { return this.delete("/ui/two-factor", proof); }
   admins() { return this.get(`/ext/apps/${this.app}/admins`); }
   channels() { return this.get(`/apps/${this.app}/channels`); }
   audit({ count, after }) {

@@ -1,6 +1,7 @@
 // The operators' inbox: views with live counts, the conversation list, one conversation.
 import { Api, UNREACHABLE, randomId, resetPassword, signIn } from "./api.js";
 import { showAudit } from "./audit.js";
+import { showSettings } from "./settings.js";
 import {
   byTestId, fill, formatDateTime, h, localInputValue, operatorBody, operatorText, snippet,
   timeElement,
@@ -213,14 +214,33 @@ async function onLogin(event) {
   submit.disabled = true;
   try {
     const app = $("login-app").value.trim();
-    const answer = await signIn(email, password, app);
+    const code = $("login-code").value.trim();
+    const answer = await signIn(email, password, app, code);
     $("login-password").value = "";
+    $("login-code").value = "";
+    $("login-code-field").hidden = true;
     error.hidden = true;
     const session = answer.data;
     sessionStorage.setItem(STORAGE_KEY, JSON.stringify(session));
     startInbox(session);
   } catch (e) {
     let message = e.message;
+    const aboutCode = /^code:/.test(e.message || "");
+    if (e.status === 400 && aboutCode) {
+      // The password was right; this account signs in with a code of its app too.
+      $("login-code-field").hidden = false;
+      error.textContent = "Enter the code from your authenticator app.";
+      error.hidden = false;
+      $("login-code").focus();
+      return;
+    }
+    if (e.status === 401 && aboutCode) {
+      $("login-code").value = "";
+      error.textContent = "Wrong code, or a code used already. Enter the next code.";
+      error.hidden = false;
+      $("login-code").focus();
+      return;
+    }
     if (e.status === 401) message = "Wrong e-mail or password.";
     else if (e.status === 400 && /^app:/.test(e.message || "")) {
       // The e-mail is an admin's of several apps: the operator names theirs.
@@ -238,6 +258,7 @@ async function onLogin(event) {
 
 function endSession(message) {
   if ($("audit").open) $("audit").close();
+  if ($("settings").open) $("settings").close();
   $("audit-open").hidden = true;
   if (state.realtime) state.realtime.stop();
   state.realtime = null;
@@ -1027,6 +1048,15 @@ async function boot() {
   $("login-form").addEventListener("submit", onLogin);
   $("reset-form").addEventListener("submit", onReset);
   $("logout").addEventListener("click", onLogout);
+  $("settings-open").addEventListener("click", () => {
+    if (!state.api) return;
+    const onChange = (twoFactor) => {
+      state.session = { ...state.session, two_factor: twoFactor };
+      sessionStorage.setItem(STORAGE_KEY, JSON.stringify(state.session));
+    };
+    const onAudit = () => { if (state.api) showAudit(state.api, state.admins, $("audit")); };
+    showSettings(state.api, state.session, $("settings"), onChange, onAudit);
+  });
   $("audit-open").addEventListener("click", () => {
     if (state.api) showAudit(state.api, state.admins, $("audit"));
   });
@@ -1062,7 +1092,9 @@ async function boot() {
   }
   try {
     const who = await new Api(session).whoAmI();
-    session = { ...session, name: who.data.name, role: who.data.role };
+    session = {
+      ...session, name: who.data.name, role: who.data.role, two_factor: who.data.two_factor,
+    };
   } catch (error) {
     if (error.status === 401 || error.status === 403) {
       sessionStorage.removeItem(STORAGE_KEY);
