@@ -66,7 +66,9 @@ app_commands = typer.Typer(help="Manage apps (workspaces).", no_args_is_help=Tru
 cli.add_typer(app_commands, name="app")
 token_commands = typer.Typer(help="Issue API tokens (regain access).", no_args_is_help=True)
 cli.add_typer(token_commands, name="token")
-admin_commands = typer.Typer(help="Add admins (regain access).", no_args_is_help=True)
+admin_commands = typer.Typer(
+    help="Add admins (regain access), reset their two-step sign-in.", no_args_is_help=True
+)
 cli.add_typer(admin_commands, name="admin")
 
 out = Console(soft_wrap=True, highlight=False)
@@ -241,6 +243,20 @@ def admin_create(
     if made:
         result["password"] = secret
     typer.echo(json.dumps(result))
+
+
+@admin_commands.command("reset-2fa")
+def admin_reset_second_factor(
+    app: Annotated[int, typer.Argument(help="The app's id.")],
+    email: Annotated[str, typer.Argument(help="The admin's e-mail.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Turn an admin's two-step sign-in off (a lost authenticator app): they sign in with
+    their password alone again. Prints {"app", "admin"} as one line of JSON."""
+    url = _settings(database_url).database_url
+    with reported(url):
+        admin_id = _run(lambda db: manage.cli_reset_second_factor(db, app, email), url)
+    typer.echo(json.dumps({"app": app, "admin": admin_id}))
 
 
 password_commands = typer.Typer(help="Operators' passwords.", no_args_is_help=True)
@@ -419,6 +435,10 @@ def _open_when_listening(url: str, host: str, port: int) -> None:
     threading.Thread(target=wait_and_open, name="open-browser", daemon=True).start()
 
 
+# How long `serve --workers N` waits for a worker process to answer (see `serve`).
+WORKER_START_SECONDS = 60
+
+
 @cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
@@ -459,6 +479,10 @@ def serve(
         # A failed request is logged (one line, threadline.web.failures); a line for every
         # answered request only when asked for.
         access_log=settings.access_log,
+        # A worker process answers its supervisor's pings once it has imported the app; on
+        # a busy machine that takes longer than uvicorn's 5 s, and a worker killed for it
+        # is started again, and again (none ever serving).
+        timeout_worker_healthcheck=WORKER_START_SECONDS,
     )
 
 

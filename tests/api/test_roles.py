@@ -75,6 +75,7 @@ EXPECTED: dict[tuple[str, str], tuple[tuple[str, ...], Role | None]] = {
     ("DELETE", "/ext/apps/*/admins"): ((ADMIN,), ADMINISTRATOR),
     ("DELETE", "/ext/apps/*/admins/*"): ((ADMIN,), ADMINISTRATOR),
     ("POST", "/ext/apps/*/admins/*/role"): ((ADMIN,), ADMINISTRATOR),
+    ("DELETE", "/ext/apps/*/admins/*/two-factor"): ((ADMIN,), ADMINISTRATOR),
     ("GET", "/ext/apps/*/channels"): ((ADMIN,), None),
     ("POST", "/ext/apps/*/channels"): ((ADMIN,), ADMINISTRATOR),
     ("DELETE", "/ext/apps/*/channels"): ((ADMIN,), ADMINISTRATOR),
@@ -120,6 +121,8 @@ NON_API: dict[str, str] = {
     "/ui/session": SESSION_ONLY,
     "/ui/password": SESSION_ONLY,
     "/ui/password/reset": PUBLIC,
+    "/ui/two-factor": SESSION_ONLY,
+    "/ui/two-factor/confirm": SESSION_ONLY,
     "/sse/{channels:path}": STREAM,
     "/websocket/{channels:path}": STREAM,
 }
@@ -173,6 +176,7 @@ def calls(world: World) -> list[tuple[str, str, dict[str, Any]]]:
         ("DELETE", f"/ext/apps/{a}/admins", {"id": NO}),
         ("DELETE", f"/ext/apps/{a}/admins/{NO}", {}),
         ("POST", f"/ext/apps/{a}/admins/{NO}/role", {"role": "operator"}),
+        ("DELETE", f"/ext/apps/{a}/admins/{NO}/two-factor", {}),
         ("GET", f"/ext/apps/{a}/channels", {}),
         ("POST", f"/ext/apps/{a}/channels", {"name": "Side"}),
         ("DELETE", f"/ext/apps/{a}/channels", {"id": NO}),
@@ -353,6 +357,14 @@ async def test_routes_outside_the_document_ignore_roles(
                 change = {"current_password": "x", "new_password": "a long new secret 42"}
                 r = await client.post("/ui/password", json=change)
                 assert r.status_code == (401 if not principal.valid else 403), r.text
+                # Only a session enrols, confirms or turns off its own admin's second factor.
+                for method, path, body in (
+                    ("POST", "/ui/two-factor", {}),
+                    ("POST", "/ui/two-factor/confirm", {"code": "123456"}),
+                    ("DELETE", "/ui/two-factor", {"password": "x"}),
+                ):
+                    r = await client.request(method, path, json=body)
+                    assert r.status_code == (401 if not principal.valid else 403), r.text
             # A reset link's token is the only credential there: the caller's is never read.
             again = await client.post("/ui/password/reset", json=reset)
             assert (again.status_code, again.content) == (

@@ -75,6 +75,8 @@ def matrix(
         ("DELETE", f"/ext/apps/{a}/admins/{world.admin_id}", {}),
         ("POST", f"/ext/apps/{a}/admins/{world.admin_id}/role", {"role": "owner"}),
         ("POST", f"/ext/apps/$self_app/admins/{world.admin_id}/role", {"role": "owner"}),
+        ("DELETE", f"/ext/apps/{a}/admins/{world.admin_id}/two-factor", {}),
+        ("DELETE", f"/ext/apps/$self_app/admins/{world.admin_id}/two-factor", {}),
         ("DELETE", f"/ext/apps/{a}/admins", {"id": world.admin_id}),
         ("DELETE", f"/ext/apps/$self_app/admins/{world.admin_id}", {}),
         ("DELETE", "/ext/apps/$self_app/admins", {"id": world.admin_id}),

@@ -59,8 +59,8 @@ class Live:
 
 
 @contextlib.asynccontextmanager
-async def serve(db_url: str, tmp_path: Path) -> AsyncIterator[Live]:
-    app = create_app(Settings(database_url=db_url))
+async def serve(db_url: str, tmp_path: Path, **settings: Any) -> AsyncIterator[Live]:
+    app = create_app(Settings(database_url=db_url, **settings))
     app.state.api_settings = ApiSettings(data_dir=tmp_path / "data", rate_limit="")
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", ws="websockets-sansio"

@@ -282,7 +282,8 @@ class Server:
             stderr=log,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 60
+        # Generous: worker processes of a loaded machine take tens of seconds to start.
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.base_url}/health/live", timeout=1).status_code == 200:
@@ -290,6 +291,7 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited: {self.log_path.read_text()[-2000:]}")
             time.sleep(0.1)
+        self.kill9()  # no server left behind, restarting its workers
         raise TimeoutError("the server did not start")
 
     def kill9(self) -> None:

@@ -87,6 +87,7 @@ async def test_the_right_password_gives_a_session_of_the_admin(live: Live) -> No
         "name": "Olivia",
         "email": "olivia@acme.test",
         "role": "operator",
+        "two_factor": False,
     }
     assert re.fullmatch(r"tl_[A-Za-z0-9_-]{43}", token)
     # Stored hashed, like every token, with the inbox's scopes and no more.
@@ -113,6 +114,7 @@ async def test_the_right_password_gives_a_session_of_the_admin(live: Live) -> No
             "email": "olivia@acme.test",
             "expires": expires,
             "role": "operator",
+            "two_factor": False,
         }
         inbox = await http.get(f"/ext/apps/{w.app_id}/inbox")
         assert inbox.status_code == 200
@@ -284,6 +286,7 @@ async def test_the_page_and_its_static_files(live: Live) -> None:
             ("realtime.js", "text/javascript; charset=utf-8"),
             ("store.js", "text/javascript; charset=utf-8"),
             ("screens/conversation.js", "text/javascript; charset=utf-8"),
+            ("screens/settings.js", "text/javascript; charset=utf-8"),
             ("vendor/preact/index.js", "text/javascript; charset=utf-8"),
             ("inbox.css", "text/css; charset=utf-8"),
         ):

@@ -188,3 +188,19 @@ def test_a_refund_gives_one_attempt_back() -> None:
     assert throttle.refund(rule, Count(4, now + timedelta(seconds=4), now)) == Count(
         3, now + timedelta(seconds=2), now
     )
+
+
+def test_an_attempt_that_read_the_clock_before_the_last_one_counted_is_not_refused() -> None:
+    """Two attempts at once: the one that read the clock first may get the lock second. It
+    comes after the other; a free attempt is not refused for the microseconds between."""
+    rule = Backoff(free=3, base_seconds=60, cap_seconds=60, forget_seconds=3600)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    later = now + timedelta(microseconds=300)
+    counted = throttle.attempt(rule, None, later).count
+    verdict = throttle.attempt(rule, counted, now)
+    assert verdict.allowed
+    assert verdict.count.attempts == 2
+    waiting = Count(3, later + timedelta(seconds=60), later)
+    refused = throttle.attempt(rule, waiting, now)
+    assert not refused.allowed
+    assert refused.retry_after == 60

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import anyio
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -240,6 +240,42 @@ async def remove_admin(db: Database, app_id: int, admin_id: int, actor: Actor = 
             tokens_revoked=revoked.rowcount,
         )
     forget_tokens(db)
+
+
+async def reset_second_factor(
+    db: Database, app_id: int, admin_id: int, actor: Actor = CLI
+) -> app_q.AdminRow:
+    """Turn an admin's second factor off (a lost phone): they sign in with their password
+    alone, and may enrol again. Whoever may manage the admin may do it (an owner, or the
+    command line, anyone; an administrator, operators)."""
+    async with db.write() as conn:
+        role = await _role_for_update(conn, app_id, admin_id)
+        check_manage_admin(actor, role)
+        had = await conn.execute(
+            update(admins)
+            .where(admins.c.id == admin_id, admins.c.totp_secret.is_not(None))
+            .values(totp_secret=None, totp_pending=None, totp_last_step=None)
+        )
+        if had.rowcount:
+            await audit.record(conn, app_id, actor, "admin.totp_reset", "admin", admin_id, utcnow())
+    return await _admin(db, app_id, admin_id)
+
+
+async def cli_reset_second_factor(db: Database, app_id: int, email: str) -> int:
+    """`threadline admin reset-2fa`: the admin with this e-mail signs in with the password
+    alone again; their id."""
+    await _app_exists(db, app_id)
+    async with db.read() as conn:
+        query = select(admins.c.id).where(
+            admins.c.app_id == app_id,
+            func.lower(admins.c.email) == email.strip().lower(),
+            admins.c.removed.is_(None),
+        )
+        admin_id = (await conn.execute(query)).scalar_one_or_none()
+    if admin_id is None:
+        raise NotFound("admin", email)
+    await reset_second_factor(db, app_id, int(admin_id), CLI)
+    return int(admin_id)
 
 
 async def set_role(

@@ -49,6 +49,11 @@ def attempt(rule: Backoff, count: Count | None, now: datetime) -> Verdict:
     """Whether an attempt now is allowed, and the count it leaves behind."""
     if count is not None and (now - count.updated).total_seconds() >= rule.forget_seconds:
         count = None
+    if count is not None and now < count.updated:
+        # Counted meanwhile by an attempt that read the clock later (another request of
+        # this process that got the lock first, or another process): this one comes after
+        # it, so a free attempt after a free attempt is never refused for a microsecond.
+        now = count.updated
     if count is not None and now < count.next_allowed:
         return Verdict(False, count, (count.next_allowed - now).total_seconds())
     attempts = (count.attempts if count else 0) + 1

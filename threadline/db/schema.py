@@ -109,6 +109,11 @@ admins = Table(
     Column("removed", UTCDateTime, nullable=True),
     # owner, administrator or operator (threadline.core.access.Role).
     Column("role", String(16), nullable=False, server_default="operator"),
+    # The second factor (threadline.core.totp): the confirmed secret (null: none), one
+    # shown at enrolment and not yet confirmed, and the time step of the last code used.
+    Column("totp_secret", String(64), nullable=True),
+    Column("totp_pending", String(64), nullable=True),
+    Column("totp_last_step", BigInteger, nullable=True),
     Index("uq_admins_app_id_email", "app_id", "email", unique=True),
     *_creation_key("admins"),
 )
@@ -633,4 +638,17 @@ email_messages = Table(
     Column("outcome", String(16), nullable=False),
     Column("created", UTCDateTime, nullable=False),
     Index("uq_email_messages_app_id_message_id", "app_id", "message_id", unique=True),
+)
+
+# Open realtime streams, one row per stream and per key it counts under (a token's digest,
+# a client address), when the deployment counts them in the database (PostgreSQL without
+# Redis: threadline.events.slots). Each is a lease its process renews; expired rows are a
+# crashed process's and are dropped.
+stream_slots = Table(
+    "stream_slots",
+    metadata,
+    Column("slot", String(32), primary_key=True),
+    Column("key", String(400), primary_key=True),
+    Column("expires", UTCDateTime, nullable=False),
+    Index("ix_stream_slots_key_expires", "key", "expires"),
 )

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,6 +14,7 @@ from threadline.events import repository as log_store
 from threadline.events.bus import Bus, MemoryBus, Message, PostgresBus, RedisBus
 from threadline.events.config import RealtimeSettings
 from threadline.events.hub import Client, Hub
+from threadline.events.slots import RENEW_SECONDS, Slots, default_slots
 from threadline.settings import RedisSettings
 
 log = logging.getLogger("threadline.events")
@@ -104,8 +104,10 @@ class Realtime:
         # Open streams end when this says their token no longer is valid.
         self.token_valid: TokenCheck | None = None
         self._watch: asyncio.Task[None] | None = None
-        # Open streams per token and per client address (threadline.events.stream).
-        self.open_streams: Counter[str] = Counter()
+        # Open streams per token and per client address (threadline.events.stream),
+        # shared by the deployment's processes (the app's lifespan puts Redis's here).
+        self.slots: Slots = default_slots(db)
+        self._renew: asyncio.Task[None] | None = None
         # When this process last told the others of a commit, and whether it will again.
         self._told = 0.0
         self._tell_pending = False
@@ -121,6 +123,7 @@ class Realtime:
         await self.bus.start(self._on_bus)
         self.db.commit_listeners.append(self._committed)
         self._watch = asyncio.create_task(self._watch_tokens(), name="realtime-tokens")
+        self._renew = asyncio.create_task(self._renew_slots(), name="realtime-slots")
         _freeze_startup_objects()
 
     async def _watch_tokens(self) -> None:
@@ -133,6 +136,18 @@ class Realtime:
             except Exception as exc:  # the database is away: the streams stay, as the hub's
                 if not failing:
                     log.warning("realtime: checking the streams' tokens failed (%s)", exc)
+                failing = True
+
+    async def _renew_slots(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(RENEW_SECONDS)
+            try:
+                await self.slots.renew()
+                failing = False
+            except Exception as exc:  # the leases run on; the next renewal tries again
+                if not failing:
+                    log.warning("realtime: renewing the streams' slots failed (%s)", exc)
                 failing = True
 
     async def end_invalid_streams(self) -> None:
@@ -187,10 +202,11 @@ class Realtime:
         )
 
     async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        for task in (self._watch, self._renew):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._committed in self.db.commit_listeners:
             self.db.commit_listeners.remove(self._committed)
         await self.hub.stop()

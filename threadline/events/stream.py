@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -148,30 +148,43 @@ async def token_valid(db: Database, token: str) -> bool:
     )
 
 
-@contextlib.contextmanager
-def _stream_slot(realtime: Realtime, token: str, address: str) -> Iterator[None]:
-    """Count one open stream for the token and the client address while it lasts; refuse
-    one over either limit (`Refused`, 3429)."""
+@contextlib.asynccontextmanager
+async def _stream_slot(realtime: Realtime, token: str, address: str) -> AsyncIterator[None]:
+    """Count one open stream for the token and the client address while it lasts, across
+    the deployment's processes (threadline.events.slots); refuse one over either limit
+    (`Refused`, 3429)."""
     settings = realtime.settings
-    keys = {
+    limits = {
         "token:" + hashlib.sha256(token.encode()).hexdigest(): (
             settings.realtime_max_streams_per_token
         ),
         "address:" + address: settings.realtime_max_streams_per_address,
     }
-    counts = realtime.open_streams
-    for key, limit in keys.items():
-        if limit and counts[key] >= limit:
-            raise Refused(TOO_MANY_STREAMS, "too many streams open at once")
-    for key in keys:
-        counts[key] += 1
+    limits = {key: limit for key, limit in limits.items() if limit}  # 0: not counted
+    if not limits:
+        yield  # no caps: nothing to count
+        return
+    slot: str | None = None
+    try:
+        slot = await realtime.slots.take(limits)
+        counted = True
+    except Exception as exc:
+        # Where the count lives is away (the database, Redis): the caps guard against abuse,
+        # they must not end the streaming of a deployment in trouble. Served uncounted.
+        log.warning("realtime: a stream's slot could not be counted (%s)", exc)
+        counted = False
+    if not counted:
+        yield
+        return
+    if slot is None:
+        raise Refused(TOO_MANY_STREAMS, "too many streams open at once")
     try:
         yield
     finally:
-        for key in keys:
-            counts[key] -= 1
-            if counts[key] <= 0:
-                del counts[key]
+        try:
+            await realtime.slots.release(slot)
+        except Exception as exc:  # its lease runs out instead
+            log.warning("realtime: a stream's slot was not released (%s)", exc)
 
 
 def _realtime(app_state: object) -> Realtime:
@@ -192,17 +205,17 @@ async def _subscribe(realtime: Realtime, access: Access) -> Client:
 async def websocket_stream(websocket: WebSocket, channels: str) -> None:
     realtime = _realtime(websocket.app.state)
     protocol = _chosen_protocol(websocket.headers)
-    slot = contextlib.ExitStack()
+    slot = contextlib.AsyncExitStack()
     try:
         access = await _access(realtime.db, websocket.headers, websocket.query_params, channels)
         address = websocket.client.host if websocket.client else ""
-        slot.enter_context(_stream_slot(realtime, access.token, address))
+        await slot.enter_async_context(_stream_slot(realtime, access.token, address))
     except Refused as refused:
         # The vendor's codes are close codes, sent after the opening.
         await websocket.accept(subprotocol=protocol)
         await websocket.close(code=refused.code, reason=refused.reason[:120])
         return
-    with slot:
+    async with slot:
         await _serve_websocket(websocket, realtime, access, protocol)
 
 
@@ -278,8 +291,8 @@ async def sse_stream(request: Request) -> Response:
             request.headers.get("last-event-id"),
         )
         address = request.client.host if request.client else ""
-        slot = contextlib.ExitStack()
-        slot.enter_context(_stream_slot(realtime, access.token, address))
+        slot = contextlib.AsyncExitStack()
+        await slot.enter_async_context(_stream_slot(realtime, access.token, address))
     except Refused as refused:
         status, name = _SSE_ERRORS[refused.code]
         body = {
@@ -295,7 +308,7 @@ async def sse_stream(request: Request) -> Response:
     try:
         client = await _subscribe(realtime, access)
     except BaseException:
-        slot.close()
+        await slot.aclose()
         raise
     settings = realtime.settings
 
@@ -317,7 +330,7 @@ async def sse_stream(request: Request) -> Response:
                     return  # EventSource reconnects with Last-Event-ID
         finally:
             realtime.hub.unsubscribe(client)
-            slot.close()
+            await slot.aclose()
 
     return StreamingResponse(
         events(),

@@ -29,6 +29,7 @@ from threadline.api.params import ApiParams, OptionalId, cached_raw_params, para
 from threadline.api.schemas import Empty, Id, Ts
 from threadline.db.engine import Database
 from threadline.settings import Settings
+from threadline.ui import second_factor as totp_service
 from threadline.ui import service
 
 # Extension -> Content-Type of what the inbox ships.
@@ -58,6 +59,7 @@ PAGE_HEADERS = {
 }
 MAX_PASSWORD_CHARS = 1024
 MAX_EMAIL_CHARS = 320
+MAX_CODE_CHARS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,9 @@ class LoginParams(ApiParams):
     email: Annotated[str, Field(min_length=1, max_length=MAX_EMAIL_CHARS)]
     password: Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD_CHARS)]
     app: OptionalId = Field(None, description="The app, when the e-mail is an admin's of several.")
+    code: Annotated[str | None, Field(max_length=MAX_CODE_CHARS)] = Field(
+        None, description="The code of the admin's authenticator app, when they have one."
+    )
 
 
 class SessionOut(TypedDict):
@@ -127,6 +132,8 @@ class SessionOut(TypedDict):
     expires: Ts | None
     # owner, administrator or operator: what the inbox offers to manage.
     role: str
+    # Whether signing in needs a code of an authenticator app too.
+    two_factor: bool
     token: NotRequired[str]
 
 
@@ -138,6 +145,7 @@ def _session_out(session: service.Session) -> dict[str, object]:
         "email": session.email,
         "expires": session.expires,
         "role": session.role.value,
+        "two_factor": session.two_factor,
     }
     if session.token is not None:
         out["token"] = session.token
@@ -151,8 +159,9 @@ async def session(request: Request) -> Response:
     """POST: sign in ({email, password} in the body); GET: who is signed in; DELETE: sign out."""
     db: Database = request.app.state.db
     if request.method == "POST":
-        if "password" in request.query_params:
-            raise InvalidParameter("password", "send it in the request body, never in the URL")
+        for secret in ("password", "code"):
+            if secret in request.query_params:
+                raise InvalidParameter(secret, "send it in the request body, never in the URL")
         p = await params(LoginParams)(await cached_raw_params(request))
         settings: Settings = request.app.state.settings
         signed_in = await service.log_in(
@@ -163,6 +172,7 @@ async def session(request: Request) -> Response:
             app_id=p.app,
             address=request.client.host if request.client else "",
             lifetime=timedelta(hours=settings.inbox_session_hours),
+            code=p.code,
         )
         # The session's own times keep their microseconds: `expires` is exact.
         context = {"id_as_string": bool(p.id_as_string), "precise_times": True}
@@ -216,6 +226,70 @@ async def password_reset(request: Request) -> Response:
     return respond(Empty, {}, context={"id_as_string": False})
 
 
+class EnrolmentOut(TypedDict):
+    # The base32 secret, to type into an authenticator app; shown this once.
+    secret: str
+    # The same as an `otpauth://` URI, and as a QR code of it (an SVG `data:` URI).
+    uri: str
+    qr: str
+
+
+class CodeParams(ApiParams):
+    code: Annotated[str, Field(min_length=1, max_length=MAX_CODE_CHARS)]
+
+
+class DisableParams(ApiParams):
+    code: Annotated[str | None, Field(max_length=MAX_CODE_CHARS)] = None
+    password: Annotated[str | None, Field(max_length=MAX_PASSWORD_CHARS)] = None
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+async def second_factor(request: Request) -> Response:
+    """The session's own second factor. POST: a new secret to enrol (shown once); DELETE:
+    turn it off ({code} or {password} in the body)."""
+    if request.query_params.keys() & {"code", "password"}:
+        raise InvalidParameter("code", "send it in the request body, never in the URL")
+    caller = await _token_caller(request)
+    db: Database = request.app.state.db
+    if request.method == "POST":
+        await params(ApiParams)(await cached_raw_params(request))
+        account = await service.session_account(db, caller.app_id, caller.token_id)
+        enrolment = await totp_service.enrol(db, caller.app_id, account.admin_id)
+        body = {"secret": enrolment.secret, "uri": enrolment.uri, "qr": enrolment.qr}
+        return respond(EnrolmentOut, body, context=caller.context)
+    p = await params(DisableParams)(await cached_raw_params(request))
+    await service.disable_second_factor(
+        db,
+        request.app.state.login_guard,
+        app_id=caller.app_id,
+        token_id=caller.token_id,
+        code=p.code,
+        password=p.password,
+        address=_address(request),
+    )
+    return respond(Empty, {}, context=caller.context)
+
+
+async def second_factor_confirm(request: Request) -> Response:
+    """POST {code}: turn the enrolled second factor on; the admin's other sessions end."""
+    if "code" in request.query_params:
+        raise InvalidParameter("code", "send it in the request body, never in the URL")
+    caller = await _token_caller(request)
+    p = await params(CodeParams)(await cached_raw_params(request))
+    await service.confirm_second_factor(
+        request.app.state.db,
+        request.app.state.login_guard,
+        app_id=caller.app_id,
+        token_id=caller.token_id,
+        code=p.code,
+        address=_address(request),
+    )
+    return respond(Empty, {}, context=caller.context)
+
+
 def register(app: FastAPI) -> None:
     """Serve the inbox at `/` and its sign-in at `/ui/session`."""
     assets = load_assets()
@@ -241,3 +315,9 @@ def register(app: FastAPI) -> None:
     )
     app.add_route("/ui/password", password, methods=["POST"], include_in_schema=False)
     app.add_route("/ui/password/reset", password_reset, methods=["POST"], include_in_schema=False)
+    app.add_route(
+        "/ui/two-factor", second_factor, methods=["POST", "DELETE"], include_in_schema=False
+    )
+    app.add_route(
+        "/ui/two-factor/confirm", second_factor_confirm, methods=["POST"], include_in_schema=False
+    )

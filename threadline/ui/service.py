@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import anyio
+from redis.exceptions import RedisError
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -43,7 +45,10 @@ from threadline.core.passwords import password_problem
 from threadline.core.throttle import Backoff
 from threadline.db.engine import Database
 from threadline.db.schema import admins, api_tokens, password_resets
-from threadline.ui import attempts
+from threadline.ui import attempts, second_factor
+from threadline.ui.attempts_redis import RedisAttempts
+
+log = logging.getLogger("threadline.ui")
 
 # What the inbox may do. The `admin` scope lists admins and channels; managing the app
 # needs, besides, the administrator or owner role: a session acts with its admin's role.
@@ -78,6 +83,8 @@ class Session:
     expires: datetime | None
     token: str | None = None
     role: Role = Role.OPERATOR
+    # Whether signing in needs a code of an authenticator app too (threadline.ui.second_factor).
+    two_factor: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,7 @@ class _Account:
     email: str | None
     password_hash: str
     role: Role
+    two_factor: bool
 
 
 def address_key(address: str) -> str:
@@ -109,15 +117,21 @@ def account_key(email: str) -> str:
 
 class LoginGuard:
     """Bounds the cost of password checks: few at a time, and attempts per client address
-    and per account counted, before any check, in the database (every process shares the
-    counts), with a growing wait once the free attempts are used."""
+    and per account counted, before any check, in the database or in Redis when the
+    deployment has one (every process shares the counts), with a growing wait once the
+    free attempts are used."""
 
     def __init__(
-        self, address: Backoff = ADDRESS_BACKOFF, account: Backoff = ACCOUNT_BACKOFF
+        self,
+        address: Backoff = ADDRESS_BACKOFF,
+        account: Backoff = ACCOUNT_BACKOFF,
+        redis: RedisAttempts | None = None,
     ) -> None:
         self.rules = {"address": address, "account": account}
         self.checks = asyncio.Semaphore(MAX_CONCURRENT_CHECKS)
         self._dummy_hash: str | None = None
+        # Set when the deployment has a Redis (THREADLINE_REDIS_URL): counts go there.
+        self.redis = redis
 
     async def admit(self, db: Database, address: str, email: str) -> None:
         """Count one attempt for the address and the account, or refuse it (`Throttled`,
@@ -127,6 +141,15 @@ class LoginGuard:
             account_key(email): self.rules["account"],
         }
         now = utcnow()
+        if self.redis is not None:
+            try:
+                waiting = await self.redis.admit(keys, now)
+            except RedisError as exc:  # Redis away: the database still counts for everyone
+                log.warning("sign-in limit: Redis failed, counting in the database (%s)", exc)
+            else:
+                if waiting is None:
+                    return
+                raise Throttled(max(1, math.ceil(waiting)))
         async with db.write() as conn:
             if secrets.randbelow(PURGE_ONE_IN) == 0:
                 await attempts.forget_older_than(conn, now - PURGE_AFTER)
@@ -143,6 +166,13 @@ class LoginGuard:
         attempt back (not more: one good account must not let a client guess others
         faster, and many operators behind one address must not wait for each other)."""
         key = address_key(address)
+        if self.redis is not None:
+            try:
+                await self.redis.succeeded(account_key(email), key, self.rules["address"], utcnow())
+            except RedisError as exc:
+                log.warning("sign-in limit: Redis failed, counting in the database (%s)", exc)
+            else:
+                return
         async with db.write() as conn:
             await attempts.clear(conn, account_key(email))
             counts = await attempts.locked_counts(conn, [key])
@@ -181,13 +211,22 @@ async def _accounts(conn: AsyncConnection, email: str, app_id: int | None) -> li
             admins.c.email,
             admins.c.password_hash,
             admins.c.role,
+            admins.c.totp_secret,
         )
         .where(*conditions)
         .order_by(admins.c.id)
         .limit(MAX_ACCOUNTS_PER_EMAIL + 1)
     )
     return [
-        _Account(r.id, r.app_id, r.name, r.email, r.password_hash, Role(r.role))
+        _Account(
+            r.id,
+            r.app_id,
+            r.name,
+            r.email,
+            r.password_hash,
+            Role(r.role),
+            r.totp_secret is not None,
+        )
         for r in await conn.execute(query)
     ]
 
@@ -201,12 +240,16 @@ async def log_in(
     app_id: int | None,
     address: str,
     lifetime: timedelta,
+    code: str | None = None,
 ) -> Session:
     """A new session for the admin with this e-mail and password (in `app_id` if given),
-    valid for `lifetime`.
+    valid for `lifetime`; with the `code` of their authenticator app when they turned the
+    second factor on.
 
     Refused the same way whichever part is wrong. The attempt is counted before any check,
     for the client's address and for the account; one that must still wait is `Throttled`.
+    A correct password without a needed code is `InvalidParameter` ("code: ..."), and not
+    given back to the count: guessing codes is as slow as guessing passwords.
     """
     email = email.strip().lower()
     await guard.admit(db, address, email)
@@ -226,6 +269,9 @@ async def log_in(
         await guard.verify(None, password)
     if found is None:
         raise AuthenticationFailed(WRONG_CREDENTIALS)
+    two_factor = found.two_factor and await second_factor.check_sign_in_code(
+        db, found.admin_id, code
+    )
     await guard.succeeded(db, address, email)
     name = session_token_name(found.admin_id)
     now = utcnow()
@@ -243,7 +289,14 @@ async def log_in(
             session=True,
         )
     return Session(
-        found.app_id, found.admin_id, found.name, found.email, expires, token, found.role
+        found.app_id,
+        found.admin_id,
+        found.name,
+        found.email,
+        expires,
+        token,
+        found.role,
+        two_factor,
     )
 
 
@@ -268,13 +321,87 @@ async def current(db: Database, app_id: int, token_id: int) -> Session:
     """Who the session token belongs to (refused once that admin is removed)."""
     async with db.read() as conn:
         admin_id, expires = await _session_admin(conn, app_id, token_id)
-        query = select(admins.c.id, admins.c.name, admins.c.email, admins.c.role).where(
+        query = select(
+            admins.c.id, admins.c.name, admins.c.email, admins.c.role, admins.c.totp_secret
+        ).where(admins.c.id == admin_id, admins.c.app_id == app_id, admins.c.removed.is_(None))
+        row = (await conn.execute(query)).first()
+    if row is None:
+        raise AuthenticationFailed("the session's admin no longer exists")
+    return Session(
+        app_id,
+        row.id,
+        row.name,
+        row.email,
+        expires,
+        role=Role(row.role),
+        two_factor=row.totp_secret is not None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionAccount:
+    """The admin of an inbox session, as a sign-in sees them."""
+
+    admin_id: int
+    email_key: str
+    name: str
+    email: str | None
+    password_hash: str | None
+
+
+async def session_account(db: Database, app_id: int, token_id: int) -> SessionAccount:
+    """The session's admin (refused once removed); `email_key` is their count's key in the
+    sign-in limit."""
+    async with db.read() as conn:
+        admin_id, _expires = await _session_admin(conn, app_id, token_id)
+        query = select(admins.c.name, admins.c.email, admins.c.password_hash).where(
             admins.c.id == admin_id, admins.c.app_id == app_id, admins.c.removed.is_(None)
         )
         row = (await conn.execute(query)).first()
     if row is None:
         raise AuthenticationFailed("the session's admin no longer exists")
-    return Session(app_id, row.id, row.name, row.email, expires, role=Role(row.role))
+    email = (row.email or "").strip().lower()
+    return SessionAccount(
+        admin_id, email or f"admin {admin_id}", row.name, row.email, row.password_hash
+    )
+
+
+async def confirm_second_factor(
+    db: Database, guard: LoginGuard, *, app_id: int, token_id: int, code: str, address: str
+) -> None:
+    """Turn the session admin's second factor on with a code (counted as an attempt, given
+    back when right, as a sign-in's)."""
+    account = await session_account(db, app_id, token_id)
+    await guard.admit(db, address, account.email_key)
+    await second_factor.confirm(db, app_id, account.admin_id, token_id, code)
+    await guard.succeeded(db, address, account.email_key)
+
+
+async def disable_second_factor(
+    db: Database,
+    guard: LoginGuard,
+    *,
+    app_id: int,
+    token_id: int,
+    code: str | None,
+    password: str | None,
+    address: str,
+) -> None:
+    """Turn the session admin's second factor off, proved by a code or the password (either
+    counted as an attempt)."""
+    if not code and not password:
+        raise InvalidParameter("code", "give a code of your authenticator app or your password")
+    account = await session_account(db, app_id, token_id)
+    await guard.admit(db, address, account.email_key)
+    password_ok = False
+    if password:
+        password_ok = await guard.verify(account.password_hash, password)
+        if not password_ok:
+            raise InvalidParameter("password", "is not your password")
+    await second_factor.disable(
+        db, app_id, account.admin_id, token_id, code=code, password_ok=password_ok
+    )
+    await guard.succeeded(db, address, account.email_key)
 
 
 async def log_out(db: Database, app_id: int, token_id: int) -> None:

@@ -13,12 +13,15 @@ from threadline.db.engine import Database
 from threadline.events import routes as events
 from threadline.events import stream
 from threadline.events.realtime import start_realtime
+from threadline.events.slots import RedisSlots
 from threadline.settings import Settings, get_settings
 from threadline.ui import routes as ui
+from threadline.ui.attempts_redis import RedisAttempts
 from threadline.web import docs, health
 from threadline.web.failures import RequestGuard
 from threadline.web.headers import HtmlSecurityHeaders
 from threadline.web.logs import install_redaction
+from threadline.web.shared import open_shared_redis
 from threadline.webhooks import routes as webhooks
 from threadline.webhooks.worker import start_worker
 from threadline.widget import routes as widget
@@ -56,6 +59,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 app.state.db, settings.database_url, settings.redis_url, stream.token_valid
             )
             app.state.webhooks = await start_worker(app.state.db, app.state.realtime)
+            shared = await open_shared_redis(app.state.db, settings.redis_url)
+            if shared is not None:
+                app.state.login_guard.redis = RedisAttempts(shared.client, shared.namespace)
+                app.state.realtime.slots = RedisSlots(shared.client, shared.namespace)
             smtp = await start_smtp(app)
             try:
                 yield
@@ -66,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if app.state.webhooks is not None:
                     await app.state.webhooks.stop()
                 await app.state.realtime.stop()
+                if shared is not None:
+                    await shared.close()
         finally:
             await app.state.db.dispose()
 

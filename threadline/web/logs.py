@@ -14,14 +14,17 @@ import re
 from typing import Any
 
 REDACTED = "[redacted]"
-# `name=value` in a query string or form, for names that carry secrets.
+# `name=value` in a query string or form, for names that carry secrets, alone or as the
+# last word of a snake_case name (`new_password`, `current_password`); `code` alone (not
+# `status_code`) is a one-time code of two-step sign-in.
 _SECRET_PARAMETER = re.compile(
-    r"(?i)\b(auth_token|access_token|token|password|secret|user_hash|ticket|api_key)"
+    r"(?i)(?<![a-z0-9_])((?:[a-z0-9]+_)*"
+    r"(?:auth_token|access_token|token|password|secret|user_hash|ticket|api_key)|code)"
     r"(=|%3D)([^&\s\"'#]+)"
 )
 # Threadline's own token shapes: API and session (`tl_`), widget visitor (`tlw_`),
-# webhook signing secrets (`whsec_`).
-_SECRET_VALUE = re.compile(r"\b(tl|tlw|whsec)_[A-Za-z0-9_\-+/=]{8,}")
+# password reset links (`tlr_`), webhook signing secrets (`whsec_`).
+_SECRET_VALUE = re.compile(r"\b(tl|tlw|tlr|whsec)_[A-Za-z0-9_\-+/=]{8,}")
 
 
 def redact(text: str) -> str:

@@ -438,6 +438,22 @@ async def set_role(
     return await _admin_answer(caller, row)
 
 
+@router.delete(
+    "/apps/{app}/admins/{id}/two-factor",
+    response_model=Envelope[AdminRecord],
+    summary="Turn an admin's two-step sign-in off",
+    openapi_extra=describe(ApiParams, body=False),
+)
+async def reset_second_factor(app: AppPath, admin_id: ObjectId, caller: ManagerCaller) -> Response:
+    """For an admin who lost their authenticator app: they sign in with the password alone
+    again, and may enrol anew. Administrators do it for operators; owners for anyone. It is
+    in the audit log."""
+    row = await manage.reset_second_factor(
+        caller.db, caller.app(app), path_id("id", admin_id), caller.actor
+    )
+    return await _admin_answer(caller, row)
+
+
 class RemoveParams(ApiParams):
     id: IdParam = Field(description="The object's id.")
 

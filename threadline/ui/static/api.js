@@ -2,7 +2,9 @@
 // microseconds (rows are ordered by them), errors as ApiError.
 
 /**
- * @typedef {{token: string, app: string, admin: string, name: string, role: string}} Session
+ * @typedef {{
+ *   token: string, app: string, admin: string, name: string, role: string, two_factor?: boolean
+ * }} Session
  * @typedef {{meta: Record<string, any>, data: any}} Answer
  * @typedef {Record<string, string | number | boolean | null | undefined>} Query
  */
@@ -79,9 +81,13 @@ export function randomId() {
  * @param {string} email
  * @param {string} password
  * @param {string} [app]
+ * @param {string} [code] a code of the account's authenticator app (two-step sign-in)
  */
-export function signIn(email, password, app) {
-  const body = app ? { email, password, app } : { email, password };
+export function signIn(email, password, app, code) {
+  /** @type {Record<string, string>} */
+  const body = { email, password };
+  if (app) body.app = app;
+  if (code) body.code = code;
   return call("POST", "/ui/session", { body });
 }
 
@@ -121,6 +127,22 @@ export class Api {
   }
   signOut() {
     return this.delete("/ui/session");
+  }
+  /** @param {string} current @param {string} next */
+  changePassword(current, next) {
+    return this.post("/ui/password", { current_password: current, new_password: next });
+  }
+  /** A new key to enrol in two-step sign-in: {secret, uri, qr}, shown this once. */
+  enrolTwoFactor() {
+    return this.post("/ui/two-factor");
+  }
+  /** @param {string} code */
+  confirmTwoFactor(code) {
+    return this.post("/ui/two-factor/confirm", { code });
+  }
+  /** @param {{code: string} | {password: string}} proof */
+  disableTwoFactor(proof) {
+    return this.delete("/ui/two-factor", proof);
   }
   admins() {
     return this.get(`/ext/apps/${this.app}/admins`);

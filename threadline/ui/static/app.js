@@ -5,6 +5,7 @@ import { html } from "./html.js";
 import { AuditLog } from "./screens/audit.js";
 import { ConversationPane } from "./screens/conversation.js";
 import { ConversationList, Views } from "./screens/list.js";
+import { Settings } from "./screens/settings.js";
 import { ResetPassword, SignIn } from "./screens/signin.js";
 import {
   apiDown,
@@ -19,6 +20,7 @@ import {
   search,
   selectView,
   session,
+  settingsOpen,
   showLogin,
   signOut,
   startInbox,
@@ -69,6 +71,9 @@ function TopBar() {
                autocomplete="off" maxlength="1000" ref=${box} onKeyDown=${onKeyDown} onInput=${onInput} />
       </form>
       <span class="who">Signed in as <strong data-testid="current-admin">${me ? me.name : ""}</strong></span>
+      <button type="button" id="settings-open" data-testid="settings-open" onClick=${() => {
+        settingsOpen.value = true;
+      }}>Settings</button>
       <button type="button" id="audit-open" data-testid="audit-open"
               hidden=${me?.role !== "owner"} onClick=${() => {
                 auditOpen.value = true;
@@ -87,6 +92,7 @@ function Inbox() {
       <${ConversationList} />
       <${ConversationPane} />
       <${AuditLog} />
+      <${Settings} />
     </div>`;
 }
 
@@ -125,7 +131,7 @@ async function boot() {
   }
   try {
     const who = await new Api(saved).whoAmI();
-    saved = { ...saved, name: who.data.name, role: who.data.role };
+    saved = { ...saved, name: who.data.name, role: who.data.role, two_factor: who.data.two_factor };
   } catch (e) {
     const err = /** @type {import("./api.js").ApiError} */ (e);
     if (err.status === 401 || err.status === 403) {

@@ -90,6 +90,7 @@ export const online = signal(navigator.onLine);
 /** The time snoozes are judged by (Unix seconds); moved on when the next one ends. */
 export const now = signal(Date.now() / 1000);
 export const auditOpen = signal(false);
+export const settingsOpen = signal(false);
 
 /** @type {Api | null} */
 let api = null;
@@ -391,6 +392,7 @@ export function endSession(message) {
   refreshIds.clear();
   batch(() => {
     auditOpen.value = false;
+    settingsOpen.value = false;
     session.value = null;
     streamDown.value = null;
     apiDown.value = false;
@@ -406,6 +408,19 @@ export function endSession(message) {
 export function signedIn(signedIn) {
   sessionStorage.setItem(STORAGE_KEY, JSON.stringify(signedIn));
   startInbox(signedIn);
+}
+
+/**
+ * Two-step sign-in turned on or off from the settings: the session's copy (and the tab's
+ * saved one) says so.
+ * @param {boolean} on
+ */
+export function twoFactorChanged(on) {
+  const current = session.value;
+  if (!current) return;
+  const changed = { ...current, two_factor: on };
+  sessionStorage.setItem(STORAGE_KEY, JSON.stringify(changed));
+  session.value = changed;
 }
 
 export async function signOut() {
@@ -835,7 +850,10 @@ async function refreshFirstPage() {
   });
 }
 
-/** The signed-in API client, for screens that fetch what only they show (the audit log). */
-export function auditApi() {
+/**
+ * The signed-in API client, for screens that fetch or change what only they show (the
+ * audit log, the operator's own settings).
+ */
+export function signedInApi() {
   return api;
 }

@@ -2,7 +2,7 @@
 // and webhooks, changed roles, and when. Shown in a dialog over the inbox.
 import { html } from "../html.js";
 import { formatDateTime } from "../dom.js";
-import { admins, auditApi, auditOpen } from "../store.js";
+import { admins, signedInApi, auditOpen } from "../store.js";
 import { useEffect, useRef, useState } from "../vendor/preact/hooks.js";
 
 /**
@@ -20,6 +20,9 @@ const ACTIONS = {
   "admin.create": "added admin",
   "admin.remove": "removed admin",
   "admin.role": "changed the role of admin",
+  "admin.totp_on": "turned on two-step sign-in of admin",
+  "admin.totp_off": "turned off two-step sign-in of admin",
+  "admin.totp_reset": "reset two-step sign-in of admin",
   "token.create": "created token",
   "token.revoke": "revoked token",
   "token.reown": "re-owned token",
@@ -60,7 +63,7 @@ export function AuditLog() {
 
   /** @param {string | null} from @param {Entry[]} shown */
   async function load(from, shown) {
-    const client = auditApi();
+    const client = signedInApi();
     if (!client) return;
     setBusy(true);
     try {

@@ -9,16 +9,24 @@ import { useEffect, useRef, useState } from "../vendor/preact/hooks.js";
 export function SignIn() {
   const [busy, setBusy] = useState(false);
   const [askApp, setAskApp] = useState(false);
+  // The account signs in with a code of its authenticator app too; `codeTurn` moves the
+  // focus to the code field each time it is asked for.
+  const [askCode, setAskCode] = useState(false);
+  const [codeTurn, setCodeTurn] = useState(0);
   const [localError, setLocalError] = useState(/** @type {string | null} */ (null));
   const email = useRef(/** @type {HTMLInputElement | null} */ (null));
   const password = useRef(/** @type {HTMLInputElement | null} */ (null));
   const app = useRef(/** @type {HTMLInputElement | null} */ (null));
+  const code = useRef(/** @type {HTMLInputElement | null} */ (null));
   const message = localError ?? loginMessage.value;
 
   // Shown anew (a first visit, after signing out): the e-mail field has the focus.
   useEffect(() => {
     email.current?.focus();
   }, []);
+  useEffect(() => {
+    if (codeTurn) code.current?.focus();
+  }, [codeTurn]);
 
   /** @param {SubmitEvent} event */
   async function onSubmit(event) {
@@ -32,12 +40,33 @@ export function SignIn() {
     }
     setBusy(true);
     try {
-      const answer = await signIn(emailText, passwordText, app.current?.value.trim() || undefined);
+      const answer = await signIn(
+        emailText,
+        passwordText,
+        app.current?.value.trim() || undefined,
+        code.current?.value.trim() || undefined,
+      );
       if (password.current) password.current.value = "";
+      if (code.current) code.current.value = "";
+      setAskCode(false);
       setLocalError(null);
       signedIn(answer.data);
     } catch (e) {
       const err = /** @type {ApiError} */ (e);
+      const aboutCode = /^code:/.test(err.message || "");
+      if (err.status === 400 && aboutCode) {
+        // The password was right; this account signs in with a code of its app too.
+        setAskCode(true);
+        setLocalError("Enter the code from your authenticator app.");
+        setCodeTurn((turn) => turn + 1);
+        return;
+      }
+      if (err.status === 401 && aboutCode) {
+        if (code.current) code.current.value = "";
+        setLocalError("Wrong code, or a code used already. Enter the next code.");
+        setCodeTurn((turn) => turn + 1);
+        return;
+      }
       let text = err.message;
       if (err.status === 401) text = "Wrong e-mail or password.";
       else if (err.status === 400 && /^app:/.test(err.message || "")) {
@@ -65,6 +94,11 @@ export function SignIn() {
         <label for="login-password">Password</label>
         <input id="login-password" data-testid="login-password" type="password" name="password"
                autocomplete="current-password" required ref=${password} />
+        <div id="login-code-field" hidden=${!askCode}>
+          <label for="login-code">Code from your authenticator app</label>
+          <input id="login-code" data-testid="login-code" name="code" inputmode="numeric"
+                 autocomplete="one-time-code" maxlength="20" ref=${code} />
+        </div>
         <div id="login-app-field" hidden=${!askApp}>
           <label for="login-app">App id</label>
           <input id="login-app" data-testid="login-app" name="app" inputmode="numeric"
