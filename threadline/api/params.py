@@ -331,15 +331,22 @@ def parse_json(value: Any) -> Any:
     return value
 
 
+def _kept_json(value: Any) -> Any:
+    """A JSON value to keep as sent: JSON text (in a form field) parsed with its numbers as
+    JSON numbers, anything else as it came (a JSON body's value)."""
+    if not isinstance(value, str):
+        return value
+    check_json_depth(value)
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise ValueError("must be valid JSON") from None
+
+
 def parse_json_object(value: Any) -> dict[str, Any] | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if isinstance(value, str):
-        check_json_depth(value)
-        try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            raise ValueError("must be valid JSON") from None
+    value = _kept_json(value)
     if not isinstance(value, dict):
         raise ValueError("must be a JSON object")
     if _nul_in(value):  # a \u0000 escape inside JSON text
@@ -360,12 +367,7 @@ def parse_json_object_list(value: Any) -> list[dict[str, Any]] | None:
     """JSON objects to keep as sent (numbers as JSON numbers: stored and served again)."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if isinstance(value, str):
-        check_json_depth(value)
-        try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            raise ValueError("must be valid JSON") from None
+    value = _kept_json(value)
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
         raise ValueError("must be a JSON array of objects")
     if _nul_in(value):  # a \u0000 escape inside JSON text
