@@ -406,9 +406,10 @@ def blank_none(value: Any) -> Any:
 Blank = BeforeValidator(blank_none)
 
 
-def blank_choice(kind: type[Enum]) -> WithJsonSchema:
-    """The schema of an optional enum that an empty value (or `null`, `none`) leaves unset."""
-    values = [member.value for member in kind]
+def blank_choice(kind: type[Enum] | tuple[str, ...]) -> WithJsonSchema:
+    """The schema of an optional enum (or choice of words) that an empty value (or `null`,
+    `none`) leaves unset."""
+    values = list(kind) if isinstance(kind, tuple) else [member.value for member in kind]
     return WithJsonSchema(
         {
             "anyOf": [

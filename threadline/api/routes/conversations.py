@@ -453,10 +453,12 @@ class TagParams(ActorParams):
     tag: Annotated[str, text(MAX_TAG_CHARS, blank=False)] = Field(
         description="The tag, 1-255 characters (on /v1/ without `,`).", examples=["vip"]
     )
-    action: Annotated[Literal["add", "delete"] | None, Blank] = Field(
-        None,
-        description="Deprecated, honoured on every version: add the tag, or delete it. "
-        "Given, a repeated add or a delete of a missing tag quietly does nothing.",
+    action: Annotated[Literal["add", "delete"] | None, Blank, blank_choice(("add", "delete"))] = (
+        Field(
+            None,
+            description="Deprecated, honoured on every version: add the tag, or delete it. "
+            "Given, a repeated add or a delete of a missing tag quietly does nothing.",
+        )
     )
 
 

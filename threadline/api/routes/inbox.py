@@ -20,7 +20,7 @@ from threadline.api.pagination import (
     v1_after_timestamp,
     v2_meta,
 )
-from threadline.api.params import Blank, OptionalIdOrZero, VBool, describe
+from threadline.api.params import Blank, OptionalIdOrZero, VBool, blank_choice, describe
 from threadline.api.present import Presenter
 from threadline.api.schemas import ConversationOut, Envelope, Id, Ts
 from threadline.apps.service import utcnow
@@ -33,7 +33,11 @@ from threadline.inbox.views import View
 
 router = APIRouter(prefix="/ext", tags=["inbox"])
 
-StatusParam = Annotated[Literal["open", "delayed", "closed", "all"] | None, Blank]
+StatusParam = Annotated[
+    Literal["open", "delayed", "closed", "all"] | None,
+    Blank,
+    blank_choice(("open", "delayed", "closed", "all")),
+]
 
 
 class ViewParams(PageParams):
