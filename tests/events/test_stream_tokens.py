@@ -9,6 +9,7 @@ import asyncio
 from datetime import timedelta
 
 import httpx
+import sqlalchemy as sa
 
 from tests.api.helpers import admin
 from tests.events.live import WAIT, Live, closed_with, connect, receive_many
@@ -16,6 +17,7 @@ from threadline.apps.repository import AppRepository
 from threadline.apps.service import issue_token_with_id, utcnow
 from threadline.conversations import service
 from threadline.core import events as ev
+from threadline.db.schema import api_tokens
 from threadline.widget import service as widget
 
 
@@ -60,12 +62,20 @@ async def test_a_revoked_tokens_websocket_closes_with_3401_and_others_go_on(live
 
 async def test_an_expired_tokens_sse_stream_ends_and_reconnecting_is_refused(live: Live) -> None:
     w = live.world
-    _token_id, token = await new_token(live, expires_in=1.5)
+    token_id, token = await new_token(live, expires_in=3600)
     url = f"{live.http}/sse/conversation_reply.{w.app_id}?auth_token={token}"
     async with httpx.AsyncClient(timeout=WAIT) as http:
         async with http.stream("GET", url) as response:
             assert response.status_code == 200
             lines = response.aiter_lines()
+            # It expires once the stream is open (a deadline set before opening would
+            # race the connection on a slow machine).
+            async with live.db.write() as conn:
+                await conn.execute(
+                    sa.update(api_tokens)
+                    .where(api_tokens.c.id == token_id)
+                    .values(expires=utcnow() - timedelta(seconds=1))
+                )
 
             async def until_the_end() -> None:
                 async for _line in lines:
