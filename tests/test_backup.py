@@ -13,11 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from click.testing import Result
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from tests.conftest import _TABLES, _admin_execute
 from threadline.apps import service as apps
@@ -49,28 +48,28 @@ def one_red_line(result: Result) -> str:
 # -- synchronous -----------------------------------------------------------------------
 
 
-async def _synchronous_of_server(settings: Settings) -> tuple[int, int]:
-    """`PRAGMA synchronous` of the server's write and read connections."""
-    # /health is ready only on a database at the latest schema (upgrade runs its own loop).
+async def pragmas_of_server(settings: Settings, pragma: str) -> tuple[int, int]:
+    """`PRAGMA <pragma>` of a started server's write and read connections."""
+    # /health/ready is ready only on a database at the latest schema (upgrade runs its own loop).
     await asyncio.to_thread(upgrade, settings.database_url)
     app = create_app(settings)
     async with LifespanManager(app):
         db: Database = app.state.db
         async with db.write() as conn:
-            written = (await conn.execute(text("PRAGMA synchronous"))).scalar_one()
+            written = (await conn.execute(text(f"PRAGMA {pragma}"))).scalar_one()
         async with db.read() as conn:
-            read = (await conn.execute(text("PRAGMA synchronous"))).scalar_one()
+            read = (await conn.execute(text(f"PRAGMA {pragma}"))).scalar_one()
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://t"
         ) as client:
-            assert (await client.get("/health")).status_code == 200
+            assert (await client.get("/health/ready")).status_code == 200
     return int(written), int(read)
 
 
 async def test_the_server_syncs_every_commit_by_default(tmp_path: Path) -> None:
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'full.db'}")
     assert settings.sqlite_synchronous == "FULL"
-    assert await _synchronous_of_server(settings) == (2, 2)  # FULL
+    assert await pragmas_of_server(settings, "synchronous") == (2, 2)  # FULL
 
 
 async def test_synchronous_normal_is_a_setting(
@@ -79,7 +78,7 @@ async def test_synchronous_normal_is_a_setting(
     monkeypatch.setenv("THREADLINE_SQLITE_SYNCHRONOUS", "normal")
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'normal.db'}")
     assert settings.sqlite_synchronous == "NORMAL"
-    assert await _synchronous_of_server(settings) == (1, 1)  # NORMAL
+    assert await pragmas_of_server(settings, "synchronous") == (1, 1)  # NORMAL
 
 
 def test_an_unknown_synchronous_mode_is_refused(

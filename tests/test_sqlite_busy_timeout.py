@@ -9,45 +9,24 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from pydantic import ValidationError
-from sqlalchemy import text
 
 from tests.api.helpers import admin, started
 from tests.conftest import build_world
-from tests.test_backup import invoke, one_red_line
+from tests.test_backup import invoke, one_red_line, pragmas_of_server
 from threadline.conversations import service
 from threadline.core import events as ev
 from threadline.db.engine import DEFAULT_SQLITE_BUSY_TIMEOUT, Database
 from threadline.db.faults import classify
 from threadline.db.migrate import upgrade
 from threadline.settings import Settings
-from threadline.web.app import create_app
-
-
-async def _busy_timeouts_of_server(settings: Settings) -> tuple[int, int]:
-    """`PRAGMA busy_timeout` (ms) of the server's write and read connections."""
-    await asyncio.to_thread(upgrade, settings.database_url)
-    app = create_app(settings)
-    async with LifespanManager(app):
-        db: Database = app.state.db
-        async with db.write() as conn:
-            written = (await conn.execute(text("PRAGMA busy_timeout"))).scalar_one()
-        async with db.read() as conn:
-            read = (await conn.execute(text("PRAGMA busy_timeout"))).scalar_one()
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t"
-        ) as client:
-            assert (await client.get("/health/ready")).status_code == 200
-    return int(written), int(read)
 
 
 async def test_the_default_is_five_seconds(tmp_path: Path) -> None:
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'default.db'}")
     assert settings.sqlite_busy_timeout == DEFAULT_SQLITE_BUSY_TIMEOUT == 5.0
-    assert await _busy_timeouts_of_server(settings) == (5000, 5000)
+    assert await pragmas_of_server(settings, "busy_timeout") == (5000, 5000)
 
 
 async def test_the_busy_timeout_is_a_setting(
@@ -56,7 +35,7 @@ async def test_the_busy_timeout_is_a_setting(
     monkeypatch.setenv("THREADLINE_SQLITE_BUSY_TIMEOUT", "0.25")
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'short.db'}")
     assert settings.sqlite_busy_timeout == 0.25
-    assert await _busy_timeouts_of_server(settings) == (250, 250)
+    assert await pragmas_of_server(settings, "busy_timeout") == (250, 250)
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "abc", "nan", "inf", "3601"])
