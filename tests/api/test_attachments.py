@@ -188,13 +188,19 @@ async def test_start_conversation_with_a_file(
     assert c["reply_last"]["body"] == ""
     assert len(stored_files(app)) == 1
     error(
-        await api.post(url, files={"file": ("x.exe", b"MZ", "application/x-msdownload")}),
+        await api.post(
+            url,
+            data={"filename": "x.exe"},
+            files={"file": ("x.exe", b"MZ", "application/x-msdownload")},
+        ),
         400,
         "BadRequest",
     )
     error(
         await api.post(
-            "/users/987654/startconversation", files={"file": ("a.txt", b"hi", "text/plain")}
+            "/users/987654/startconversation",
+            data={"filename": "a.txt"},
+            files={"file": ("a.txt", b"hi", "text/plain")},
         ),
         404,
         "NotFound",
@@ -215,6 +221,7 @@ async def test_erasure_deletes_the_files(
     ok(
         await api.post(
             f"/users/{world.user_id}/startconversation",
+            data={"filename": "b.txt"},
             files={"file": ("b.txt", b"secret", "text/plain")},
         )
     )

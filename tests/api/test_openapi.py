@@ -179,7 +179,9 @@ async def test_hand_parsed_types_are_described(document: dict[str, Any]) -> None
     assert (tags["style"], tags["explode"]) == ("form", False)
     assert tags["schema"]["type"] == "array"
     position = parameter(listing, "get", "paginate_position")
-    assert "application/json" in position["content"]
+    assert (position["style"], position["explode"]) == ("form", False)
+    assert position["schema"]["anyOf"][0]["type"] == "array"
+    assert "comma-separated" in position["description"]
     count = parameter(listing, "get", "paginate_count")["schema"]
     assert (count["minimum"], count["maximum"], count["default"]) == (1, 50, 20)
     direction = parameter(listing, "get", "paginate_direction")["schema"]
@@ -199,6 +201,7 @@ async def test_hand_parsed_types_are_described(document: dict[str, Any]) -> None
     start = document["paths"]["/users/{id}/startconversation"]["post"]
     start_form = start["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert start_form["properties"]["file"]["format"] == "binary"
+    assert start_form["dependentRequired"] == {"file": ["filename"]}
     token = document["paths"]["/ext/apps/{app}/tokens"]["post"]["requestBody"]
     scopes = token["content"]["application/json"]["schema"]["properties"]["scopes"]
     assert scopes["items"]["enum"] == list(ALL_SCOPES)

@@ -275,8 +275,9 @@ async def test_markread_from_the_user_side_and_its_refusals(
     assert state["user_unread_count"] == 0
     assert state["admin_unread_count"] == 1
     error(await api.post("/conversations/987654/markread"), 404, "NotFound")
+    # A whole number is a user id; a negative one is none.
     error(
-        await api.post(f"/conversations/{cid}/markread", data={"from_user": "someone"}),
+        await api.post(f"/conversations/{cid}/markread", data={"from_user": "-1"}),
         400,
         "BadRequest",
     )
@@ -326,14 +327,20 @@ async def test_reply_from_user_refusals_change_nothing(
 ) -> None:
     cid = await started(app_db, world)
     count = ok(await api.get(f"/conversations/{cid}"))["parts_count"]
-    message = error(
-        await api.post(
-            f"/conversations/{cid}/reply", data={"body": "x", "from_user": "yes please"}
-        ),
-        400,
-        "BadRequest",
-    )
-    assert message.startswith("from_user:")
+    for value in ("-1", str(2**63), "1.5"):  # numbers, and no user id
+        message = error(
+            await api.post(f"/conversations/{cid}/reply", data={"body": "x", "from_user": value}),
+            400,
+            "BadRequest",
+        )
+        assert message.startswith("from_user:"), value
+    for value in (1.5, [], {"id": 1}):
+        message = error(
+            await api.post(f"/conversations/{cid}/reply", json={"body": "x", "from_user": value}),
+            400,
+            "BadRequest",
+        )
+        assert message.startswith("from_user:"), value
     error(
         await api.post(
             f"/conversations/{cid}/reply", json={"body": "x", "from_user": world.foreign_user_id}

@@ -130,23 +130,3 @@ async def test_version_parameter_chooses_v1_pagination(
     ).json()
     assert "next_after" in body["meta"]
     assert "next_before_position" not in body["meta"]
-
-
-async def test_a_json_object_is_no_boolean(api: httpx.AsyncClient, world: World) -> None:
-    """A form carries a JSON object as text; it is refused where a boolean is read."""
-    message = error(
-        await api.get("/apps/$self_app/conversations", params={"id_as_string": '{"a": 1}'}),
-        400,
-        "BadRequest",
-    )
-    assert message.startswith("id_as_string:")
-    message = error(
-        await api.post(
-            f"/users/{world.user_id}/startconversation",
-            files={"body": (None, "hi"), "by_user_id": (None, "{}")},
-        ),
-        400,
-        "BadRequest",
-    )
-    assert message.startswith("by_user_id:")
-    assert ok(await api.get(f"/users/{world.user_id}/conversations")) == []

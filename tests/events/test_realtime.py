@@ -208,7 +208,12 @@ async def test_vendor_settyping_is_streamed_like_ext_typing(live: Live) -> None:
         r = await http.post(f"/conversations/{cid}/settyping", data={"from_user": "false"})
         assert r.status_code == 200, r.text
         assert (await receive(operators))["message"]["from"]["kind"] == "sender"
+        # Any other word is the vendor boolean's true: the user types.
         r = await http.post(f"/conversations/{cid}/settyping", data={"from_user": "maybe"})
+        assert r.status_code == 200, r.text
+        assert (await receive(operators))["message"]["from"] == {"kind": "user", "id": w.user_id}
+        # A number is a user id, and no user has this one: refused, nothing streamed.
+        r = await http.post(f"/conversations/{cid}/settyping", data={"from_user": "-5"})
         assert r.status_code == 400
         await nothing_more(operators)
 

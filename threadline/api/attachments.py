@@ -3,6 +3,7 @@ endpoint that serves them back to holders of a token of the same app."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 from urllib.parse import quote
 
@@ -36,8 +37,15 @@ async def accept_upload(
     param: str,
     filename: str | None,
     conversation_id: int | None,
+    *,
+    max_bytes: int | None = None,
+    extensions: Sequence[str] | None = None,
 ) -> files.StoredFile | None:
-    """Validate and store the file sent as `param`, if any."""
+    """Validate and store the file sent as `param`, if any.
+
+    Within the deployment's size limit (and `max_bytes`, when given); of the deployment's
+    accepted MIME types, or, when `extensions` is given, named with one of those extensions.
+    """
     upload = raw.files.get(param)
     if upload is None:
         if isinstance(raw.values.get(param), str) and raw.values[param]:
@@ -45,9 +53,15 @@ async def accept_upload(
         return None
     assert isinstance(upload, UploadFile)
     settings = api_settings(request)
-    limits = files.Limits(settings.attachment_max_bytes, settings.attachment_types)
-    data = await upload.read(limits.max_bytes + 1)
+    limit = settings.attachment_max_bytes if max_bytes is None else max_bytes
+    limits = files.Limits(
+        min(limit, settings.attachment_max_bytes),
+        ("*",) if extensions is not None else settings.attachment_types,
+    )
     name = files.clean_filename(filename or upload.filename)
+    if extensions is not None:
+        files.check_extension(param, name, extensions)
+    data = await upload.read(limits.max_bytes + 1)
     mime_type = files.mime_type_of(upload.content_type, name)
     files.check(param, data, mime_type, limits)
     return await files.store(

@@ -11,15 +11,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, WithJsonSchema
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from threadline.api.errors import InvalidParameter
 from threadline.api.params import (
+    EMPTY_TEXT,
     ApiParams,
-    JsonArray,
     VBool,
     decimal_to_datetime,
     parse_id,
+    parse_position,
     to_decimal,
 )
 from threadline.conversations.queries import Key, PageRequest
@@ -29,9 +30,11 @@ MAX_COUNT = 50
 DEFAULT_COUNT = 20
 
 Count = Annotated[int, Field(ge=1, le=MAX_COUNT)]
-# `[last_update, id]` or `[id]`: numbers, or their text (as `id_as_string` serves them).
+# `[last_update, id]` or `[id]`: numbers, or their text (as `id_as_string` serves them); in a
+# query string or form also comma-separated (`1684739969.358085,12`) or JSON text.
 PositionParam = Annotated[
-    JsonArray,
+    list[Any] | None,
+    BeforeValidator(parse_position),
     WithJsonSchema(
         {
             "anyOf": [
@@ -42,8 +45,9 @@ PositionParam = Annotated[
                     "items": {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}]},
                 },
                 {"type": "null"},
+                EMPTY_TEXT,
             ],
-            "x-tl-json": True,
+            "x-tl-list": True,
         }
     ),
 ]
@@ -64,8 +68,10 @@ class PageParams(ApiParams):
     count: Count = Field(DEFAULT_COUNT, description="v1 page size, 1-50.")
     paginate_position: PositionParam = Field(
         None,
-        description="v2 position: `[last_update, id]` for conversation lists, `[id]` for parts; "
-        "`[]`, `[0]` or `[0, 0]`: from the start.",
+        description="v2 position: `[last_update, id]` for conversation lists, `[id]` for parts "
+        "(the `meta` position of the previous page, numbers or strings), as a JSON array, its "
+        "text, or comma-separated (`1684739969.358085,12`); empty, `[]`, `[0]` or `[0, 0]`: "
+        "from the start.",
     )
     paginate_direction: Literal["before", "after", "around"] = Field(
         "before", description="v2: older rows (`before`), newer (`after`), or both (`around`)."

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -218,15 +219,15 @@ async def cached_raw_params(request: Request) -> RawParams:
 
 
 def vendor_bool(value: Any) -> bool | None:
-    """Absent or null = None; `false` (any case), `0` and empty = False; anything else True."""
+    """The vendor's boolean ("Types": Boolean): absent or null = None; `false` in any case,
+    `0` and the empty string are false; any other text is true. In a JSON body `true` and
+    `false` are themselves and a number is true unless 0; an array or object is refused."""
     if value is None or isinstance(value, bool):
         return value
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | Decimal):
         return value != 0
     if isinstance(value, str):
         text = value.strip()
-        if text.startswith("{"):  # a JSON object sent as form text is no boolean
-            raise ValueError("must be a boolean")
         return not (text == "" or text == "0" or text.lower() == "false")
     raise ValueError("must be a boolean")
 
@@ -395,6 +396,28 @@ def parse_str_list(value: Any) -> list[str]:
     return items
 
 
+def parse_position(value: Any) -> list[Any] | None:
+    """A v2 `paginate_position`: a JSON array, its text (`[1684739969.358085, 12]`), or the
+    comma-separated text the general rules allow for a one-level array of numbers or
+    strings (`1684739969.358085,12`). Absent or empty: none. The items are checked by the
+    list that reads them (a timestamp and an id, or an id)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if not text.startswith("["):
+            return [item.strip() for item in text.split(",")]
+        value = parse_json(text)
+    if not isinstance(value, list):
+        raise ValueError("must be a JSON array or comma-separated values")
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, str | int | Decimal | float):
+            raise ValueError("must be an array of numbers or strings")
+    return value
+
+
 def blank_none(value: Any) -> Any:
     """For optional choices: an empty value means "none" (`null` and `none` too)."""
     if isinstance(value, str) and value.strip().lower() in ("", "null", "none"):
@@ -422,36 +445,43 @@ def blank_choice(kind: type[Enum] | tuple[str, ...]) -> WithJsonSchema:
 
 
 DEFAULT_USER: Final = "default_user"
-_TRUE_TEXT = frozenset({"true", "1", DEFAULT_USER})
-_FALSE_TEXT = frozenset({"", "false", "0"})
+# Text that reads as a number: a user id, or (with a fraction, or negative) no id at all.
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 def parse_from_user(value: Any) -> int | Literal["default_user"] | None:
-    """`from_user`: the vendor's boolean (v1 docs) or `default_user` / a user id (v2 docs).
+    """`from_user`: the vendor's boolean (v1 pages) or `default_user` / a user id (v2 pages).
 
-    Told apart like this, on every version: JSON `true`, the text `true` (any case), `1` and
-    `default_user` mean the conversation's user; JSON `false`, `false` (any case), `0`, the
-    empty string and null mean "not as the user"; any other whole number is a user id. PHP
-    and other form encoders send `true` as `1`: a write as the user is allowed only in the
-    name of the conversation's own user, so `1` read as the boolean names the only user the
-    write could be made as.
+    Told apart like this, on every version: what the vendor's boolean reads as false (JSON
+    `false`, `false` in any case, `0`, the empty string, null) means "not as the user"; a
+    whole number other than 0 and 1 is a user id; anything else the boolean reads as true
+    (JSON `true`, `1`, `default_user`, `true` or any other word) means the conversation's
+    user. PHP and other form encoders send `true` as `1`: a write as the user is allowed only
+    in the name of the conversation's own user, so `1` read as the boolean names the only
+    user the write could be made as.
     """
-    if value is None or value is False:
-        return None
-    if value is True:
-        return DEFAULT_USER
-    text = value.strip().lower() if isinstance(value, str) else value
-    if isinstance(text, str):
-        if text in _FALSE_TEXT:
-            return None
-        if text in _TRUE_TEXT:
+    if isinstance(value, str):
+        text = value.strip()
+        if _NUMBER.fullmatch(text):
+            value = Decimal(text)
+        elif vendor_bool(text):
             return DEFAULT_USER
-    elif isinstance(text, int | float) and text in (0, 1):
-        return None if text == 0 else DEFAULT_USER
-    try:
-        return parse_id(text)
-    except ValueError:
-        raise ValueError("must be true, false, default_user or a user id") from None
+        else:
+            return None
+    if value is None or isinstance(value, bool):
+        return DEFAULT_USER if value else None
+    # (An integral number of any size: bounded first, so that no huge exponent is expanded.)
+    if isinstance(value, float | Decimal) and math.isfinite(value) and -(2**64) <= value <= 2**64:
+        whole = int(value)
+        value = whole if value == whole else value
+    if isinstance(value, int):
+        if value in (0, 1):
+            return DEFAULT_USER if value else None
+        try:
+            return parse_id(value)
+        except ValueError:
+            raise ValueError(f"a user id must be between 1 and {MAX_ID}") from None
+    raise ValueError("must be true, false, default_user or a user id")
 
 
 def parse_version(value: Any) -> int | None:
@@ -479,6 +509,7 @@ _NULL = {"type": "null"}
 # In a form every value is text, so an empty field is how "none" is sent.
 # (Spelled out: JSON Schema's `\s` also matches characters that `str.strip` keeps.)
 _EMPTY = {"type": "string", "pattern": r"^[ \t\n\r\f\v]*$"}
+EMPTY_TEXT: Final = _EMPTY
 _SECONDS = {"type": "number", "minimum": 0, "maximum": int(_MAX_TIMESTAMP)}
 
 BOOL_NOTE = (
@@ -510,13 +541,13 @@ def author(default: str, what: str) -> WithJsonSchema:
     )
 
 
-_TRUE_FALSE = r"^[ \t\n\r\f\v]*([tT][rR][uU][eE]|[fF][aA][lL][sS][eE])[ \t\n\r\f\v]*$"
 FROM_USER_NOTE = (
     "Write as the conversation's user (needs `as-user`). The same on /v1/, /v2/ and "
-    "unversioned paths: JSON `true`, `true` (any case), `1` and `default_user` mean the "
-    "conversation's user; JSON `false`, `false`, `0`, empty and null mean not as the user; "
-    "any other whole number is a user id, which must be the conversation's user. (`1` is "
-    "the boolean: form encoders such as PHP's send `true` as `1`.)"
+    "unversioned paths, read as the vendor's boolean with user ids besides: JSON `false`, "
+    "`false` (any case), `0`, empty and null mean not as the user; any whole number other "
+    "than 0 and 1 is a user id, which must be the conversation's user; anything else (JSON "
+    "`true`, `1`, `default_user`, `true` or any other word) means the conversation's user. "
+    "(`1` is the boolean: form encoders such as PHP's send `true` as `1`.)"
 )
 FromUser = Annotated[
     int | Literal["default_user"] | None,
@@ -524,15 +555,11 @@ FromUser = Annotated[
     _schema(
         {
             "anyOf": [
-                _ID,
+                _ID_OR_ZERO,
                 {"type": "boolean"},
                 {"type": "string", "enum": [DEFAULT_USER]},
-                {
-                    "type": "string",
-                    "pattern": _TRUE_FALSE,
-                },
+                {"type": "string"},
                 _NULL,
-                _EMPTY,
             ]
         },
         FROM_USER_NOTE,
@@ -710,11 +737,16 @@ def _query_parameter(name: str, prop: dict[str, Any], required: bool) -> dict[st
 
 
 def describe(
-    model: type[ApiParams], *, body: bool, files: dict[str, str] | None = None
+    model: type[ApiParams],
+    *,
+    body: bool,
+    files: dict[str, str] | None = None,
+    dependent_required: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """`openapi_extra` for an endpoint: every parameter in the query, and for writes a body.
 
-    `files` names the multipart file fields the endpoint reads, with their descriptions.
+    `files` names the multipart file fields the endpoint reads, with their descriptions;
+    `dependent_required` the fields a file needs beside it in the multipart body.
     """
     schema = model.model_json_schema(mode="validation")
     schema = _inline(schema, schema.get("$defs", {}))
@@ -752,6 +784,8 @@ def describe(
                     },
                 },
             }
+            if dependent_required:
+                form_schema["dependentRequired"] = dependent_required
         form: dict[str, Any] = {"schema": content_schema}
         multipart: dict[str, Any] = {"schema": form_schema}
         if json_text:

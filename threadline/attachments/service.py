@@ -85,6 +85,15 @@ def check(param: str, data: bytes, mime_type: str, limits: Limits) -> None:
         raise InvalidParameter(param, f"files of type {mime_type} are not accepted")
 
 
+def check_extension(param: str, filename: str, extensions: Sequence[str]) -> None:
+    """A file whose kind is named by its name's extension (case aside), one of `extensions`."""
+    _, dot, extension = filename.rpartition(".")
+    if not dot or extension.lower() not in extensions:
+        raise InvalidParameter(
+            param, f"the file name must end in one of: {', '.join('.' + e for e in extensions)}"
+        )
+
+
 async def store(
     db: Database,
     storage: Storage,

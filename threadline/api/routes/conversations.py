@@ -55,6 +55,7 @@ from threadline.api.schemas import ConversationOut, Empty, Envelope, PartOut, Pa
 from threadline.api.state import storage_of
 from threadline.apps.service import utcnow
 from threadline.attachments import service as files
+from threadline.attachments.service import MAX_FILENAME_CHARS
 from threadline.conversations import queries as conv_q
 from threadline.conversations import service
 from threadline.core import events as ev
@@ -248,7 +249,12 @@ class ReplyParams(ApiParams):
         description="What the user can do with the reply (buttons and the like): a JSON "
         "array of objects, served on the part as sent.",
     )
-    attachment_file_name: str | None = Field(None, description="Name of the `attachment` file.")
+    attachment_file_name: Annotated[str | None, text(MAX_FILENAME_CHARS)] = Field(
+        None,
+        max_length=MAX_FILENAME_CHARS,
+        description="Name of the `attachment` file as the chat shows it, at most 255 "
+        "characters (longer: refused); by default the file's own name.",
+    )
 
 
 _CONTENT = {"note": PartType.NOTE, "article": PartType.ARTICLE}

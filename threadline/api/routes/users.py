@@ -12,6 +12,7 @@ from threadline.api.attachments import Uploads, accept_upload
 from threadline.api.auth import SELF_APP, Caller, ReadCaller, SendCaller, UserWriteCaller
 from threadline.api.common import Params, UserPath, base_url
 from threadline.api.envelope import respond
+from threadline.api.errors import InvalidParameter
 from threadline.api.pagination import (
     PageParams,
     cursor_value,
@@ -35,6 +36,7 @@ from threadline.api.schemas import ConversationOut, ConversationRef, Envelope, M
 from threadline.api.state import storage_of
 from threadline.apps.manage import default_sender
 from threadline.attachments import service as files
+from threadline.attachments.service import MAX_FILENAME_CHARS
 from threadline.conversations import queries as conv_q
 from threadline.conversations import service
 from threadline.core import events as ev
@@ -44,6 +46,14 @@ from threadline.core.rules import MAX_BODY_CHARS, MAX_REFERRER_CHARS, check_body
 from threadline.users import service as users
 
 router = APIRouter(tags=["users"])
+
+# The startconversation page: "Files up to 10 Mbytes are supported. File type should be one
+# of jpg, jpeg, png, gif, pdf, rar, zip, html, csv, docx, doc, xlsx, xls, txt, sig."
+START_FILE_MAX_BYTES = 10 * 1024 * 1024
+START_FILE_EXTENSIONS = (
+    "jpg", "jpeg", "png", "gif", "pdf", "rar", "zip", "html", "csv", "docx", "doc", "xlsx",
+    "xls", "txt", "sig",
+)  # fmt: skip
 
 
 _APP_SCHEMA = WithJsonSchema(
@@ -133,10 +143,18 @@ async def user_conversations(
 class StartParams(UserApiParams):
     body: Annotated[str, text(MAX_BODY_CHARS)] = Field(
         "",
-        description="The user's first message (may be empty with a `file`).",
+        description="The user's first message (may be empty with a `file`; without one it "
+        "is required).",
         examples=["Hello, I have a question about my order."],
     )
-    filename: str | None = Field(None, description="Name of the `file` sent with it.")
+    filename: Annotated[str | None, text(MAX_FILENAME_CHARS)] = Field(
+        None,
+        max_length=MAX_FILENAME_CHARS,
+        description="Required with a `file`: the name the chat shows it under, at most 255 "
+        "characters, ending in one of the accepted extensions ("
+        + ", ".join(START_FILE_EXTENSIONS)
+        + ").",
+    )
     random_id: RandomId = Field(None, description="Idempotency key: a retry starts nothing new.")
     referrer: Annotated[str | None, Blank, text(MAX_REFERRER_CHARS)] = Field(
         None,
@@ -155,7 +173,15 @@ class StartParams(UserApiParams):
     response_model=Envelope[ConversationRef],
     summary="The user starts a conversation",
     openapi_extra=describe(
-        StartParams, body=True, files={"file": "A file the user sends (multipart only)."}
+        StartParams,
+        body=True,
+        files={
+            "file": "A file the user sends (multipart only), with its name in `filename`: at "
+            "most 10 MB, of one of the types the name's extension gives ("
+            + ", ".join(START_FILE_EXTENSIONS)
+            + ")."
+        },
+        dependent_required={"file": ["filename"]},
     ),
 )
 async def start_conversation(
@@ -167,7 +193,8 @@ async def start_conversation(
 ) -> Response:
     """Answers `{id}` of the new conversation (needs `as-user`).
 
-    A file goes in the multipart field `file` (its name in `filename`).
+    "Either body or file + filename must be sent. Both can be sent simultaneously." A file
+    goes in the multipart field `file`, its name in `filename`.
     """
     _check_app(caller, p)
     ref = users.parse_user_ref(user, bool(p.by_user_id))
@@ -175,9 +202,20 @@ async def start_conversation(
     # Refuse before a user is created (or a file stored) for nothing.
     if not has_file:
         check_body(p.body, None, ())
+    elif not (p.filename or "").strip():
+        raise InvalidParameter("filename", "is required with a file")
     if isinstance(ref, int):
         await users.resolve(caller.db, caller.app_id, ref)
-    stored = await accept_upload(request, caller, uploads, "file", p.filename, None)
+    stored = await accept_upload(
+        request,
+        caller,
+        uploads,
+        "file",
+        p.filename,
+        None,
+        max_bytes=START_FILE_MAX_BYTES,
+        extensions=START_FILE_EXTENSIONS,
+    )
     try:
         user_id = await users.resolve_or_create(caller.db, caller.app_id, ref)
         reply = ev.UserReply(
@@ -222,6 +260,8 @@ async def send_message(
 ) -> Response:
     """The conversation enters the inbox once the user answers. Answers its and the message's id."""
     _check_app(caller, p)
+    if not p.body.strip():  # the page: `body` is a required string, the message's text
+        raise InvalidParameter("body", "must not be empty")
     ref = users.parse_user_ref(user, bool(p.by_user_id))
     row = await users.resolve(caller.db, caller.app_id, ref)
     kind = ConversationType(p.type)
