@@ -64,7 +64,9 @@ async def test_list_embeds(api: httpx.AsyncClient, app_db: Database, world: Worl
     (c,) = ok(await api.get(LIST))
     assert c["user"] == {
         "id": world.user_id,
+        "app": world.app_id,
         "user_id": "u-1",
+        "presence": "offline",
         "props": {"$name": "Uma", "$email": "uma@example.com"},
         "created": c["user"]["created"],
     }
@@ -152,7 +154,7 @@ async def test_get_one(api: httpx.AsyncClient, app_db: Database, world: World) -
     assert c["channel"] == {
         "id": world.default_channel_id,
         "name": "Inbox",
-        "type": "default",
+        "type": "manual",
         "avatar": "",
     }
     assert c["user"]["id"] == world.user_id
@@ -655,22 +657,37 @@ async def test_channels_with_counts(api: httpx.AsyncClient, app_db: Database, wo
     closed = await started(app_db, world)
     await service.perform(app_db, world.app_id, closed, ev.Close(a))
     channels = ok(await api.get("/apps/$self_app/channels"))
+    operators = [
+        {"id": world.admin_id, "name": "Ann", "avatar": "", "type": "admin"},
+        {"id": world.other_admin_id, "name": "Bob", "avatar": "", "type": "admin"},
+    ]
+    fields = {
+        "type": "manual",
+        "avatar": "",
+        "droppable": True,
+        "operators": operators,
+        "read_permission": True,
+        "priority": 0,
+        "auto_set_settings": {},
+    }
+    # `not_read_count` counts the unanswered ones (the last reply is the user's): in the
+    # default channel the unread one and the read one.
     assert channels == [
         {
             "id": world.default_channel_id,
             "name": "Inbox",
-            "type": "default",
-            "avatar": "",
+            **fields,
             "not_assigned_count": 1,
-            "not_read_count": 1,
+            "not_read_count": 2,
+            "auto_set": True,
         },
         {
             "id": world.channel_id,
             "name": "Sales",
-            "type": "default",
-            "avatar": "",
+            **fields,
             "not_assigned_count": 1,
             "not_read_count": 1,
+            "auto_set": False,
         },
     ]
 

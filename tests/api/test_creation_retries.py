@@ -37,7 +37,7 @@ def params(kind: str, n: int) -> dict[str, Any]:
     if kind == "admins":
         return {"name": f"Cy {n}", "email": f"cy{n}@acme.test", "password": "s3cret-horse!"}
     if kind == "channels":
-        return {"name": f"Support {n}", "type": "support", "avatar": f"https://a/{n}.png"}
+        return {"name": f"Support {n}", "type": "manual", "avatar": f"https://a/{n}.png"}
     if kind == "tokens":
         return {"name": f"reader {n}", "scopes": ["conversations-read", "user-read"]}
     return {"url": f"https://receiver.example/{n}", "events": ["conversation_reply"]}

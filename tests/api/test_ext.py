@@ -245,13 +245,13 @@ async def test_channels(api: httpx.AsyncClient, app_db: Database, world: World) 
     assert [c["name"] for c in ok(await api.get(url))] == ["Inbox", "Sales"]
     new = ok(
         await api.post(
-            url, json={"name": "Support", "type": "support", "avatar": "https://a/s.png"}
+            url, json={"name": "Support", "type": "telegram", "avatar": "https://a/s.png"}
         )
     )
     assert new == {
         "id": new["id"],
         "name": "Support",
-        "type": "support",
+        "type": "telegram",
         "avatar": "https://a/s.png",
     }
     cid = await started(app_db, world)
@@ -268,6 +268,8 @@ async def test_channels(api: httpx.AsyncClient, app_db: Database, world: World) 
     error(await api.delete(f"{url}/{new['id']}"), 404, "NotFound")
     assert ok(await api.request("DELETE", url, data={"id": world.channel_id})) == {}
     error(await api.post(url, json={"name": ""}), 400, "BadRequest")
+    # The type is one of the vendor's channel types (a free label is refused).
+    error(await api.post(url, json={"name": "X", "type": "support"}), 400, "BadRequest")
 
 
 async def test_tokens(app: FastAPI, api: httpx.AsyncClient, app_db: Database, world: World) -> None:

@@ -1,12 +1,12 @@
 """Conversations and parts as the API shows them, with their embedded objects batch-loaded.
 
-One query per kind of embedded object per page (parts, admins, senders, users, channels),
-never one per row.
+One query per kind of embedded object per page (parts, admins, senders, users, channels,
+the conversations' first parts, the users' presence), never one per row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -52,8 +52,26 @@ def channel_out(row: app_q.ChannelRow) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "type": row.type, "avatar": row.avatar or ""}
 
 
-def user_out(row: app_q.UserRow) -> dict[str, Any]:
-    return {"id": row.id, "user_id": row.user_id, "props": row.props, "created": row.created}
+# Which of an app's users (by id) are on the site now: (app id, user ids) -> those online.
+PresenceSource = Callable[[int, Collection[int]], Awaitable[Collection[int]]]
+# The vendor's User `presence` is online, idle or offline. Threadline knows whether a user
+# has the chat widget open (a realtime stream of theirs, on any process): online; it does
+# not follow their activity on the page, so it never says idle.
+ONLINE = "online"
+OFFLINE = "offline"
+
+
+def user_out(row: app_q.UserRow, app_id: int, online: bool = False) -> dict[str, Any]:
+    """The vendor's User object as a conversation embeds it: `id`, `app`, `user_id`,
+    `presence`, `props` (and Threadline's `created`)."""
+    return {
+        "id": row.id,
+        "app": app_id,
+        "user_id": row.user_id,
+        "presence": ONLINE if online else OFFLINE,
+        "props": row.props,
+        "created": row.created,
+    }
 
 
 def attachment_url(base_url: str, attachment_id: int) -> str:
@@ -70,6 +88,7 @@ class Presenter:
         base_url: str,
         *,
         ids_as_strings: bool = False,
+        presence: PresenceSource | None = None,
     ) -> None:
         # None: everything to show is known already (see `know`); a query would be a bug.
         self._conn = conn
@@ -80,6 +99,10 @@ class Presenter:
         self.ids_as_strings = ids_as_strings
         self.admins: dict[int, app_q.AdminRow] = {}
         self.senders: dict[int, app_q.SenderRow] = {}
+        # Conversation id -> the id of its first part (None: none of the parts to show).
+        self._first: dict[int, int | None] = {}
+        # Who tells the embedded users' presence (None: every user shows `offline`).
+        self.presence = presence
 
     @property
     def conn(self) -> AsyncConnection:
@@ -96,10 +119,20 @@ class Presenter:
         self.admins.update(admins)
         self.senders.update(senders)
 
-    def knows_people_of(self, parts: Iterable[Part]) -> bool:
-        """Can `parts` be shown without loading anyone?"""
+    def know_first(self, conversation_id: int, part_id: int | None) -> None:
+        """The conversation's first part is `part_id` (None: none of the parts to show, an
+        earlier one), known already (by the write being answered)."""
+        self._first[conversation_id] = part_id
+
+    def knows_all_of(self, parts: Iterable[Part]) -> bool:
+        """Can `parts` be shown without loading anything?"""
+        parts = list(parts)
         wanted_admins, wanted_senders = self._missing_people((), parts)
-        return not wanted_admins and not wanted_senders
+        return (
+            not wanted_admins
+            and not wanted_senders
+            and all(p.conversation_id in self._first for p in parts)
+        )
 
     def _missing_people(
         self, admin_ids: Iterable[int | None], parts: Iterable[Part]
@@ -116,8 +149,13 @@ class Presenter:
                 wanted_admins.add(part.assignee_id)
         return wanted_admins - self.admins.keys(), wanted_senders - self.senders.keys()
 
-    async def _load_people(self, admin_ids: Iterable[int | None], parts: Iterable[Part]) -> None:
+    async def _load(self, admin_ids: Iterable[int | None], parts: Iterable[Part]) -> None:
+        parts = list(parts)
         wanted_admins, wanted_senders = self._missing_people(admin_ids, parts)
+        unknown_first = {p.conversation_id for p in parts} - self._first.keys()
+        if unknown_first:
+            found = await conv_q.first_part_ids(self.conn, unknown_first)
+            self._first.update({c: found.get(c) for c in unknown_first})
         if wanted_admins:
             self.admins.update(await app_q.admins_by_id(self.conn, self.app_id, wanted_admins))
         if wanted_senders:
@@ -150,7 +188,7 @@ class Presenter:
             }
         return None
 
-    def _attachment(self, a: Attachment) -> dict[str, Any]:
+    def _attachment(self, a: Attachment, part: Part) -> dict[str, Any]:
         return {
             "type": "file",
             "id": a.id,
@@ -158,6 +196,9 @@ class Presenter:
             "filename": a.filename,
             "mime_type": a.mime_type,
             "url": attachment_url(self.base_url, a.id),
+            # A file is stored by the request that writes its part, just before it; parts
+            # from before files kept their time carry the part's.
+            "created": a.created or part.created,
         }
 
     def part(self, p: Part) -> dict[str, Any]:
@@ -175,12 +216,16 @@ class Presenter:
             "direction": p.direction,
             "sent_via": VENDOR_SENT_VIA[p.sent_via],
             "read": p.read,
-            "attachments": [self._attachment(a) for a in p.attachments],
+            "attachments": [self._attachment(a, p) for a in p.attachments],
             "random_id": p.random_id,
             "external_id": p.external_id,
             "referrer": p.referrer,
             "actions": p.actions,
         }
+        if self._first.get(p.conversation_id) == p.id:
+            # The vendor's page: "true if this part is the first part of conversation,
+            # else, this field is not shown".
+            out["first"] = True
         if p.type in _TAG_TYPES:
             out["tag"] = p.tag
         elif p.type is PartType.ASSIGNED:
@@ -196,7 +241,7 @@ class Presenter:
         return body_json
 
     async def parts(self, parts: Sequence[Part]) -> list[dict[str, Any]]:
-        await self._load_people((), parts)
+        await self._load((), parts)
         return [self.part(p) for p in parts]
 
     async def conversations(
@@ -218,13 +263,18 @@ class Presenter:
                     for i in (s.part_last_id, s.important_part_last_id, s.reply_last_id)
                 ],
             )
-        await self._load_people(
+        await self._load(
             [i for s in states for i in (s.assignee_id, s.last_admin_id)], parts.values()
         )
         users = (
             await app_q.users_by_id(self.conn, self.app_id, [s.user_id for s in states])
             if user
             else {}
+        )
+        online: Collection[int] = (
+            await self.presence(self.app_id, {s.user_id for s in states})
+            if user and self.presence is not None and states
+            else ()
         )
         channels = (
             await app_q.channels_by_id(self.conn, self.app_id, [s.channel_id for s in states])
@@ -236,10 +286,10 @@ class Presenter:
             out = self.conversation(s)
             if user:
                 row = users.get(s.user_id)
-                out["user"] = (
-                    user_out(row)
-                    if row
-                    else {"id": s.user_id, "user_id": None, "props": {}, "created": s.created}
+                out["user"] = user_out(
+                    row or app_q.UserRow(s.user_id, None, {}, s.created, None),
+                    self.app_id,
+                    s.user_id in online,
                 )
             if channel:
                 found = channels.get(s.channel_id) if s.channel_id is not None else None

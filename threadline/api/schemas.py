@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Annotated, Any, Generic, NotRequired, TypeVar
 
-from pydantic import ConfigDict, PlainSerializer, SerializationInfo, TypeAdapter
+from pydantic import ConfigDict, Field, PlainSerializer, SerializationInfo, TypeAdapter
 from typing_extensions import TypedDict
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -109,13 +109,67 @@ class ChannelOut(TypedDict):
 
 
 class ChannelWithCounts(ChannelOut):
-    not_assigned_count: int
-    not_read_count: int
+    """The Channel object with its optional fields, as `GET /apps/{app}/channels` serves it."""
+
+    droppable: Annotated[
+        bool,
+        Field(
+            description="Conversations can be moved to it by hand "
+            "(`POST /ext/conversations/{id}/channel`): always true."
+        ),
+    ]
+    operators: Annotated[
+        list[AdminOut],
+        Field(
+            description="Who reads its conversations: every admin of the app (Threadline "
+            "has no per-channel access), as Admin objects."
+        ),
+    ]
+    not_assigned_count: Annotated[
+        int, Field(description="Its open conversations that have no assignee.")
+    ]
+    not_read_count: Annotated[
+        int,
+        Field(
+            description="Its open conversations that are unanswered: their last reply is "
+            "the user's (whether an operator read it or not)."
+        ),
+    ]
+    read_permission: Annotated[
+        bool,
+        Field(
+            description="The caller may read its conversations: always true (the endpoint "
+            "takes the read scope)."
+        ),
+    ]
+    priority: Annotated[
+        int, Field(description="Threadline does not rank channels: 0 for every channel.")
+    ]
+    auto_set: Annotated[
+        bool,
+        Field(
+            description="New conversations are put in it automatically: true for the app's "
+            "default channel, false for the others."
+        ),
+    ]
+    auto_set_settings: Annotated[
+        dict[str, Any],
+        Field(description="Settings of that automatic placement: none (an empty object)."),
+    ]
 
 
 class UserOut(TypedDict):
     id: Id
+    app: Annotated[Id, Field(description="The user's app.")]
     user_id: str | None
+    presence: Annotated[
+        str,
+        Field(
+            description="`online` while the user has the chat widget open on the site (a "
+            "realtime stream of theirs, on any server process), else `offline`. Threadline "
+            "does not follow the user's activity on the page, so it never answers `idle`."
+        ),
+    ]
     props: dict[str, Any]
     created: Ts
 
@@ -127,6 +181,7 @@ class AttachmentOut(TypedDict):
     filename: str
     mime_type: str
     url: str
+    created: Annotated[Ts, Field(description="When the file was stored, with its part.")]
 
 
 # `from` is a Python keyword, so PartOut uses the functional TypedDict form.
@@ -154,6 +209,15 @@ PartOut = TypedDict(
         # startconversation parameters), as sent; null when not given.
         "referrer": str | None,
         "actions": list[dict[str, Any]] | None,
+        "first": NotRequired[
+            Annotated[
+                bool,
+                Field(
+                    description="Only on the conversation's first part, and then true "
+                    "(absent on every other part, as the vendor's page says)."
+                ),
+            ]
+        ],
         "tag": NotRequired[str | None],
         "assignee": NotRequired[AdminOut | None],
     },

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 
 from threadline.api.config import ApiSettings
+from threadline.api.present import PresenceSource
 from threadline.api.ratelimit import TokenRateLimiter
 from threadline.attachments.storage import LocalStorage, Storage
 from threadline.settings import RedisSettings
@@ -51,3 +52,11 @@ def rate_limiter_of(request: Request) -> TokenRateLimiter | None:
         )
         request.app.state.rate_limiter = limiter
     return limiter
+
+
+def presence_of(request: Request) -> PresenceSource | None:
+    """Who tells which users are on the site: the realtime hub's open widget streams, shared
+    by the deployment's processes (None before the app's lifespan started it)."""
+    realtime = getattr(request.app.state, "realtime", None)
+    online: PresenceSource | None = getattr(realtime, "online_users", None)
+    return online

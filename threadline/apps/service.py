@@ -16,6 +16,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from threadline.apps.repository import AppRepository, TokenRecord
 from threadline.audit import repository as audit
 from threadline.core.access import CLI, Actor, ActorKind, Role
+from threadline.core.enums import ChannelType
 from threadline.core.errors import InvalidParameter
 from threadline.db.engine import Database
 
@@ -126,7 +127,7 @@ async def create_app(db: Database, name: str) -> CreatedApp:
     async with db.write() as conn:
         repo = AppRepository(conn)
         app_id = await repo.create_app(name, now)
-        channel_id = await repo.create_channel(app_id, "Inbox", "default", now)
+        channel_id = await repo.create_channel(app_id, "Inbox", ChannelType.MANUAL.value, now)
         sender_id = await repo.create_sender(app_id, name)
         await repo.set_defaults(app_id, channel_id, sender_id)
         token_id, token = await issue_token_with_id(repo, app_id, "default", list(ALL_SCOPES), now)
@@ -197,7 +198,9 @@ async def create_admin(
         return ident
 
 
-async def create_channel(db: Database, app_id: int, name: str, type_: str = "default") -> int:
+async def create_channel(
+    db: Database, app_id: int, name: str, type_: str = ChannelType.MANUAL.value
+) -> int:
     if not name.strip():
         raise InvalidParameter("name", "must not be empty")
     async with db.write() as conn:

@@ -46,7 +46,7 @@ class StoredFile:
 
     @property
     def attachment(self) -> Attachment:
-        return Attachment(self.id, self.size, self.filename, self.mime_type)
+        return Attachment(self.id, self.size, self.filename, self.mime_type, self.created)
 
 
 def clean_filename(name: str | None) -> str:

@@ -7,7 +7,7 @@ depth and rows added meanwhile never shift the pages still to come.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -29,6 +29,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.conversations.repository import part_from_mapping, part_from_row, state_from_row
+from threadline.core.enums import PartType
 from threadline.core.model import ConversationState, Part
 from threadline.db.direct import DirectSelect, DriverConnection
 from threadline.db.schema import channels
@@ -303,6 +304,22 @@ async def parts_by_id(
     return {p.id: p for p in map(part_from_row, await conn.execute(query))}
 
 
+async def first_part_ids(conn: AsyncConnection, conversation_ids: Iterable[int]) -> dict[int, int]:
+    """Each conversation's first part (the lowest id: ids grow with time), by conversation
+    id; a conversation without parts is left out. One index probe per conversation."""
+    wanted = sorted(set(conversation_ids))
+    if not wanted:
+        return {}
+    first = (
+        select(func.min(parts_t.c.id))
+        .where(parts_t.c.conversation_id == conv_t.c.id)
+        .scalar_subquery()
+        .label("first")
+    )
+    query = select(conv_t.c.id, first).where(conv_t.c.id.in_(wanted))
+    return {int(r.id): int(r.first) for r in await conn.execute(query) if r.first is not None}
+
+
 # ---------------------------------------------------------------------------
 # Channels
 
@@ -315,14 +332,17 @@ class ChannelCounts:
 
 async def channel_counts(conn: AsyncConnection, app_id: int) -> dict[int, ChannelCounts]:
     """Per channel, over its open inbox conversations (replied, not closed, not removed):
-    how many have no assignee, and how many have user replies no operator has read.
+    how many have no assignee, and how many are unanswered: their last reply is the user's
+    (the vendor's Channel page: `not_read_count`, "number of unanswered conversations (last
+    reply in conversation is user reply)", whether an operator has read it or not).
     Snoozed conversations count too: they are still the channel's work."""
     c = conv_t.c
+    unanswered = c.reply_last_type == PartType.REPLY_USER.value
     query = (
         select(
             c.channel_id,
             func.sum(case((c.assignee_id.is_(None), 1), else_=0)).label("not_assigned"),
-            func.sum(case((c.admin_unread_count > 0, 1), else_=0)).label("not_read"),
+            func.sum(case((unanswered, 1), else_=0)).label("not_read"),
         )
         .where(
             c.app_id == app_id,

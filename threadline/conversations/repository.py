@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -142,7 +142,7 @@ def part_from_row(row: Row[Any] | Any) -> Part:
 
 
 def part_from_mapping(m: Mapping[Any, Any]) -> Part:
-    attachments = tuple(Attachment(**a) for a in (m["attachments"] or ()))
+    attachments = tuple(_attachment(a) for a in (m["attachments"] or ()))
     return Part(
         id=m["id"],
         conversation_id=m["conversation_id"],
@@ -167,6 +167,29 @@ def part_from_mapping(m: Mapping[Any, Any]) -> Part:
     )
 
 
+def _attachment(stored: Mapping[str, Any]) -> Attachment:
+    created = stored.get("created")
+    return Attachment(
+        id=stored["id"],
+        size=stored["size"],
+        filename=stored["filename"],
+        mime_type=stored["mime_type"],
+        created=datetime.fromisoformat(created) if isinstance(created, str) else None,
+    )
+
+
+def _attachment_values(a: Attachment) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "id": a.id,
+        "size": a.size,
+        "filename": a.filename,
+        "mime_type": a.mime_type,
+    }
+    if a.created is not None:
+        values["created"] = a.created.astimezone(UTC).isoformat()
+    return values
+
+
 def _part_values(part: Part) -> dict[str, Any]:
     return {
         "conversation_id": part.conversation_id,
@@ -181,11 +204,7 @@ def _part_values(part: Part) -> dict[str, Any]:
         "body": part.body,
         "body_json": part.body_json,
         "read": part.read,
-        "attachments": [
-            {"id": a.id, "size": a.size, "filename": a.filename, "mime_type": a.mime_type}
-            for a in part.attachments
-        ]
-        or None,
+        "attachments": [_attachment_values(a) for a in part.attachments] or None,
         "random_id": part.random_id,
         "random_kind": part.random_kind,
         "external_id": part.external_id,

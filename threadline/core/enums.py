@@ -116,6 +116,21 @@ class SentVia(StrEnum):
     SYSTEM = "system"
 
 
+class ChannelType(StrEnum):
+    """The Channel object's `type` (the vendor's list). A channel an app makes for itself,
+    its default one included, is `manual`."""
+
+    EMAIL = "email"
+    MOBILE = "mobile"
+    MANUAL = "manual"
+    VK = "vk"
+    FACEBOOK = "facebook"
+    INSTAGRAM = "instagram"
+    TELEGRAM = "telegram"
+    VIBER = "viber"
+    WHATSAPP = "whatsapp"
+
+
 class AuthorKind(StrEnum):
     """Who wrote a part: `from` is a user id, an Admin, a message sender or nobody."""
 

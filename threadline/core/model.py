@@ -108,6 +108,9 @@ class Attachment:
     size: int
     filename: str
     mime_type: str
+    # When the file was stored (just before its part); None for parts written before it
+    # was kept with them, whose files date from their part.
+    created: datetime | None = None
 
 
 @dataclass(slots=True)

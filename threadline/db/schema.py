@@ -133,7 +133,8 @@ channels = Table(
     _id(),
     _app_id(),
     Column("name", String(255), nullable=False),
-    Column("type", String(32), nullable=False, server_default="default"),
+    # One of the vendor's channel types (threadline.core.enums.ChannelType).
+    Column("type", String(32), nullable=False, server_default="manual"),
     Column("avatar", String(1024), nullable=True),
     Column("created", UTCDateTime, nullable=False),
     Column("removed", UTCDateTime, nullable=True),

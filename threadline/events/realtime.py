@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from threadline.db.engine import Database
@@ -14,7 +14,7 @@ from threadline.events import repository as log_store
 from threadline.events.bus import Bus, MemoryBus, Message, PostgresBus, RedisBus
 from threadline.events.config import RealtimeSettings
 from threadline.events.hub import Client, Hub
-from threadline.events.slots import RENEW_SECONDS, Slots, default_slots
+from threadline.events.slots import RENEW_SECONDS, Slots, default_slots, presence_key
 from threadline.settings import RedisSettings
 
 log = logging.getLogger("threadline.events")
@@ -149,6 +149,18 @@ class Realtime:
                 if not failing:
                     log.warning("realtime: renewing the streams' slots failed (%s)", exc)
                 failing = True
+
+    async def online_users(self, app_id: int, user_ids: Collection[int]) -> set[int]:
+        """Those of the app's users with a widget stream open on any process: they are on
+        the site (the vendor's `presence: online`). Unknown while the shared count is away:
+        none then."""
+        keys = {presence_key(app_id, user_id): user_id for user_id in user_ids}
+        try:
+            held = await self.slots.open_keys(keys)
+        except Exception as exc:
+            log.warning("realtime: the users' presence could not be read (%s)", exc)
+            return set()
+        return {keys[key] for key in held}
 
     async def end_invalid_streams(self) -> None:
         """End the streams whose token was revoked, expired or whose widget user was

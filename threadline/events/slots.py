@@ -6,6 +6,9 @@ shared: in Redis when the deployment has one, else in the database (table
 `stream_slots`); a SQLite deployment is one process and counts in memory. A shared slot
 is a lease: the process holding it renews it every `RENEW_SECONDS`, and one that crashed
 stops renewing, so its slots come free within `LEASE_SECONDS` instead of leaking.
+
+A chat widget visitor's streams are also counted under the user's own key, without a cap:
+the users with a slot there have the widget open somewhere, which is their presence.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import hashlib
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -47,6 +50,15 @@ class Slots(Protocol):
     async def renew(self) -> None:
         """Extend the leases of this process's open slots."""
 
+    async def open_keys(self, keys: Collection[str]) -> set[str]:
+        """Those of `keys` that some process holds an open slot under."""
+
+
+def presence_key(app_id: int, user_id: int) -> str:
+    """The key a chat widget visitor's streams are also counted under (never capped): a
+    user with a slot there is on the site (threadline.events.realtime.online_users)."""
+    return f"presence:{app_id}:{user_id}"
+
 
 def _new_slot() -> str:
     return secrets.token_hex(16)
@@ -76,6 +88,9 @@ class MemorySlots:
 
     async def renew(self) -> None:
         return None
+
+    async def open_keys(self, keys: Collection[str]) -> set[str]:
+        return {key for key in keys if self.counts[key] > 0}
 
 
 def _lock_id(key: str) -> int:
@@ -129,6 +144,17 @@ class DatabaseSlots:
         self.held.discard(slot)
         async with self.db.write() as conn:
             await conn.execute(delete(stream_slots).where(stream_slots.c.slot == slot))
+
+    async def open_keys(self, keys: Collection[str]) -> set[str]:
+        if not keys:
+            return set()
+        query = (
+            select(stream_slots.c.key)
+            .where(stream_slots.c.key.in_(sorted(keys)), stream_slots.c.expires >= utcnow())
+            .distinct()
+        )
+        async with self.db.read() as conn:
+            return {row[0] for row in await conn.execute(query)}
 
     async def renew(self) -> None:
         if not self.held:
@@ -194,6 +220,17 @@ class RedisSlots:
                 for name in names:
                     pipe.zrem(name, slot)
                 await pipe.execute()
+
+    async def open_keys(self, keys: Collection[str]) -> set[str]:
+        ordered = sorted(keys)
+        if not ordered:
+            return set()
+        now = utcnow().timestamp()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in ordered:
+                pipe.zcount(self._key(key), now, "+inf")
+            counts = await pipe.execute()
+        return {key for key, count in zip(ordered, counts, strict=True) if count}
 
     async def renew(self) -> None:
         if not self.held:

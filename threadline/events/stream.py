@@ -36,6 +36,7 @@ from threadline.events.channels import Channel, ChannelRefused, parse, parse_for
 from threadline.events.direct import direct_socket
 from threadline.events.hub import Client
 from threadline.events.realtime import Realtime
+from threadline.events.slots import presence_key
 from threadline.widget.service import authenticate as authenticate_visitor
 
 router = APIRouter()
@@ -69,6 +70,8 @@ class Access:
     channels: list[Channel]
     after: int | None
     id_as_string: bool
+    # The chat widget visitor whose session token opened the stream (None: an API token).
+    visitor_user_id: int | None = None
 
 
 # A browser cannot set headers on a WebSocket, yet a token in the URL ends up in access
@@ -138,7 +141,8 @@ async def _access(
         id_as_string = bool(vendor_bool(query.get("id_as_string")))
     except ValueError as exc:
         raise Refused(BAD_REQUEST, f"tag: {exc}") from None
-    return Access(token, app_id, channels, after, id_as_string)
+    visitor_user_id = visitor.user_id if visitor is not None else None
+    return Access(token, app_id, channels, after, id_as_string, visitor_user_id)
 
 
 async def token_valid(db: Database, token: str) -> bool:
@@ -149,10 +153,12 @@ async def token_valid(db: Database, token: str) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def _stream_slot(realtime: Realtime, token: str, address: str) -> AsyncIterator[None]:
+async def _stream_slot(realtime: Realtime, access: Access, address: str) -> AsyncIterator[None]:
     """Count one open stream for the token and the client address while it lasts, across
     the deployment's processes (threadline.events.slots); refuse one over either limit
-    (`Refused`, 3429)."""
+    (`Refused`, 3429). A widget visitor's stream also counts (uncapped) under the user's
+    presence key: while it is open, the user is online."""
+    token = access.token
     settings = realtime.settings
     limits = {
         "token:" + hashlib.sha256(token.encode()).hexdigest(): (
@@ -161,6 +167,8 @@ async def _stream_slot(realtime: Realtime, token: str, address: str) -> AsyncIte
         "address:" + address: settings.realtime_max_streams_per_address,
     }
     limits = {key: limit for key, limit in limits.items() if limit}  # 0: not counted
+    if access.visitor_user_id is not None:
+        limits[presence_key(access.app_id, access.visitor_user_id)] = 0  # counted, no cap
     if not limits:
         yield  # no caps: nothing to count
         return
@@ -209,7 +217,7 @@ async def websocket_stream(websocket: WebSocket, channels: str) -> None:
     try:
         access = await _access(realtime.db, websocket.headers, websocket.query_params, channels)
         address = websocket.client.host if websocket.client else ""
-        await slot.enter_async_context(_stream_slot(realtime, access.token, address))
+        await slot.enter_async_context(_stream_slot(realtime, access, address))
     except Refused as refused:
         # The vendor's codes are close codes, sent after the opening.
         await websocket.accept(subprotocol=protocol)
@@ -292,7 +300,7 @@ async def sse_stream(request: Request) -> Response:
         )
         address = request.client.host if request.client else ""
         slot = contextlib.AsyncExitStack()
-        await slot.enter_async_context(_stream_slot(realtime, access.token, address))
+        await slot.enter_async_context(_stream_slot(realtime, access, address))
     except Refused as refused:
         status, name = _SSE_ERRORS[refused.code]
         body = {

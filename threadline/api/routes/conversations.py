@@ -52,7 +52,7 @@ from threadline.api.params import (
 from threadline.api.present import Presenter
 from threadline.api.routes.ext import TypingParams, typing
 from threadline.api.schemas import ConversationOut, Empty, Envelope, PartOut, PartRef
-from threadline.api.state import storage_of
+from threadline.api.state import presence_of, storage_of
 from threadline.apps.service import utcnow
 from threadline.attachments import service as files
 from threadline.attachments.service import MAX_FILENAME_CHARS
@@ -116,7 +116,11 @@ async def list_conversations(
         async with caller.db.read() as conn:
             page = await inbox_views.vendor_page(conn, app_id, f, v1=(after, p.count))
             data = await Presenter(
-                conn, app_id, base_url(request), ids_as_strings=caller.id_as_string
+                conn,
+                app_id,
+                base_url(request),
+                ids_as_strings=caller.id_as_string,
+                presence=presence_of(request),
             ).conversations(page.states)
         next_after = page.next_after_v1
         return respond(
@@ -131,7 +135,11 @@ async def list_conversations(
     async with caller.db.read() as conn:
         page = await inbox_views.vendor_page(conn, app_id, f, request=page_req)
         data = await Presenter(
-            conn, app_id, base_url(request), ids_as_strings=caller.id_as_string
+            conn,
+            app_id,
+            base_url(request),
+            ids_as_strings=caller.id_as_string,
+            presence=presence_of(request),
         ).conversations(page.states)
     return respond(
         list[ConversationOut],
@@ -157,7 +165,11 @@ async def get_conversation(
         if state is None:
             raise NotFound("conversation", cid)
         (data,) = await Presenter(
-            conn, caller.app_id, base_url(request), ids_as_strings=caller.id_as_string
+            conn,
+            caller.app_id,
+            base_url(request),
+            ids_as_strings=caller.id_as_string,
+            presence=presence_of(request),
         ).conversations([state], channel=True)
     return respond(ConversationOut, data, context=caller.context)
 
@@ -306,7 +318,11 @@ async def reply(
     )
     if outcome.people is not None:
         presenter.know(outcome.people.admins, outcome.people.senders)
-    if presenter.knows_people_of([part]):
+    if not outcome.duplicate:
+        # The conversation's parts are all this write's exactly when it made its first one.
+        made_all = outcome.state.parts_count == len(outcome.parts)
+        presenter.know_first(cid, min(p.id for p in outcome.parts) if made_all else None)
+    if presenter.knows_all_of([part]):
         (data,) = await presenter.parts([part])
     else:  # a retry: the first request's part, whose people this one did not read
         async with caller.db.read() as conn:

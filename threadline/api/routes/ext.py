@@ -73,7 +73,13 @@ from threadline.audit import service as audit
 from threadline.conversations import service
 from threadline.core import events as ev
 from threadline.core.access import Role, parse_role
-from threadline.core.enums import AssistantType, AuthorKind, MessageStatus, PartType
+from threadline.core.enums import (
+    AssistantType,
+    AuthorKind,
+    ChannelType,
+    MessageStatus,
+    PartType,
+)
 from threadline.core.model import ConversationState
 from threadline.db.schema import admins
 from threadline.users import service as users
@@ -502,7 +508,11 @@ class NewChannelParams(ApiParams):
     name: Annotated[str, text(MAX_NAME_CHARS, blank=False)] = Field(
         description="The channel's name.", examples=["Support"]
     )
-    type: str = Field("default", max_length=32, description="A label for the kind of channel.")
+    type: Annotated[ChannelType | None, Blank, blank_choice(ChannelType)] = Field(
+        None,
+        description="The kind of channel, one of the vendor's channel types (`manual`, the "
+        "default: a channel the app makes for itself).",
+    )
     avatar: str | None = Field(None, max_length=1024, description="An image URL.")
     random_id: RandomId = Field(
         None, description="Idempotency key: a retry adds nothing and answers the first channel."
@@ -524,7 +534,7 @@ async def add_channel(app: AppPath, caller: ManagerCaller, p: Params[NewChannelP
         caller.db,
         caller.app(app),
         name=p.name,
-        type_=p.type or "default",
+        type_=(p.type or ChannelType.MANUAL).value,
         avatar=p.avatar,
         random_id=p.random_id,
     )

@@ -23,6 +23,7 @@ from threadline.api.pagination import (
 from threadline.api.params import Blank, OptionalIdOrZero, VBool, blank_choice, describe
 from threadline.api.present import Presenter
 from threadline.api.schemas import ConversationOut, Envelope, Id, Ts
+from threadline.api.state import presence_of
 from threadline.apps.service import utcnow
 from threadline.conversations.queries import ConversationPage
 from threadline.inbox import service
@@ -143,7 +144,9 @@ async def inbox(
         answer = await service.read_inbox(
             conn, app_id, view, page_req, v1, with_counts=p.counts is not False
         )
-        data = await Presenter(conn, app_id, base_url(request)).conversations(answer.page.states)
+        data = await Presenter(
+            conn, app_id, base_url(request), presence=presence_of(request)
+        ).conversations(answer.page.states)
     await service.catch_up(caller.db, app_id, answer)
     body = {
         "conversations": data if v1 else ordered(data, p),
@@ -193,7 +196,9 @@ async def search(
     async with caller.db.read() as conn:
         found = await search_page(conn, app_id, query, view, now, page_req, v1)
         states = [h.state for h in found.hits]
-        data = await Presenter(conn, app_id, base_url(request)).conversations(states)
+        data = await Presenter(
+            conn, app_id, base_url(request), presence=presence_of(request)
+        ).conversations(states)
     for out, hit in zip(data, found.hits, strict=True):
         out["match"] = {"part": hit.part_id, "snippet": hit.snippet}
     meta: dict[str, Any]

@@ -33,7 +33,7 @@ from threadline.api.params import (
 )
 from threadline.api.present import Presenter
 from threadline.api.schemas import ConversationOut, ConversationRef, Envelope, MessageStarted
-from threadline.api.state import storage_of
+from threadline.api.state import presence_of, storage_of
 from threadline.apps.manage import default_sender
 from threadline.attachments import service as files
 from threadline.attachments.service import MAX_FILENAME_CHARS
@@ -101,9 +101,9 @@ class UserConversationsParams(PageParams, UserApiParams):
 async def user_conversations(
     user: UserPath, caller: ReadCaller, p: Params[UserConversationsParams], request: Request
 ) -> Response:
-    """Newest first, each with its `user` (the page: "user, important_part_last,
-    reply_last, part_last optional fields are included by default"); an unknown site user
-    id is `LookupError`."""
+    """Newest first, each with its `user` on v2 and unversioned paths (the page: "user,
+    important_part_last, reply_last, part_last optional fields are included by default");
+    v1 leaves `user` out, as its page does. An unknown site user id is `LookupError`."""
     _check_app(caller, p)
     ref = users.parse_user_ref(user, bool(p.by_user_id))
     v1 = caller.version == 1
@@ -122,8 +122,12 @@ async def user_conversations(
             v1=(after, p.count) if v1 else None,
         )
         data = await Presenter(
-            conn, caller.app_id, base_url(request), ids_as_strings=caller.id_as_string
-        ).conversations(page.states)
+            conn,
+            caller.app_id,
+            base_url(request),
+            ids_as_strings=caller.id_as_string,
+            presence=presence_of(request),
+        ).conversations(page.states, user=not v1)
     if v1:
         nxt = page.next_after_v1
         return respond(
