@@ -237,6 +237,23 @@ async def test_forwarded_mail_keeps_the_forward_as_a_file(mail: Inbox) -> None:
     assert (eml.filename, eml.mime_type) == ("problem.eml", "message/rfc822")
 
 
+@pytest.mark.parametrize("shape", ["gmail", "apple", "outlook"])
+async def test_an_inline_forward_shows_what_was_forwarded(mail: Inbox, shape: str) -> None:
+    got = await mail.receive(corpus.inline_forward(shape, message_id=f"ifwd-{shape}@x"))
+    assert got.outcome == "started"
+    part = await only_part(mail, got.conversation_id or 0)
+    # The note and the forwarded message both: the reply parser would take the forwarded
+    # part for quoted history, and the operator would see only the note.
+    assert part.body.startswith("Why was this cancelled?")
+    assert corpus.FORWARDED_TEXT in part.body
+    assert part.body_json["email"]["from"]["address"] == "jane@example.com"
+    state = await service.get_conversation(mail.db, mail.app_id, got.conversation_id or 0)
+    async with mail.db.read() as conn:
+        user = await app_q.user(conn, mail.app_id, state.user_id)
+    assert user is not None
+    assert user.props["$email"] == "jane@example.com"  # the forwarder, not the shop
+
+
 async def test_html_only_mail_is_read_as_text_and_sanitised(mail: Inbox) -> None:
     got = await mail.receive(corpus.html_only())
     part = await only_part(mail, got.conversation_id or 0)

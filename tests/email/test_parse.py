@@ -73,3 +73,29 @@ def test_the_addresses_it_was_written_to() -> None:
     )
     assert "x@relay.test" in mail.recipients
     assert "x@relay.test" not in mail.copied
+
+
+@pytest.mark.parametrize(
+    ("text", "subject", "shown"),
+    [
+        # A reply quoting a forward is still a reply: its quote goes.
+        (
+            "Thanks!\n\nOn Mon, Dec 7, 2026 at 9:00 AM Ann <a@x.test> wrote:\n> Fwd stuff\n",
+            "Re: Fwd: Order",
+            "Thanks!",
+        ),
+        # A forward keeps what was forwarded, by its subject or by its marker.
+        (OUTLOOK_TEXT, "FW: Your invoice", OUTLOOK_TEXT.strip()),
+        (OUTLOOK_TEXT, "WG: Ihre Rechnung", OUTLOOK_TEXT.strip()),
+        (OUTLOOK_TEXT, "Re: Your invoice", "The invoice is wrong."),
+        (
+            "---------- Forwarded message ---------\nFrom: A <a@x.test>\nDate: Mon\n"
+            "Subject: S\nTo: <b@x.test>\n\nThe forwarded text.\n",
+            "",
+            "---------- Forwarded message ---------\nFrom: A <a@x.test>\nDate: Mon\n"
+            "Subject: S\nTo: <b@x.test>\n\nThe forwarded text.",
+        ),
+    ],
+)
+def test_forwards_keep_what_was_forwarded(text: str, subject: str, shown: str) -> None:
+    assert parse.strip_reply(text, subject) == shown

@@ -64,6 +64,11 @@ _AUTO_SUBJECT = re.compile(
     r"abwesenheitsnotiz|absence|réponse automatique)\b",
     re.IGNORECASE,
 )
+# A forward: its subject's prefix (English, German, French, Spanish/Italian, Dutch), or the
+# line that Gmail ("---------- Forwarded message ---------") or Apple Mail ("Begin forwarded
+# message:") puts above what was forwarded.
+_FORWARD_SUBJECT = re.compile(r"^\s*(fwd?|wg|tr|rv|doorgestuurd)\s*:", re.IGNORECASE)
+_FORWARD_MARKER = re.compile(r"-+\s*forwarded message\s*-+|begin forwarded message:", re.IGNORECASE)
 _ID_TOKEN = re.compile(r"<([^<>\s]+)>")
 _REPLY_ADDRESS = re.compile(r"^reply\+([a-z0-9]{8,32})@(.+)$")
 
@@ -260,9 +265,13 @@ def html_to_text(html: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-def strip_reply(text: str) -> str:
+def strip_reply(text: str, subject: str = "") -> str:
     """The new text of a reply: without the quoted history and the signature. A message that
-    is all quote (a bare forward) keeps its whole text."""
+    is all quote keeps its whole text, and so does a forward (by its subject, `Fwd:`, or its
+    marker line, Gmail's and Apple Mail's): what was forwarded is what the sender wants
+    read, and the reply parser takes it for quoted history."""
+    if _FORWARD_SUBJECT.match(subject):
+        return text.strip()
     try:
         replies = _read_replies(text).replies
         stripped = replies[0].content if replies else None
@@ -270,7 +279,9 @@ def strip_reply(text: str) -> str:
             stripped = replies[0].body
     except Exception:  # the parser's regular expressions on hostile input: keep it all
         return text.strip()
-    return (stripped or text).strip()
+    shown = (stripped or text).strip()
+    last_line = shown.rsplit("\n", 1)[-1]
+    return text.strip() if _FORWARD_MARKER.fullmatch(last_line.strip()) else shown
 
 
 def parse(raw: bytes) -> InboundMail:
@@ -313,7 +324,7 @@ def parse(raw: bytes) -> InboundMail:
         subject=subject,
         text=text,
         html=html,
-        reply=strip_reply(text) if text else "",
+        reply=strip_reply(text, subject) if text else "",
         files=tuple(files),
         auto_reply=_is_auto_reply(msg, subject),
         bounce=_is_bounce(msg, address),
