@@ -344,3 +344,38 @@ async def test_the_endpoint_answers_429_to_a_flooding_sender(
         assert 1 <= int(response.headers["Retry-After"]) <= 60
     finally:
         del app.state.mail_sender_limiter
+
+
+async def test_the_sender_limit_holds_across_ways_in_and_processes(
+    app: FastAPI, app_db: Database, world: World, api: httpx.AsyncClient
+) -> None:
+    # The listener and the endpoint each with a limiter of their own (as two processes
+    # have): the counts are the database's, so the second message is refused either way.
+    request: Any = Request(app)
+    settings = api_settings(request)
+    handler = InboundHandler(
+        app_db,
+        storage_of(request),
+        files.Limits(settings.attachment_max_bytes, settings.attachment_types),
+        mail_settings(request),
+        inbound.SenderLimiter("1/minute", app_db),
+    )
+    server = await start_listener(handler, "127.0.0.1", 0)
+    port = int(server.sockets[0].getsockname()[1])
+    app.state.mail_sender_limiter = inbound.SenderLimiter("1/minute", app_db)
+    try:
+        to = await address_of(app_db, world.app_id)
+        first = corpus.plain("one", message_id="way1@x", to=to)
+        assert await asyncio.to_thread(send, port, "jane@example.com", [to], first) == {}
+        second = {"message": ("b.eml", corpus.plain("two", message_id="way2@x"), "message/rfc822")}
+        response = await api.post("/ext/apps/$self_app/email/inbound", files=second)
+        error(response, 429, "Throttled")
+        third = corpus.plain("three", message_id="way3@x", to=to)
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            await asyncio.to_thread(send, port, "jane@example.com", [to], third)
+        assert refused.value.smtp_code == 451  # the sending server retries later
+        assert len(await conversations_of(app_db, world.app_id)) == 1
+    finally:
+        del app.state.mail_sender_limiter
+        server.close()
+        await server.wait_closed()
