@@ -145,7 +145,14 @@ def test_the_imap_command_polls_once(
         assert created.exit_code == 0, created.output
         app_id = json.loads(created.stdout)["app"]
         mailbox = Mailbox(holder["server"], unused_tcp_port)
-        loop.call_soon_threadsafe(mailbox.deliver, corpus.plain("By IMAP", message_id="cli1@x"))
+        delivered = threading.Event()
+
+        def deliver() -> None:
+            mailbox.deliver(corpus.plain("By IMAP", message_id="cli1@x"))
+            delivered.set()
+
+        loop.call_soon_threadsafe(deliver)  # in the server's thread, and waited for
+        assert delivered.wait(10)
         monkeypatch.setenv("THREADLINE_DATA_DIR", str(tmp_path / "data"))
         monkeypatch.setenv("THREADLINE_IMAP_HOST", "127.0.0.1")
         monkeypatch.setenv("THREADLINE_IMAP_PORT", str(unused_tcp_port))
