@@ -19,7 +19,7 @@ DOMAIN = "threadline.localhost"
 
 
 def test_existing_apps_get_a_random_key(db_url: str) -> None:
-    downgrade(db_url, "0020")
+    downgrade(db_url, "0021")
 
     async def before() -> list[int]:
         db = Database(db_url)

@@ -1,8 +1,8 @@
 """the e-mail channel: each app's random inbound key, the participants of e-mail
 conversations, per-sender counts shared between processes
 
-Revision ID: 0021
-Revises: 0020
+Revision ID: 0022
+Revises: 0021
 Create Date: 2026-12-07 13:00:00
 
 `email_app_keys`: the key of each app's default inbound address
@@ -24,8 +24,8 @@ from alembic import op
 
 import threadline.db.types
 
-revision: str = "0021"
-down_revision: str | None = "0020"
+revision: str = "0022"
+down_revision: str | None = "0021"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
