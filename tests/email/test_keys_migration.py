@@ -1,4 +1,4 @@
-"""Revision 0021 on a database with apps, down and up again: every existing app gets a
+"""Revision 0022 on a database with apps, down and up again: every existing app gets a
 random inbound key of its own; an app made later gets one on first use."""
 
 from __future__ import annotations
