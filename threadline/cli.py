@@ -528,6 +528,46 @@ def smtp(
         asyncio.run(run_listener(settings.database_url, host, port))
 
 
+@cli.command()
+def imap(
+    app: Annotated[int | None, typer.Option(help="The app the mail goes to.")] = None,
+    once: Annotated[bool, typer.Option(help="Poll once, print what came, and stop.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Take the mail of an existing mailbox by IMAP into an app (THREADLINE_IMAP_HOST,
+    THREADLINE_IMAP_USER, THREADLINE_IMAP_PASSWORD, THREADLINE_IMAP_APP, ...), every
+    THREADLINE_IMAP_POLL_SECONDS until interrupted."""
+    import logging.config
+
+    from threadline.channels.email import imap as imap_poller
+    from threadline.logs import logging_config
+
+    logging.config.dictConfig(logging_config())
+    settings = _settings(database_url)
+    imap_settings = imap_poller.ImapSettings()
+    if app is not None:
+        imap_settings = imap_settings.model_copy(update={"imap_app": app})
+    if not imap_settings.imap_host or imap_settings.imap_app is None:
+        out.print("[red]error:[/red] set THREADLINE_IMAP_HOST and THREADLINE_IMAP_APP (or --app)")
+        raise typer.Exit(1)
+    where = f"{imap_settings.imap_host}:{imap_settings.imap_port}/{imap_settings.imap_mailbox}"
+    with reported(settings.database_url), contextlib.suppress(KeyboardInterrupt):
+        if once:
+            polled = asyncio.run(imap_poller.run_once(settings.database_url, imap_settings))
+            out.print(
+                json.dumps(
+                    {
+                        "received": [r.outcome for r in polled.received],
+                        "unreadable": polled.refused,
+                        "left": polled.left,
+                    }
+                )
+            )
+            return
+        out.print(f"IMAP {where} into app {imap_settings.imap_app}")
+        asyncio.run(imap_poller.run(settings.database_url, imap_settings))
+
+
 def _show(drift: Drift | IndexDrift) -> str:
     if isinstance(drift, IndexDrift):
         return drift.describe()

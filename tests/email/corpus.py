@@ -249,3 +249,31 @@ def html_only(message_id: str = "html1@example.com") -> bytes:
         message_id=message_id,
     )
     return msg.as_bytes()
+
+
+FORWARDED_TEXT = "Your order 42 was cancelled because the card was declined."
+
+
+def inline_forward(shape: str, message_id: str = "ifwd1@example.com") -> bytes:
+    """A forward written into the text, as mailers do by default: Gmail's marker line,
+    Apple Mail's, or Outlook's header block under an `FW:` subject."""
+    header_block = (
+        "From: Shop <orders@shop.example>\n"
+        "Date: Mon, Dec 7, 2026 at 9:00 AM\n"
+        "Subject: Your order 42\n"
+        "To: <jane@example.com>\n\n"
+        f"{FORWARDED_TEXT}\n"
+    )
+    subject = "Fwd: Your order 42"
+    if shape == "gmail":
+        text = f"Why was this cancelled?\n\n---------- Forwarded message ---------\n{header_block}"
+    elif shape == "apple":
+        text = f"Why was this cancelled?\n\nBegin forwarded message:\n\n{header_block}"
+    else:
+        text = (
+            "Why was this cancelled?\n\n________________________________\n"
+            "From: Shop <orders@shop.example>\nSent: Monday, December 7, 2026 9:00 AM\n"
+            f"To: Jane <jane@example.com>\nSubject: Your order 42\n\n{FORWARDED_TEXT}\n"
+        )
+        subject = "FW: Your order 42"
+    return plain(text, message_id=message_id, subject=subject)

@@ -182,11 +182,18 @@ async def _merge_body(request: Request, raw: RawParams) -> None:
         raise BadRequest(f"body: unsupported content type {content_type}")
 
 
+# A route that takes larger files (a raw e-mail message) sets its own limit here, in a
+# dependency that runs before the body is read.
+MULTIPART_LIMIT_SCOPE_KEY = "threadline.max_multipart_bytes"
+
+
 def max_multipart_bytes(request: Request) -> int:
     """A file of the largest accepted size, plus room for the other fields."""
     settings = getattr(request.app.state, "api_settings", None)
     max_file = getattr(settings, "attachment_max_bytes", 0)
-    return int(max_file) + MAX_PLAIN_BODY_BYTES
+    default = int(max_file) + MAX_PLAIN_BODY_BYTES
+    override = request.scope.get(MULTIPART_LIMIT_SCOPE_KEY)
+    return max(default, override) if isinstance(override, int) else default
 
 
 async def raw_params(request: Request) -> RawParams:

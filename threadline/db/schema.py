@@ -641,6 +641,45 @@ email_messages = Table(
     Index("uq_email_messages_app_id_message_id", "app_id", "message_id", unique=True),
 )
 
+# Each app's inbound key: mail to `<key>@<THREADLINE_MAIL_DOMAIN>` reaches the app. Random, so
+# that no one reaches an app's inbox by guessing (an app's id is a small number).
+email_app_keys = Table(
+    "email_app_keys",
+    metadata,
+    Column("app_id", BigId, ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(32), nullable=False),
+    Index("uq_email_app_keys_key", "key", unique=True),
+)
+
+# The addresses that were on an e-mail conversation's messages (From, To, Cc), lower-cased,
+# Threadline's own left out: a reply from one of them (a colleague the user copied) joins
+# the conversation; one from anyone else starts a conversation of its own.
+email_participants = Table(
+    "email_participants",
+    metadata,
+    Column(
+        "conversation_id",
+        BigId,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("address", String(320), primary_key=True),
+    _app_id(),
+)
+
+# Inbound messages counted per (app, sender, limit) and fixed window, so that the per-sender
+# limit holds across processes (threadline.channels.email.senders) when there is no Redis.
+email_sender_counts = Table(
+    "email_sender_counts",
+    metadata,
+    Column("key", String(400), primary_key=True),
+    # the window's start, Unix seconds
+    Column("window_start", BigInteger, primary_key=True),
+    Column("hits", Integer, nullable=False),
+    Column("expires", UTCDateTime, nullable=False),
+    Index("ix_email_sender_counts_expires", "expires"),
+)
+
 # Open realtime streams, one row per stream and per key it counts under (a token's digest,
 # a client address), when the deployment counts them in the database (PostgreSQL without
 # Redis: threadline.events.slots). Each is a lease its process renews; expired rows are a

@@ -16,7 +16,8 @@ from threadline.conversations import service as conversations
 from threadline.core import events as ev
 from threadline.core.errors import InvalidParameter, LookupFailed, NotFound
 from threadline.db.engine import Database
-from threadline.db.schema import email_contacts, users
+from threadline.db.schema import conversations as conversations_t
+from threadline.db.schema import email_contacts, email_participants, users
 
 MAX_SITE_USER_ID_CHARS = 255
 
@@ -91,8 +92,18 @@ async def erase(db: Database, app_id: int, ref: int | str) -> list[int]:
             .where(users.c.id == row.id, users.c.app_id == app_id)
             .values(props={}, user_id=None, removed=row.removed or utcnow())
         )
-        # The e-mail addresses that led to the user are forgotten with them.
+        # The e-mail addresses that led to the user are forgotten with them, and those
+        # their conversations were written to (colleagues they copied).
         await conn.execute(email_contacts.delete().where(email_contacts.c.user_id == row.id))
+        await conn.execute(
+            email_participants.delete().where(
+                email_participants.c.conversation_id.in_(
+                    select(conversations_t.c.id).where(
+                        conversations_t.c.app_id == app_id, conversations_t.c.user_id == row.id
+                    )
+                )
+            )
+        )
     removed: list[int] = []
     # Two passes: a conversation whose start raced with the erasure is caught by the second.
     for _ in range(2):

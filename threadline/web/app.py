@@ -21,13 +21,13 @@ from threadline.web import docs, health
 from threadline.web.failures import RequestGuard
 from threadline.web.headers import HtmlSecurityHeaders
 from threadline.web.logs import install_redaction
-from threadline.web.shared import open_shared_redis
+from threadline.web.shared import SharedRedis, open_shared_redis
 from threadline.webhooks import routes as webhooks
 from threadline.webhooks.worker import start_worker
 from threadline.widget import routes as widget
 
 
-async def start_smtp(app: FastAPI) -> asyncio.Server | None:
+async def start_smtp(app: FastAPI, shared: SharedRedis | None) -> asyncio.Server | None:
     """The SMTP listener, in the server's own loop, when THREADLINE_SMTP_PORT is set."""
     from threadline.api.state import app_storage
     from threadline.channels.email.inbound import MailSettings
@@ -36,7 +36,7 @@ async def start_smtp(app: FastAPI) -> asyncio.Server | None:
     mail = MailSettings()
     if mail.smtp_port is None:
         return None
-    handler = handler_from_settings(app.state.db, app_storage(app))
+    handler = handler_from_settings(app.state.db, app_storage(app), shared)
     return await start_listener(handler, mail.smtp_host, mail.smtp_port)
 
 
@@ -60,10 +60,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             app.state.webhooks = await start_worker(app.state.db, app.state.realtime)
             shared = await open_shared_redis(app.state.db, settings.redis_url)
+            app.state.shared_redis = shared
             if shared is not None:
                 app.state.login_guard.redis = RedisAttempts(shared.client, shared.namespace)
                 app.state.realtime.slots = RedisSlots(shared.client, shared.namespace)
-            smtp = await start_smtp(app)
+            smtp = await start_smtp(app, shared)
             try:
                 yield
             finally:

@@ -15,7 +15,12 @@ from threadline.api.auth import AS_USER, WRITE, AdminCaller, Caller, ManagerCall
 from threadline.api.common import AppPath, Params, path_id
 from threadline.api.envelope import respond
 from threadline.api.errors import InvalidParameter, Throttled
-from threadline.api.params import ApiParams, describe
+from threadline.api.params import (
+    MAX_PLAIN_BODY_BYTES,
+    MULTIPART_LIMIT_SCOPE_KEY,
+    ApiParams,
+    describe,
+)
 from threadline.api.schemas import Empty, Envelope, Id
 from threadline.api.state import api_settings, storage_of
 from threadline.attachments import service as files
@@ -51,12 +56,27 @@ def mail_settings(request: Request) -> inbound.MailSettings:
 
 
 def sender_limiter(request: Request) -> inbound.SenderLimiter:
+    """The app's per-sender limit: counted in the deployment's Redis when it has one (set up
+    by the lifespan), else in the database; shared by every process either way."""
     limiter = getattr(request.app.state, "mail_sender_limiter", None)
     if limiter is None:
-        spec = mail_settings(request).mail_sender_limit
-        limiter = request.app.state.mail_sender_limiter = inbound.SenderLimiter(spec)
+        shared = getattr(request.app.state, "shared_redis", None)
+        limiter = request.app.state.mail_sender_limiter = inbound.SenderLimiter(
+            mail_settings(request).mail_sender_limit,
+            request.app.state.db,
+            shared.client if shared is not None else None,
+            shared.namespace if shared is not None else "threadline",
+        )
     assert isinstance(limiter, inbound.SenderLimiter)
     return limiter
+
+
+def message_sized_body(request: Request) -> None:
+    """A raw message may be larger than an attachment (it carries one, base64-encoded): the
+    request body may be as large as `THREADLINE_MAIL_MAX_MESSAGE_BYTES` allows."""
+    request.scope[MULTIPART_LIMIT_SCOPE_KEY] = (
+        mail_settings(request).mail_max_message_bytes + MAX_PLAIN_BODY_BYTES
+    )
 
 
 def received_out(received: inbound.Received) -> ReceivedOut:
@@ -72,6 +92,8 @@ def received_out(received: inbound.Received) -> ReceivedOut:
     "/apps/{app}/email/inbound",
     response_model=Envelope[ReceivedOut],
     summary="Receive an e-mail",
+    # Before the caller's dependency, which reads the body.
+    dependencies=[Depends(message_sized_body)],
     openapi_extra=describe(
         ApiParams, body=True, files={"message": "The raw RFC 5322 message (multipart only)."}
     ),
@@ -82,17 +104,18 @@ async def receive_email(
     """Takes a raw message as a mail relay or a provider's inbound hook hands it over, as
     the SMTP listener does: `outcome` is `started` (a new `incoming_email` conversation),
     `replied`, `auto_reply`, `duplicate` (the Message-ID was received before) or `ignored`
-    (`reason`: `loop`, `bounce`, `auto_reply`)."""
+    (`reason`: `loop`, `bounce`, `auto_reply`). A message may be as large as
+    `THREADLINE_MAIL_MAX_MESSAGE_BYTES`; each of its files is held to the attachment limit
+    (a larger one is left out and named in `body_json.email.refused_files`)."""
     app_id = caller.app(app)
     upload = uploads.files.get("message")
     if not isinstance(upload, UploadFile):
         raise InvalidParameter("message", "send the raw message as the multipart file `message`")
     settings = api_settings(request)
-    raw = await upload.read(settings.attachment_max_bytes + 1)
-    if len(raw) > settings.attachment_max_bytes:
-        raise InvalidParameter(
-            "message", f"the message is larger than {settings.attachment_max_bytes} bytes"
-        )
+    max_message = mail_settings(request).mail_max_message_bytes
+    raw = await upload.read(max_message + 1)
+    if len(raw) > max_message:
+        raise InvalidParameter("message", f"the message is larger than {max_message} bytes")
     limits = files.Limits(settings.attachment_max_bytes, settings.attachment_types)
     try:
         received = await inbound.receive(
@@ -120,7 +143,8 @@ def _address_out(address: inbound.Address) -> AddressOut:
     openapi_extra=describe(ApiParams, body=False),
 )
 async def list_addresses(app: AppPath, caller: AdminCaller, request: Request) -> Response:
-    """The default `<app id>@<THREADLINE_MAIL_DOMAIN>` first, then those added."""
+    """The default `<app key>@<THREADLINE_MAIL_DOMAIN>` first (the key is random, made
+    once per app), then those added."""
     rows = await inbound.list_addresses(
         caller.db, caller.app(app), mail_settings(request).mail_domain
     )

@@ -10,22 +10,25 @@ Automatic answers (out-of-office, `Auto-Submitted`) in a known conversation are 
 an `auto_reply` part by the system: the spec's content part that is no reply, so it
 neither reopens the conversation nor counts as the user's answer. One that answers no known
 conversation is ignored, as are bounces and mail from Threadline's own addresses (loops).
+
+Who may write in a conversation by mail: its user (by any address that leads to them), and
+the people its messages were written to (To, Cc: `email_participants`), such as a colleague
+the user copied. A participant's reply is the user's side answering (a user reply), with
+the participant named as its sender (`body_json.email.from`, their own user). Anyone else
+who answers the thread (a forward reached them) starts a conversation of their own, which
+names the one they answered (`body_json.email.answers`): no one writes in a user's name by
+knowing a Message-ID or a reply address.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 import secrets
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from limits import RateLimitItem, parse_many
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
-from limits.storage import storage_from_string
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -36,6 +39,8 @@ from threadline.apps.service import utcnow
 from threadline.attachments import service as files
 from threadline.attachments.storage import Storage
 from threadline.channels.email.parse import InboundMail, MalformedMail, parse
+from threadline.channels.email.senders import SenderLimiter as SenderLimiter
+from threadline.channels.email.senders import SenderThrottled as SenderThrottled
 from threadline.conversations import service as conversations
 from threadline.conversations.repository import ConversationRepository
 from threadline.core import events as ev
@@ -46,25 +51,29 @@ from threadline.core.model import Attachment, Author, JSONObject
 from threadline.core.rules import MAX_BODY_CHARS
 from threadline.db.engine import Database
 from threadline.db.schema import (
-    apps,
-    email_addresses,
-    email_contacts,
-    email_messages,
-    email_threads,
-    users,
+    conversations as conversations_table,
 )
 from threadline.db.schema import (
-    conversations as conversations_table,
+    email_addresses,
+    email_app_keys,
+    email_contacts,
+    email_messages,
+    email_participants,
+    email_threads,
+    users,
 )
 
 # HTML larger than this is not copied into the part (the original message keeps it).
 MAX_KEPT_HTML_CHARS = 256 * 1024
+# The addresses of one message recorded as a conversation's participants (a mail to
+# hundreds of people is not a conversation with each).
+MAX_PARTICIPANTS_PER_MESSAGE = 50
 
 
 class MailSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="THREADLINE_", extra="ignore")
 
-    # Apps receive mail at `<app id>@<mail_domain>`; replies at `reply+<token>@<mail_domain>`.
+    # Apps receive mail at `<app key>@<mail_domain>`; replies at `reply+<token>@<mail_domain>`.
     mail_domain: str = "threadline.localhost"
     smtp_host: str = "127.0.0.1"
     # `threadline serve` runs the SMTP listener when this is set.
@@ -72,6 +81,10 @@ class MailSettings(BaseSettings):
     # Messages one sender may send to one app (the `limits` notation); empty: no limit.
     # A person writes a few mails an hour; a loop or a flood sends hundreds.
     mail_sender_limit: str = "20/minute;200/hour"
+    # The largest message taken, by SMTP (552 beyond) or the inbound endpoint: room for a
+    # file of the attachment limit (25 MiB) base64-encoded (a third more), and its text.
+    # The original message is kept as a download up to this size too.
+    mail_max_message_bytes: int = 40 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,43 +98,36 @@ class Received:
     reason: str | None = None
 
 
-class SenderThrottled(Exception):
-    """The sender has sent too many messages to the app; retry after `retry_after` s."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"too many messages from this sender, retry in {retry_after} s")
-        self.retry_after = retry_after
-
-
-class SenderLimiter:
-    """Messages per (app, sender address), in memory (one process)."""
-
-    def __init__(self, spec: str) -> None:
-        self.items: list[RateLimitItem] = parse_many(spec) if spec.strip() else []
-        self.storage: Any = storage_from_string("async+memory://")
-        self.limiter = SlidingWindowCounterRateLimiter(self.storage)
-
-    async def hit(self, app_id: int, sender: str) -> None:
-        for item in self.items:
-            if not await self.limiter.hit(item, "email-sender", str(app_id), sender):
-                stats = await self.limiter.get_window_stats(
-                    item, "email-sender", str(app_id), sender
-                )
-                raise SenderThrottled(max(1, math.ceil(stats.reset_time - time.time())))
-
-
 def write_key(message_id: str) -> int:
     """The conversation service's idempotency key of a message: from its Message-ID."""
     digest = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big") & (2**63 - 1) or 1
 
 
-def default_address(app_id: int, domain: str) -> str:
-    return f"{app_id}@{domain.lower()}"
+def default_address(key: str, domain: str) -> str:
+    return f"{key}@{domain.lower()}"
 
 
 def _insert(conn: AsyncConnection) -> Any:
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+async def app_key(db: Database, app_id: int) -> str:
+    """The key of the app's default address (`<key>@<domain>`): random (lower-case hex, as
+    mail systems may change the case of a local part), made on first use; apps that existed
+    before it was introduced got theirs from migration 0021."""
+    query = select(email_app_keys.c.key).where(email_app_keys.c.app_id == app_id)
+    async with db.read() as conn:
+        found = (await conn.execute(query)).scalar_one_or_none()
+    if found is not None:
+        return str(found)
+    async with db.write() as conn:
+        await conn.execute(
+            _insert(conn)(email_app_keys)
+            .values(app_id=app_id, key=secrets.token_hex(10))
+            .on_conflict_do_nothing(index_elements=["app_id"])
+        )
+        return str((await conn.execute(query)).scalar_one())
 
 
 async def app_of_recipient(db: Database, address: str, domain: str) -> int | None:
@@ -131,11 +137,10 @@ async def app_of_recipient(db: Database, address: str, domain: str) -> int | Non
     local, _, host = address.rpartition("@")
     async with db.read() as conn:
         if host == domain.lower():
-            if local.isascii() and local.isdigit() and len(local) < 19:
-                query = select(apps.c.id).where(apps.c.id == int(local))
-                found = (await conn.execute(query)).scalar_one_or_none()
-                if found is not None:
-                    return int(found)
+            query = select(email_app_keys.c.app_id).where(email_app_keys.c.key == local)
+            found = (await conn.execute(query)).scalar_one_or_none()
+            if found is not None:
+                return int(found)
             if local.startswith("reply+"):
                 query = select(email_threads.c.app_id).where(
                     email_threads.c.reply_token == local.removeprefix("reply+")
@@ -191,6 +196,77 @@ async def _thread(conn: AsyncConnection, app_id: int, mail: InboundMail, domain:
     )
     by_id = {row.message_id: int(row.conversation_id) for row in await conn.execute(query)}
     return next((by_id[i] for i in ids if i in by_id), None)
+
+
+async def _standing(
+    conn: AsyncConnection, app_id: int, conversation_id: int, address: str
+) -> tuple[str, int] | None:
+    """Who `address` is in the conversation: (`user`, the conversation's user) when it leads
+    to its user (their contact address, or their `$email`); (`participant`, 0) when a message
+    of the conversation was written to it or sent from it; None: a stranger to it."""
+    user_id = (
+        await conn.execute(
+            select(conversations_table.c.user_id).where(
+                conversations_table.c.id == conversation_id,
+                conversations_table.c.app_id == app_id,
+            )
+        )
+    ).scalar_one()
+    contact = (
+        await conn.execute(
+            select(email_contacts.c.user_id).where(
+                email_contacts.c.app_id == app_id, email_contacts.c.address == address
+            )
+        )
+    ).scalar_one_or_none()
+    if contact is not None and int(contact) == int(user_id):
+        return "user", int(user_id)
+    props = (
+        await conn.execute(select(users.c.props).where(users.c.id == user_id))
+    ).scalar_one_or_none()
+    email = props.get("$email") if isinstance(props, dict) else None
+    if isinstance(email, str) and email.strip().lower() == address:
+        return "user", int(user_id)
+    participant = (
+        await conn.execute(
+            select(email_participants.c.address).where(
+                email_participants.c.conversation_id == conversation_id,
+                email_participants.c.address == address,
+            )
+        )
+    ).first()
+    return ("participant", 0) if participant is not None else None
+
+
+async def _add_participants(
+    db: Database, app_id: int, conversation_id: int, mail: InboundMail, domain: str
+) -> None:
+    """The sender and the To/Cc addresses become the conversation's participants, but for
+    Threadline's own addresses (its domain, and those an app receives at)."""
+    wanted = [
+        a
+        for a in dict.fromkeys((mail.from_address, *mail.copied))
+        if a.rpartition("@")[2] != domain
+    ][:MAX_PARTICIPANTS_PER_MESSAGE]
+    if not wanted:
+        return
+    async with db.write() as conn:
+        ours = {
+            str(a)
+            for a in (
+                await conn.execute(
+                    select(email_addresses.c.address).where(email_addresses.c.address.in_(wanted))
+                )
+            ).scalars()
+        }
+        for address in wanted:
+            if address in ours:
+                continue
+            await conn.execute(
+                _insert(conn)(email_participants)
+                .values(conversation_id=conversation_id, address=address, app_id=app_id)
+                .on_conflict_do_nothing(index_elements=["conversation_id", "address"])
+            )
 
 
 async def _user_for(db: Database, app_id: int, address: str, name: str) -> int:
@@ -306,6 +382,7 @@ async def _store_files(
     conversation_id: int | None,
     mail: InboundMail,
     raw: bytes,
+    max_original_bytes: int,
 ) -> _Stored:
     stored = _Stored([], [], None, {})
     # Mail carries mail: a forwarded message is always taken (within the size limit).
@@ -330,7 +407,7 @@ async def _store_files(
         stored.attachments.append(kept)
         if item.content_id:
             stored.inline[item.content_id] = kept.id
-    if len(raw) <= limits.max_bytes:
+    if len(raw) <= max_original_bytes:
         stored.original = await files.store(
             db,
             storage,
@@ -343,14 +420,24 @@ async def _store_files(
     return stored
 
 
-def _body_json(mail: InboundMail, stored: _Stored) -> JSONObject:
+def _body_json(
+    mail: InboundMail, stored: _Stored, sender: int | None, answers: int | None
+) -> JSONObject:
+    """`from.user`: the sender's own user (the conversation's user, or the participant who
+    wrote; none for an automatic answer). `answers`: the conversation a stranger to it
+    answered, when this one was started for them instead."""
+    sent_by: dict[str, Any] = {"address": mail.from_address, "name": mail.from_name}
+    if sender is not None:
+        sent_by["user"] = sender
     email: dict[str, Any] = {
         "message_id": mail.message_id,
         "subject": mail.subject,
-        "from": {"address": mail.from_address, "name": mail.from_name},
+        "from": sent_by,
         "to": list(mail.recipients),
         "text": mail.text[:MAX_BODY_CHARS],
     }
+    if answers is not None:
+        email["answers"] = answers
     if mail.html is not None and len(mail.html) <= MAX_KEPT_HTML_CHARS:
         email["html"] = mail.html
     if stored.original is not None:
@@ -441,6 +528,9 @@ async def receive(
             return known
         own = await _is_own(conn, mail.from_address, domain)
         conversation_id = await _thread(conn, app_id, mail, domain)
+        standing = None
+        if conversation_id is not None and not (own or mail.bounce or mail.auto_reply):
+            standing = await _standing(conn, app_id, conversation_id, mail.from_address)
     reason = (
         "loop"
         if own
@@ -455,14 +545,31 @@ async def receive(
         return Received("ignored", reason=reason)
     if limiter is not None:
         await limiter.hit(app_id, mail.from_address)
-    stored = await _store_files(db, storage, limits, app_id, conversation_id, mail, raw)
-    kept = [*stored.attachments, *([stored.original] if stored.original else [])]
-    event = _event(mail, _body_json(mail, stored), tuple(f.attachment for f in stored.attachments))
+    answers: int | None = None
+    if conversation_id is not None and standing is None and not mail.auto_reply:
+        # A stranger to the conversation answered it: a conversation of their own.
+        answers, conversation_id = conversation_id, None
     user_id: int | None = None
+    sender: int | None = None
+    if conversation_id is None:
+        user_id = sender = await _user_for(db, app_id, mail.from_address, mail.from_name)
+    elif standing is not None and standing[0] == "user":
+        sender = standing[1]
+    elif standing is not None:  # a participant: known by their own user
+        sender = await _user_for(db, app_id, mail.from_address, mail.from_name)
+    stored = await _store_files(
+        db, storage, limits, app_id, conversation_id, mail, raw, settings.mail_max_message_bytes
+    )
+    kept = [*stored.attachments, *([stored.original] if stored.original else [])]
+    event = _event(
+        mail,
+        _body_json(mail, stored, sender, answers),
+        tuple(f.attachment for f in stored.attachments),
+    )
     try:
         if conversation_id is None:
             assert isinstance(event, ev.UserReply)
-            user_id = await _user_for(db, app_id, mail.from_address, mail.from_name)
+            assert user_id is not None
             outcome = await conversations.start_by_user(
                 db,
                 app_id,
@@ -490,6 +597,8 @@ async def receive(
         for item in kept:
             await files.link(db, item, state.id)
         await reply_token(db, app_id, state.id)
+    if not mail.auto_reply:
+        await _add_participants(db, app_id, state.id, mail, domain)
     part_id = outcome.parts[-1].id if outcome.parts else None
     result = (
         "auto_reply" if mail.auto_reply else "started" if conversation_id is None else "replied"
@@ -525,10 +634,11 @@ async def list_addresses(db: Database, app_id: int, domain: str) -> list[Address
         .where(email_addresses.c.app_id == app_id)
         .order_by(email_addresses.c.id)
     )
+    key = await app_key(db, app_id)
     async with db.read() as conn:
         rows = list(await conn.execute(query))
     return [
-        Address(None, default_address(app_id, domain), True),
+        Address(None, default_address(key, domain), True),
         *(Address(int(r.id), str(r.address), False) for r in rows),
     ]
 

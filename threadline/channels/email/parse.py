@@ -15,13 +15,47 @@ from email import policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import getaddresses, parseaddr
+from typing import Any
 
 import nh3
 from mailparser_reply import EmailReplyParser
+from mailparser_reply import parser as _reply_parser
+from mailparser_reply.constants import OUTLOOK_MAIL_SEPARATOR
 
 # The languages mail-parser-reply knows reply headers ("On ... wrote:") and signatures of.
-_REPLY_LANGUAGES = ["en", "de", "fr", "es", "it", "nl", "pl", "sv", "da", "cs"]
-_REPLY_PARSER = EmailReplyParser(languages=_REPLY_LANGUAGES)
+# (Those it does not know are dropped, as its own parser does.)
+_REPLY_LANGUAGES: list[str] = EmailReplyParser(
+    languages=["en", "de", "fr", "es", "it", "nl", "pl", "sv", "da", "cs"]
+).languages
+_OUTLOOK_SEPARATOR = re.compile(f"([^\n]){OUTLOOK_MAIL_SEPARATOR}")
+
+
+class _ReplyMessage(_reply_parser.EmailMessage):  # type: ignore[misc]
+    """mail-parser-reply's message, with its text normalisation done as the library means it.
+
+    The library (1.36, the latest; upstream issue alfonsrv/mail-parser-reply#29) calls
+    `re.sub(pattern, repl, text, re.MULTILINE)`: the flag lands in `count` (8), which Python
+    3.13 deprecates with a `DeprecationWarning` at every message. Where warnings are errors
+    (the test suite) that failed every parse, so quotes were kept on 3.13 alone; elsewhere
+    it only capped the substitution at 8 separators. The pattern has no `^` or `$`, so the
+    flag changes nothing: here the same substitution runs on the whole text. The rest of the
+    library (reply headers, signatures, disclaimers, splitting) is used unchanged. Drop this
+    class once a release calls `re.sub` rightly.
+    """
+
+    text: str
+
+    def _normalize_text(self) -> None:
+        text = self.text.replace("\r\n", "\n")
+        text = "\n".join(line.strip() for line in text.split("\n"))
+        # A reply written right above an Outlook separator line is split from it.
+        self.text = _OUTLOOK_SEPARATOR.sub("\\1\n", text)
+
+
+def _read_replies(text: str) -> Any:
+    """The library's `EmailReplyParser.read`, with the message class above."""
+    return _ReplyMessage(text=text, languages=list(_REPLY_LANGUAGES)).read()
+
 
 # Subjects that mark an automatic answer when a mailer sets none of the headers for it
 # (older Outlook/Exchange out-of-office answers).
@@ -30,6 +64,11 @@ _AUTO_SUBJECT = re.compile(
     r"abwesenheitsnotiz|absence|réponse automatique)\b",
     re.IGNORECASE,
 )
+# A forward: its subject's prefix (English, German, French, Spanish/Italian, Dutch), or the
+# line that Gmail ("---------- Forwarded message ---------") or Apple Mail ("Begin forwarded
+# message:") puts above what was forwarded.
+_FORWARD_SUBJECT = re.compile(r"^\s*(fwd?|wg|tr|rv|doorgestuurd)\s*:", re.IGNORECASE)
+_FORWARD_MARKER = re.compile(r"-+\s*forwarded message\s*-+|begin forwarded message:", re.IGNORECASE)
 _ID_TOKEN = re.compile(r"<([^<>\s]+)>")
 _REPLY_ADDRESS = re.compile(r"^reply\+([a-z0-9]{8,32})@(.+)$")
 
@@ -66,6 +105,8 @@ class InboundMail:
     files: tuple[MailFile, ...]
     auto_reply: bool
     bounce: bool
+    # The addresses of its To and Cc headers (the people it was written to), lower-cased.
+    copied: tuple[str, ...] = ()
 
     def thread_ids(self) -> tuple[str, ...]:
         """The Message-IDs this one answers, the most direct first."""
@@ -224,17 +265,23 @@ def html_to_text(html: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-def strip_reply(text: str) -> str:
+def strip_reply(text: str, subject: str = "") -> str:
     """The new text of a reply: without the quoted history and the signature. A message that
-    is all quote (a bare forward) keeps its whole text."""
+    is all quote keeps its whole text, and so does a forward (by its subject, `Fwd:`, or its
+    marker line, Gmail's and Apple Mail's): what was forwarded is what the sender wants
+    read, and the reply parser takes it for quoted history."""
+    if _FORWARD_SUBJECT.match(subject):
+        return text.strip()
     try:
-        stripped = _REPLY_PARSER.parse_reply(text=text)
-        replies = _REPLY_PARSER.read(text=text).replies
+        replies = _read_replies(text).replies
+        stripped = replies[0].content if replies else None
         if replies and replies[0].body.strip():
             stripped = replies[0].body
     except Exception:  # the parser's regular expressions on hostile input: keep it all
         return text.strip()
-    return (stripped or text).strip()
+    shown = (stripped or text).strip()
+    last_line = shown.rsplit("\n", 1)[-1]
+    return text.strip() if _FORWARD_MARKER.fullmatch(last_line.strip()) else shown
 
 
 def parse(raw: bytes) -> InboundMail:
@@ -248,12 +295,15 @@ def parse(raw: bytes) -> InboundMail:
         raise MalformedMail("the message has no sender address (From)")
     subject = " ".join(_header(msg, "Subject").split())
     recipients: list[str] = []
+    copied: list[str] = []
     for header in ("To", "Cc", "Delivered-To", "X-Original-To", "Envelope-To"):
         values = [str(v) for v in msg.get_all(header, failobj=[])]
         for _, addr in getaddresses(values):
             addr = addr.strip().lower()
             if "@" in addr and addr not in recipients:
                 recipients.append(addr)
+            if "@" in addr and header in ("To", "Cc") and addr not in copied:
+                copied.append(addr)
     own_ids = message_ids(_header(msg, "Message-ID"))
     # A message without a Message-ID is named by its content, so a replay is still one.
     message_id = (
@@ -274,8 +324,9 @@ def parse(raw: bytes) -> InboundMail:
         subject=subject,
         text=text,
         html=html,
-        reply=strip_reply(text) if text else "",
+        reply=strip_reply(text, subject) if text else "",
         files=tuple(files),
         auto_reply=_is_auto_reply(msg, subject),
         bounce=_is_bounce(msg, address),
+        copied=tuple(copied),
     )

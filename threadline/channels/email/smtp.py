@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -22,10 +22,10 @@ from threadline.channels.email import inbound
 from threadline.core.errors import InvalidParameter
 from threadline.db.engine import Database
 
-log = logging.getLogger("threadline.channels.email.smtp")
+if TYPE_CHECKING:
+    from threadline.web.shared import SharedRedis
 
-# What mail servers commonly accept; a larger message is refused at DATA (552).
-DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+log = logging.getLogger("threadline.channels.email.smtp")
 
 
 class InboundHandler:
@@ -97,16 +97,18 @@ async def start_listener(
     port: int,
     *,
     hostname: str | None = None,
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    max_message_bytes: int | None = None,
 ) -> asyncio.Server:
-    """Listen on `host:port` in the running loop; `server.close()` stops it."""
+    """Listen on `host:port` in the running loop; `server.close()` stops it. A message
+    larger than `max_message_bytes` (default: `THREADLINE_MAIL_MAX_MESSAGE_BYTES`) is
+    refused at DATA (552), so its sender is told."""
     loop = asyncio.get_running_loop()
 
     def protocol() -> Any:
         return SMTP(
             handler,
             hostname=hostname or handler.settings.mail_domain,
-            data_size_limit=max_message_bytes,
+            data_size_limit=max_message_bytes or handler.settings.mail_max_message_bytes,
             enable_SMTPUTF8=True,
             decode_data=False,
             loop=loop,
@@ -115,18 +117,28 @@ async def start_listener(
     return await loop.create_server(protocol, host, port, reuse_port=True)
 
 
-def handler_from_settings(db: Database, data_dir_storage: Storage) -> InboundHandler:
-    """A handler with the deployment's settings (environment, prefix THREADLINE_)."""
+def handler_from_settings(
+    db: Database, data_dir_storage: Storage, shared: SharedRedis | None = None
+) -> InboundHandler:
+    """A handler with the deployment's settings (environment, prefix THREADLINE_); the
+    per-sender limit counts in `shared` (the deployment's Redis) when given, else in the
+    database."""
     from threadline.api.config import ApiSettings
 
     api = ApiSettings()
     settings = inbound.MailSettings()
+    limiter = inbound.SenderLimiter(
+        settings.mail_sender_limit,
+        db,
+        shared.client if shared is not None else None,
+        shared.namespace if shared is not None else "threadline",
+    )
     return InboundHandler(
         db,
         data_dir_storage,
         files.Limits(api.attachment_max_bytes, api.attachment_types),
         settings,
-        inbound.SenderLimiter(settings.mail_sender_limit),
+        limiter,
     )
 
 
@@ -134,12 +146,18 @@ async def run_listener(database_url: str, host: str, port: int) -> None:
     """`threadline smtp`: the listener alone, until cancelled."""
     from threadline.api.config import ApiSettings
     from threadline.attachments.storage import LocalStorage
+    from threadline.settings import Settings
+    from threadline.web.shared import open_shared_redis
 
     db = Database(database_url)
+    shared = None
     try:
+        shared = await open_shared_redis(db, Settings().redis_url)
         storage = LocalStorage(ApiSettings().data_dir / "attachments")
-        server = await start_listener(handler_from_settings(db, storage), host, port)
+        server = await start_listener(handler_from_settings(db, storage, shared), host, port)
         async with server:
             await server.serve_forever()
     finally:
+        if shared is not None:
+            await shared.close()
         await db.dispose()
