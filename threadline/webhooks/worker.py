@@ -299,6 +299,14 @@ class Worker(OutboxWorker):
         return await self.webhooks.send_due()
 
 
+def _channel_consumers(db: Database) -> list[Consumer]:
+    """The channels' consumers that are configured (e-mail replies: with a relay)."""
+    from threadline.channels.email.outbound import consumer_if_configured
+
+    found = consumer_if_configured(db)
+    return [] if found is None else [found]
+
+
 async def start_worker(db: Database, realtime: Any = None) -> Worker | None:
     """The in-process outbox worker of a server (None with `THREADLINE_WEBHOOK_WORKER=off`).
 
@@ -307,7 +315,7 @@ async def start_worker(db: Database, realtime: Any = None) -> Worker | None:
     settings = WebhookSettings()
     if settings.webhook_worker == "off":
         return None
-    worker = Worker(db, settings)
+    worker = Worker(db, settings, also=_channel_consumers(db))
     await worker.start()
     if realtime is not None:
         realtime.wakers.append(worker.wake)
@@ -323,7 +331,7 @@ async def run_worker(database_url: str, redis_url: str | None) -> None:
     from threadline.settings import Settings
 
     db = Database(database_url, sqlite_busy_timeout=Settings().sqlite_busy_timeout)
-    worker = Worker(db, WebhookSettings(webhook_worker="inline"))
+    worker = Worker(db, WebhookSettings(webhook_worker="inline"), also=_channel_consumers(db))
     settings = RealtimeSettings()
     channel = await channel_for(db, settings, database_url, redis_url)
     bus = make_bus(settings, database_url, redis_url, channel)
