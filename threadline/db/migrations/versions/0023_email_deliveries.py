@@ -1,7 +1,7 @@
 """operators' e-mail replies queued for the relay, with their delivery state
 
-Revision ID: 0022
-Revises: 0020
+Revision ID: 0023
+Revises: 0022
 Create Date: 2026-12-07 13:30:00
 
 `email_deliveries`: one row per operator's reply in an e-mail conversation, queued from the
@@ -19,8 +19,8 @@ from alembic import op
 
 import threadline.db.types
 
-revision: str = "0022"
-down_revision: str | None = "0020"
+revision: str = "0023"
+down_revision: str | None = "0022"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
