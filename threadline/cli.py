@@ -488,7 +488,8 @@ def serve(
 
 @cli.command()
 def worker(database_url: DatabaseUrl = None) -> None:
-    """Deliver webhooks, apart from the servers (run those with THREADLINE_WEBHOOK_WORKER=off).
+    """Run the outbox apart from the servers (run those with THREADLINE_WEBHOOK_WORKER=off):
+    deliver webhooks, and send operators' e-mail replies when a relay is configured.
 
     Runs until interrupted. On PostgreSQL any number may run: one delivers at a time.
     """
@@ -499,7 +500,7 @@ def worker(database_url: DatabaseUrl = None) -> None:
 
     logging.config.dictConfig(logging_config())
     settings = _settings(database_url)
-    out.print(f"Webhook worker on {_safe_url(settings.database_url)}")
+    out.print(f"Outbox worker on {_safe_url(settings.database_url)}")
     with reported(settings.database_url):
         asyncio.run(run_worker(settings.database_url, settings.redis_url))
 

@@ -51,6 +51,7 @@ def matrix(
         ("GET", f"/apps/{a}/channels", {}),
         ("GET", f"/conversations/{c}", {}),
         ("GET", f"/conversations/{c}/parts", {}),
+        ("GET", f"/ext/conversations/{c}/deliveries", {}),
         ("POST", f"/conversations/{c}/reply", {"body": "x"}),
         ("POST", f"/conversations/{c}/reply", {"body": "x", "from_user": "default_user"}),
         ("POST", f"/conversations/{c}/assign", {"admin": world.foreign_admin_id}),

@@ -9,7 +9,7 @@ from threadline.api.config import ApiSettings
 from threadline.api.envelope import install_error_handlers
 from threadline.api.errors import BadRequest
 from threadline.api.ratelimit import parse_limits
-from threadline.api.routes import apps, conversations, email, ext, inbox, users
+from threadline.api.routes import apps, conversations, deliveries, email, ext, inbox, users
 from threadline.api.schemas import error_responses
 from threadline.api.versioning import VersionPrefix
 
@@ -25,7 +25,7 @@ def register(app: FastAPI) -> None:
     parse_limits(settings.rate_limit)  # a bad THREADLINE_RATE_LIMIT fails at start, not later
     app.state.api_settings = settings
     install_error_handlers(app)
-    for module in (conversations, users, apps, ext, email, inbox, attachments):
+    for module in (conversations, users, apps, ext, email, deliveries, inbox, attachments):
         app.include_router(module.router, responses=_ERRORS)
     app.add_middleware(VersionPrefix)
     openapi.install(app)

@@ -680,6 +680,40 @@ email_sender_counts = Table(
     Index("ix_email_sender_counts_expires", "expires"),
 )
 
+# Operators' replies in e-mail conversations, sent by SMTP through the relay
+# (threadline.channels.email.outbound): one row per part, queued by the outbox worker from
+# the event log. `message_id` is fixed when queued, so every attempt carries the same one.
+email_deliveries = Table(
+    "email_deliveries",
+    metadata,
+    _id(),
+    _app_id(),
+    Column(
+        "conversation_id",
+        BigId,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("part_id", BigInteger, nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("message_id", String(998), nullable=False),
+    # `queued`, `sent` or `failed` (threadline.core.delivery).
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_attempt_at", UTCDateTime, nullable=True),
+    # The relay's SMTP code and answer to the last attempt (null code: no answer; the
+    # answer then says why), e.g. `250` `2.0.0 Ok: queued as 4Xz`, `550` `5.1.1 no such user`.
+    Column("relay_code", Integer, nullable=True),
+    Column("relay_answer", String(500), nullable=True),
+    Column("created", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Index("uq_email_deliveries_part_id", "part_id", unique=True),
+    # The oldest queued reply of a conversation goes first (threading order).
+    Index("ix_email_deliveries_order", "conversation_id", "status", "id"),
+    Index("ix_email_deliveries_due", "status", "next_attempt_at"),
+)
+
 # Open realtime streams, one row per stream and per key it counts under (a token's digest,
 # a client address), when the deployment counts them in the database (PostgreSQL without
 # Redis: threadline.events.slots). Each is a lease its process renews; expired rows are a

@@ -13,13 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.db.schema import webhook_deliveries as deliveries_t
 from threadline.db.schema import webhook_endpoints as endpoints_t
-from threadline.db.schema import webhook_state as state_t
 from threadline.events.repository import StoredEvent
+from threadline.outbox import cursor as outbox_cursor
 
 PENDING = "pending"
 DELIVERED = "delivered"
 DEAD = "dead"
 STATUSES = (PENDING, DELIVERED, DEAD)
+# The webhooks' cursor among the outbox consumers' (threadline.outbox.cursor).
 CURSOR_KEY = "deliveries"
 
 
@@ -162,23 +163,12 @@ def _insert(conn: AsyncConnection, table: Any) -> Any:
 
 
 async def cursor(conn: AsyncConnection) -> int | None:
-    query = select(state_t.c.position).where(state_t.c.key == CURSOR_KEY)
-    value = (await conn.execute(query)).scalar_one_or_none()
-    return None if value is None else int(value)
+    return await outbox_cursor.position(conn, CURSOR_KEY)
 
 
 async def move_cursor(conn: AsyncConnection, old: int | None, new: int) -> bool:
     """Move the cursor from `old` to `new`; False when another worker moved it meanwhile."""
-    if old is None:
-        stmt = _insert(conn, state_t).values(key=CURSOR_KEY, position=new)
-        result = await conn.execute(stmt.on_conflict_do_nothing(index_elements=["key"]))
-    else:
-        result = await conn.execute(
-            update(state_t)
-            .where(state_t.c.key == CURSOR_KEY, state_t.c.position == old)
-            .values(position=new)
-        )
-    return bool(result.rowcount)
+    return await outbox_cursor.move(conn, CURSOR_KEY, old, new)
 
 
 async def _last_sequences(

@@ -1,6 +1,7 @@
-"""The webhook worker: turns log events into deliveries, and sends them.
+"""Webhooks as a consumer of the outbox (threadline.outbox.worker): turns log events into
+deliveries, and sends them.
 
-Ingesting: the worker reads the final events after its cursor (see events/repository.py
+Ingesting: the consumer reads the final events after its cursor (see events/repository.py
 for why no event is skipped) and, in one transaction, inserts a delivery per interested
 endpoint and moves the cursor: an event is queued for delivery exactly once (the unique
 (endpoint, event) index makes a repeat harmless) and only if its change committed.
@@ -14,9 +15,8 @@ A replay sends the delivery again and then every later delivery of its conversat
 that endpoint, in order; each attempt carries its number in the conversation
 (`Threadline-Sequence`), so a receiver can tell a replayed one from a new one.
 
-One worker sends at a time: on PostgreSQL it holds a session advisory lock, and a worker
-that cannot take it stands by. It runs inside each server process by default; with
-`THREADLINE_WEBHOOK_WORKER=off` the servers leave it to `threadline worker`.
+The outbox worker runs this consumer with the others (e-mail replies, ...); `Worker` is
+that worker, with the webhooks first.
 """
 
 from __future__ import annotations
@@ -24,17 +24,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urlencode
 
 import httpx
 import orjson
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import text
 
 from threadline import __version__
 from threadline.api.present import Presenter
@@ -43,6 +41,10 @@ from threadline.conversations.repository import ConversationRepository
 from threadline.db.engine import Database
 from threadline.events import repository as log_store
 from threadline.events.present import EVENT_ADAPTER, render
+from threadline.outbox import cursor as outbox_cursor
+from threadline.outbox.retry import backoff_delay
+from threadline.outbox.retry import retry_after_seconds as retry_after_seconds
+from threadline.outbox.worker import Consumer, OutboxWorker
 from threadline.webhooks import repository as repo
 from threadline.webhooks import signing, targets
 
@@ -56,13 +58,6 @@ SEQUENCE_HEADER = "Threadline-Sequence"
 COULD_NOT_CONNECT = "could not connect"
 # Log events turned into deliveries per transaction.
 INGEST_BATCH = 500
-# After a wake-up, wait this long so that a burst of commits makes one round.
-SETTLE_SECONDS = 0.05
-# The worker's PostgreSQL advisory lock, in the two-integer key space (the one-bigint
-# space belongs to conversation ids): "TLWH", 1.
-_LOCK_PARAMS = {"a": 0x544C5748, "b": 1}
-_TRY_LOCK = text("SELECT pg_try_advisory_lock(:a, :b)")
-_UNLOCK = text("SELECT pg_advisory_unlock(:a, :b)")
 
 
 class WebhookSettings(BaseSettings):
@@ -89,55 +84,40 @@ class WebhookSettings(BaseSettings):
 
 def backoff(attempts: int, settings: WebhookSettings, retry_after: float | None) -> float:
     """Seconds before the next attempt, after `attempts` failed ones."""
-    if retry_after is not None:
-        return min(max(retry_after, 0.0), settings.webhook_backoff_cap_seconds)
-    delay: float = settings.webhook_backoff_seconds * 2.0 ** max(attempts - 1, 0)
-    delay = min(delay, settings.webhook_backoff_cap_seconds)
-    jitter: float = random.uniform(1.0, 1.1)  # spreads the retries of many deliveries
-    return delay * jitter
+    return backoff_delay(
+        attempts,
+        settings.webhook_backoff_seconds,
+        settings.webhook_backoff_cap_seconds,
+        retry_after,
+    )
 
 
-def retry_after_seconds(value: str | None, now: datetime) -> float | None:
-    """`Retry-After`: delay-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - now).total_seconds(), 0.0)
+class WebhookConsumer:
+    """The outbox's webhook deliveries: a delivery per interested endpoint and event."""
 
+    name = "webhooks"
 
-class Worker:
     def __init__(
         self,
         db: Database,
-        settings: WebhookSettings | None = None,
-        *,
+        settings: WebhookSettings,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.db = db
-        self.settings = settings or WebhookSettings()
+        self.settings = settings
         self._client = client
         self._own_client = client is None
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._lock_conn: Any = None
-        self.leader = False
         # What the last round saw: live endpoints, and deliveries still pending. With
         # neither, a round reads the endpoints only (a pending delivery needs a live
         # endpoint to be created or replayed, and removing one ends its pending ones).
         self._endpoints_seen = True
         self._pending_seen = True
 
-    # -- life cycle -----------------------------------------------------------------------
+    @property
+    def idle(self) -> bool:
+        return not (self._endpoints_seen or self._pending_seen)
 
-    async def start(self) -> None:
+    async def open(self) -> None:
         if self._client is None:
             self._client = httpx.AsyncClient(
                 timeout=self.settings.webhook_timeout_seconds,
@@ -145,107 +125,17 @@ class Worker:
                 follow_redirects=False,
                 transport=targets.transport(allow_private=self.settings.webhook_allow_private),
             )
-        self.db.commit_listeners.append(self._committed)
-        self._task = asyncio.create_task(self._run(), name="webhook-worker")
 
-    def _committed(self, _app_id: int) -> None:
-        self.wake()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def stop(self) -> None:
-        if self._committed in self.db.commit_listeners:
-            self.db.commit_listeners.remove(self._committed)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._release()
+    async def close(self) -> None:
         if self._own_client and self._client is not None:
             await self._client.aclose()
+            self._client = None
 
-    async def _run(self) -> None:
-        failing = False
-        while True:
-            delay = self.settings.webhook_poll_seconds
-            try:
-                delay = await self.round(delay)
-                failing = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database is away: try again later
-                if not failing:
-                    log.warning("webhook worker: round failed (%s)", exc, exc_info=True)
-                failing = True
-                await self._release()
-            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._wake.wait()
-                # Let a burst of commits settle into one round.
-                await asyncio.sleep(SETTLE_SECONDS)
-            self._wake.clear()
-
-    async def round(self, ceiling: float) -> float:
-        """One round: when this worker leads, queue what the new events owe the endpoints
-        and attempt what is due; the seconds (at most `ceiling`) until the next is due."""
-        if not await self._lead():
-            return ceiling
-        await self.ingest()
-        if not (self._endpoints_seen or self._pending_seen):
-            return ceiling
-        await self.send_due()
-        return await self._until_next(ceiling)
-
-    async def _until_next(self, ceiling: float) -> float:
+    async def next_due(self) -> datetime | None:
         async with self.db.read() as conn:
             when = await repo.next_due(conn)
         self._pending_seen = when is not None
-        if when is None:
-            return ceiling
-        return min(max((when - datetime.now(UTC)).total_seconds(), 0.0), ceiling)
-
-    async def _lead(self) -> bool:
-        """Whether this worker may send: always on SQLite; with the advisory lock on PG."""
-        if self.db.is_sqlite:
-            self.leader = True
-            return True
-        if self._lock_conn is not None:
-            try:  # still holding it? (a lost session loses its lock)
-                await self._lock_conn.execute(text("SELECT 1"))
-                await self._lock_conn.commit()
-            except Exception:
-                await self._release()
-        if self._lock_conn is None:
-            conn = await self.db.write_engine.connect()
-            try:
-                got = (await conn.execute(_TRY_LOCK, _LOCK_PARAMS)).scalar_one()
-                await conn.commit()
-            except BaseException:
-                await conn.close()
-                raise
-            if not got:
-                await conn.close()
-                self.leader = False
-                return False
-            self._lock_conn = conn
-        self.leader = True
-        return True
-
-    async def _release(self) -> None:
-        conn, self._lock_conn = self._lock_conn, None
-        self.leader = False
-        if conn is None:
-            return
-        try:
-            # A pooled connection outlives close(): unlock explicitly.
-            await conn.execute(_UNLOCK, _LOCK_PARAMS)
-            await conn.commit()
-            await conn.close()
-        except Exception:
-            with contextlib.suppress(Exception):
-                await conn.invalidate()  # ends the session, and the lock with it
+        return when
 
     # -- the outbox ---------------------------------------------------------------------
 
@@ -260,15 +150,13 @@ class Worker:
                 self._endpoints_seen = bool(endpoints)
                 if not endpoints:
                     return queued
-                old = await repo.cursor(conn)
                 # Nothing before the oldest endpoint's start can go anywhere: skip it.
-                start = max(old or 0, min(ep.start_after for ep in endpoints))
-                batch = await log_store.read_after(conn, start, INGEST_BATCH)
+                floor = min(ep.start_after for ep in endpoints)
+                old, batch = await outbox_cursor.read(conn, repo.CURSOR_KEY, floor, INGEST_BATCH)
             rows = [(ep, e) for e in batch.events for ep in endpoints if ep.wants(e)]
             if rows or batch.position != old:
                 async with self.db.write() as conn:
-                    if not await repo.move_cursor(conn, old, batch.position):
-                        raise RuntimeError("another worker moved the webhook cursor")
+                    await outbox_cursor.advance(conn, repo.CURSOR_KEY, old, batch.position)
                     await repo.add_deliveries(conn, rows, datetime.now(UTC))
             queued += len(rows)
             if batch.complete:
@@ -389,15 +277,45 @@ def _json_default(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
+class Worker(OutboxWorker):
+    """The outbox worker with the webhooks as its first consumer, and `also` after them."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: WebhookSettings | None = None,
+        *,
+        client: httpx.AsyncClient | None = None,
+        also: Sequence[Consumer] = (),
+    ) -> None:
+        self.settings = settings or WebhookSettings()
+        self.webhooks = WebhookConsumer(db, self.settings, client)
+        super().__init__(db, [self.webhooks, *also], self.settings.webhook_poll_seconds)
+
+    async def ingest(self) -> int:
+        return await self.webhooks.ingest()
+
+    async def send_due(self) -> int:
+        return await self.webhooks.send_due()
+
+
+def _channel_consumers(db: Database) -> list[Consumer]:
+    """The channels' consumers that are configured (e-mail replies: with a relay)."""
+    from threadline.channels.email.outbound import consumer_if_configured
+
+    found = consumer_if_configured(db)
+    return [] if found is None else [found]
+
+
 async def start_worker(db: Database, realtime: Any = None) -> Worker | None:
-    """The in-process worker of a server (None with `THREADLINE_WEBHOOK_WORKER=off`).
+    """The in-process outbox worker of a server (None with `THREADLINE_WEBHOOK_WORKER=off`).
 
     `realtime`, when given, also wakes the worker on other processes' commits.
     """
     settings = WebhookSettings()
     if settings.webhook_worker == "off":
         return None
-    worker = Worker(db, settings)
+    worker = Worker(db, settings, also=_channel_consumers(db))
     await worker.start()
     if realtime is not None:
         realtime.wakers.append(worker.wake)
@@ -413,7 +331,7 @@ async def run_worker(database_url: str, redis_url: str | None) -> None:
     from threadline.settings import Settings
 
     db = Database(database_url, sqlite_busy_timeout=Settings().sqlite_busy_timeout)
-    worker = Worker(db, WebhookSettings(webhook_worker="inline"))
+    worker = Worker(db, WebhookSettings(webhook_worker="inline"), also=_channel_consumers(db))
     settings = RealtimeSettings()
     channel = await channel_for(db, settings, database_url, redis_url)
     bus = make_bus(settings, database_url, redis_url, channel)
