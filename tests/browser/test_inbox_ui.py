@@ -294,6 +294,7 @@ def test_open_a_conversation_reply_note_assign_and_tag(
     expect(last.get_by_test_id("part-body")).to_have_text("Yes! Looking into it now.")
     expect(page.get_by_test_id("reply-input")).to_have_value("")
     # A note, which looks different.
+    page.get_by_test_id("mode-note").click()
     page.get_by_test_id("reply-input").fill("Check the payment logs first.")
     page.get_by_test_id("send-note").click()
     note = pane.locator('[data-testid="part"][data-part-type="note"]').last

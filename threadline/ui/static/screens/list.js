@@ -107,7 +107,14 @@ function Row({ c, selected, typist, match }) {
           <span data-testid="row-user" class="row-user">${userName(c.user)}</span>
           <${Time} seconds=${c.last_update} testid="row-time" />
         </span>
-        <span data-testid="row-snippet" class="row-snippet">${typist ? "" : partText(c.important_part_last)}</span>
+        <span class="row-line">
+          ${
+            !typist && c.important_part_last?.type === "note"
+              ? html`<span data-testid="row-note" class="row-note" title="The last message is an internal note">Note</span>`
+              : null
+          }
+          <span data-testid="row-snippet" class="row-snippet" dir="auto">${typist ? "" : partText(c.important_part_last)}</span>
+        </span>
         ${typist ? html`<span class="row-typing">${typist} is typing…</span>` : null}
         ${match ? html`<span data-testid="row-match" class="row-match">${snippet(match)}</span>` : null}
         <span class="row-meta">
