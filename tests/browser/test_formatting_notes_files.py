@@ -381,3 +381,28 @@ def test_a_draft_is_kept_per_conversation_across_a_reload_and_text_runs_in_its_d
     expect(inbox.get_by_test_id("reply-input")).to_have_value("")
     # Every message's text runs in its own direction.
     expect(inbox.get_by_test_id("part-body").last).to_have_attribute("dir", "auto")
+
+
+def test_a_row_is_a_link_to_its_conversation_that_opens_in_a_new_tab(
+    live_server: LiveServer, context: BrowserContext
+) -> None:
+    inbox = sign_in(context, live_server)
+    first = inbox.get_by_test_id("conversation-row").nth(1)
+    cid = first.get_attribute("data-conversation-id")
+    link = first.locator("a.row-button")
+    expect(link).to_have_attribute("href", f"#view=open&c={cid}")
+    # A plain click opens it here, and the address says which one is open.
+    link.click()
+    expect(inbox.get_by_test_id("conversation")).to_have_attribute("data-conversation-id", str(cid))
+    assert inbox.url.endswith(f"#view=open&c={cid}")
+    # A modified click leaves it to the browser: a new tab, which (once signed in, as
+    # sessions are per tab) shows that conversation.
+    with context.expect_page() as opened:
+        link.click(modifiers=["Control"])
+    tab = opened.value
+    tab.wait_for_load_state()
+    assert tab.url == f"{live_server.base_url}/#view=open&c={cid}"
+    tab.get_by_test_id("login-email").fill(live_server.operator_email)
+    tab.get_by_test_id("login-password").fill(live_server.operator_password)
+    tab.get_by_test_id("login-submit").click()
+    expect(tab.get_by_test_id("conversation")).to_have_attribute("data-conversation-id", str(cid))

@@ -612,7 +612,7 @@ def test_keyboard_focus_stays_on_the_row_through_opening_it_and_live_messages(
     page = sign_in(context, live_server)
     listed = inbox(api, live_server)["data"]["conversations"]
     target, other = listed[1], listed[2]
-    button = row(page, target["id"]).locator("button").first
+    button = row(page, target["id"]).locator(".row-button")
     button.focus()
     page.keyboard.press("Enter")
     pane = page.get_by_test_id("conversation")
@@ -621,7 +621,7 @@ def test_keyboard_focus_stays_on_the_row_through_opening_it_and_live_messages(
     expect(button).to_be_focused()
     # Arrow keys move along the rows.
     page.keyboard.press("ArrowDown")
-    below = row(page, other["id"]).locator("button").first
+    below = row(page, other["id"]).locator(".row-button")
     expect(below).to_be_focused()
     page.keyboard.press("ArrowUp")
     expect(button).to_be_focused()
