@@ -137,6 +137,7 @@ WIDGET_VISITOR_CALLS = [
     ("POST", f"/widget/api/conversations/{NO}/reply"),
     ("POST", f"/widget/api/conversations/{NO}/read"),
     ("POST", f"/widget/api/conversations/{NO}/typing"),
+    ("GET", f"/widget/api/conversations/{NO}/attachments/{NO}"),
 ]
 
 

@@ -294,6 +294,7 @@ def test_open_a_conversation_reply_note_assign_and_tag(
     expect(last.get_by_test_id("part-body")).to_have_text("Yes! Looking into it now.")
     expect(page.get_by_test_id("reply-input")).to_have_value("")
     # A note, which looks different.
+    page.get_by_test_id("mode-note").click()
     page.get_by_test_id("reply-input").fill("Check the payment logs first.")
     page.get_by_test_id("send-note").click()
     note = pane.locator('[data-testid="part"][data-part-type="note"]').last
@@ -611,7 +612,7 @@ def test_keyboard_focus_stays_on_the_row_through_opening_it_and_live_messages(
     page = sign_in(context, live_server)
     listed = inbox(api, live_server)["data"]["conversations"]
     target, other = listed[1], listed[2]
-    button = row(page, target["id"]).locator("button").first
+    button = row(page, target["id"]).locator(".row-button")
     button.focus()
     page.keyboard.press("Enter")
     pane = page.get_by_test_id("conversation")
@@ -620,7 +621,7 @@ def test_keyboard_focus_stays_on_the_row_through_opening_it_and_live_messages(
     expect(button).to_be_focused()
     # Arrow keys move along the rows.
     page.keyboard.press("ArrowDown")
-    below = row(page, other["id"]).locator("button").first
+    below = row(page, other["id"]).locator(".row-button")
     expect(below).to_be_focused()
     page.keyboard.press("ArrowUp")
     expect(button).to_be_focused()

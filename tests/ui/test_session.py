@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.events.live import Live, closed_with, serve
+from threadline.api.config import DEFAULT_ATTACHMENT_TYPES
 from threadline.apps import service as apps
 from threadline.conversations import service
 from threadline.core import events as ev
@@ -88,6 +89,9 @@ async def test_the_right_password_gives_a_session_of_the_admin(live: Live) -> No
         "email": "olivia@acme.test",
         "role": "operator",
         "two_factor": False,
+        # What a file sent from the inbox may be (the settings' defaults here).
+        "attachment_max_bytes": 25 * 1024 * 1024,
+        "attachment_types": list(DEFAULT_ATTACHMENT_TYPES),
     }
     assert re.fullmatch(r"tl_[A-Za-z0-9_-]{43}", token)
     # Stored hashed, like every token, with the inbox's scopes and no more.
@@ -115,6 +119,8 @@ async def test_the_right_password_gives_a_session_of_the_admin(live: Live) -> No
             "expires": expires,
             "role": "operator",
             "two_factor": False,
+            "attachment_max_bytes": 25 * 1024 * 1024,
+            "attachment_types": list(DEFAULT_ATTACHMENT_TYPES),
         }
         inbox = await http.get(f"/ext/apps/{w.app_id}/inbox")
         assert inbox.status_code == 200

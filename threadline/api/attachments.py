@@ -18,6 +18,7 @@ from threadline.api.params import ApiParams, RawParams, cached_raw_params, descr
 from threadline.api.state import api_settings, storage_of
 from threadline.attachments import service as files
 from threadline.core.errors import NotFound
+from threadline.db.engine import Database
 
 router = APIRouter(prefix="/ext", tags=["attachments"])
 
@@ -41,11 +42,36 @@ async def accept_upload(
     max_bytes: int | None = None,
     extensions: Sequence[str] | None = None,
 ) -> files.StoredFile | None:
-    """Validate and store the file sent as `param`, if any.
+    """Validate and store the file sent as `param`, if any (see `store_upload`)."""
+    return await store_upload(
+        request,
+        caller.db,
+        caller.app_id,
+        raw,
+        param,
+        filename,
+        conversation_id,
+        max_bytes=max_bytes,
+        extensions=extensions,
+    )
 
-    Within the deployment's size limit (and `max_bytes`, when given); of the deployment's
-    accepted MIME types, or, when `extensions` is given, named with one of those extensions.
-    """
+
+async def store_upload(
+    request: Request,
+    db: Database,
+    app_id: int,
+    raw: RawParams,
+    param: str,
+    filename: str | None,
+    conversation_id: int | None,
+    *,
+    max_bytes: int | None = None,
+    extensions: Sequence[str] | None = None,
+) -> files.StoredFile | None:
+    """Validate the file sent as `param` and store it for `app_id`; None when no file was
+    sent. Within the deployment's size limit (and `max_bytes`, when given); of the
+    deployment's accepted MIME types, or, when `extensions` is given, named with one of
+    those extensions."""
     upload = raw.files.get(param)
     if upload is None:
         if isinstance(raw.values.get(param), str) and raw.values[param]:
@@ -65,13 +91,29 @@ async def accept_upload(
     mime_type = files.mime_type_of(upload.content_type, name)
     files.check(param, data, mime_type, limits)
     return await files.store(
-        caller.db,
+        db,
         storage_of(request),
-        caller.app_id,
+        app_id,
         data=data,
         filename=name,
         mime_type=mime_type,
         conversation_id=conversation_id,
+    )
+
+
+def file_response(stored: files.StoredFile, data: bytes) -> Response:
+    """The file's bytes: pictures shown inline, anything else (SVG and HTML included) a
+    download, never sniffed, sandboxed if opened."""
+    disposition = "inline" if stored.mime_type in _INLINE_TYPES else "attachment"
+    return Response(
+        data,
+        media_type=stored.mime_type,
+        headers={
+            "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(stored.filename)}",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "Cache-Control": "private, max-age=3600",
+        },
     )
 
 
@@ -93,14 +135,4 @@ async def download(
     data = await storage_of(request).load(stored.storage_key)
     if data is None:
         raise NotFound("attachment", stored.id)
-    disposition = "inline" if stored.mime_type in _INLINE_TYPES else "attachment"
-    return Response(
-        data,
-        media_type=stored.mime_type,
-        headers={
-            "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(stored.filename)}",
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "default-src 'none'; sandbox",
-            "Cache-Control": "private, max-age=3600",
-        },
-    )
+    return file_response(stored, data)

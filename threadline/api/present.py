@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.apps import queries as app_q
 from threadline.conversations import queries as conv_q
+from threadline.conversations.formatting import body_html
 from threadline.core.enums import AuthorKind, PartType, SentVia
 from threadline.core.model import Attachment, Author, ConversationState, Part
 
@@ -210,6 +211,8 @@ class Presenter:
             "conversation": p.conversation_id,
             "part_group": p.part_group,
             "body": p.body,
+            # How the screens show the body (sanitised HTML; see conversations/formatting).
+            "body_html": body_html(p),
             "body_json": self._body_json(p),
             "type": p.type.value,
             "from": self._author(p.author),

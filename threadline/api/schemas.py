@@ -195,6 +195,9 @@ PartOut = TypedDict(
         "conversation": Id,
         "part_group": Id,
         "body": str,
+        # The body as a screen shows it: a user's text escaped, an operator's HTML cleaned
+        # to an allowlist; bare web addresses are links (never stored: made when served).
+        "body_html": str,
         "body_json": dict[str, Any] | None,
         "type": str,
         # The user's id for the user's parts; an admin, sender or bot; null for the system.

@@ -80,8 +80,10 @@ def check(param: str, data: bytes, mime_type: str, limits: Limits) -> None:
     if not data:
         raise InvalidParameter(param, "the file is empty")
     if len(data) > limits.max_bytes:
-        raise InvalidParameter(param, f"the file is larger than {limits.max_bytes} bytes")
-    if not any(fnmatch.fnmatchcase(mime_type, pattern) for pattern in limits.types):
+        raise InvalidParameter(
+            param, f"the file is larger than the limit of {readable_size(limits.max_bytes)}"
+        )
+    if not accepted_type(mime_type, limits):
         raise InvalidParameter(param, f"files of type {mime_type} are not accepted")
 
 
@@ -92,6 +94,23 @@ def check_extension(param: str, filename: str, extensions: Sequence[str]) -> Non
         raise InvalidParameter(
             param, f"the file name must end in one of: {', '.join('.' + e for e in extensions)}"
         )
+
+
+def accepted_type(mime_type: str, limits: Limits) -> bool:
+    return any(fnmatch.fnmatchcase(mime_type, pattern) for pattern in limits.types)
+
+
+def readable_size(size: int) -> str:
+    """`25 MB`, `300 KB`, `12 bytes` (binary units, as file managers show them)."""
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if size >= scale:
+            value = size / scale
+            return (
+                f"{value:.0f} {unit}"
+                if value >= 10 or value.is_integer()
+                else f"{value:.1f} {unit}"
+            )
+    return f"{size} bytes"
 
 
 async def store(

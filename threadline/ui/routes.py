@@ -27,6 +27,7 @@ from threadline.api.envelope import error_response, respond
 from threadline.api.errors import InvalidParameter
 from threadline.api.params import ApiParams, OptionalId, cached_raw_params, params
 from threadline.api.schemas import Empty, Id, Ts
+from threadline.api.state import api_settings
 from threadline.db.engine import Database
 from threadline.settings import Settings
 from threadline.ui import second_factor as totp_service
@@ -49,7 +50,9 @@ ASSET_ROOT_MARK = "{{asset_root}}"
 # connections to this origin only (WebSocket included).
 PAGE_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "default-src 'self'; script-src 'self'; style-src 'self'; "
+        # blob: the pictures of attachments, fetched with the session's token.
+        "img-src 'self' data: blob:; "
         "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
         "frame-ancestors 'none'"
     ),
@@ -134,10 +137,15 @@ class SessionOut(TypedDict):
     role: str
     # Whether signing in needs a code of an authenticator app too.
     two_factor: bool
+    # What a file sent with a reply may be (THREADLINE_ATTACHMENT_MAX_BYTES and
+    # THREADLINE_ATTACHMENT_TYPES): the inbox refuses a file outside them before sending it.
+    attachment_max_bytes: int
+    attachment_types: list[str]
     token: NotRequired[str]
 
 
-def _session_out(session: service.Session) -> dict[str, object]:
+def _session_out(session: service.Session, request: Request) -> dict[str, object]:
+    limits = api_settings(request)
     out: dict[str, object] = {
         "app": session.app_id,
         "admin": session.admin_id,
@@ -146,6 +154,8 @@ def _session_out(session: service.Session) -> dict[str, object]:
         "expires": session.expires,
         "role": session.role.value,
         "two_factor": session.two_factor,
+        "attachment_max_bytes": limits.attachment_max_bytes,
+        "attachment_types": list(limits.attachment_types),
     }
     if session.token is not None:
         out["token"] = session.token
@@ -176,14 +186,14 @@ async def session(request: Request) -> Response:
         )
         # The session's own times keep their microseconds: `expires` is exact.
         context = {"id_as_string": bool(p.id_as_string), "precise_times": True}
-        return respond(SessionOut, _session_out(signed_in), context=context)
+        return respond(SessionOut, _session_out(signed_in, request), context=context)
     caller = await _token_caller(request)
     if request.method == "DELETE":
         await service.log_out(db, caller.app_id, caller.token_id)
         return respond(Empty, {}, context=caller.context)
     found = await service.current(db, caller.app_id, caller.token_id)
     return respond(
-        SessionOut, _session_out(found), context={**caller.context, "precise_times": True}
+        SessionOut, _session_out(found, request), context={**caller.context, "precise_times": True}
     )
 
 

@@ -19,6 +19,7 @@ def demo_page(app_id: int) -> str:
 
 def no_app_page(message: str) -> str:
     return (
-        '<!doctype html><html lang="en"><meta charset="utf-8"><title>Demo site</title>'
+        '<!doctype html><html lang="en"><meta charset="utf-8">'
+        '<link rel="icon" href="data:,"><title>Demo site</title>'
         f"<p>{escape(message)}</p></html>"
     )

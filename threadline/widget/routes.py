@@ -28,6 +28,7 @@ from starlette.responses import HTMLResponse, Response
 from typing_extensions import TypedDict
 
 from threadline import demo_signin
+from threadline.api.attachments import file_response, store_upload
 from threadline.api.auth import ManagerCaller
 from threadline.api.common import AppPath, base_url, path_id
 from threadline.api.envelope import JSON, error_response, respond
@@ -41,7 +42,11 @@ from threadline.api.params import (
     describe,
 )
 from threadline.api.schemas import Envelope, Id, error_responses
-from threadline.api.state import api_settings, rate_limiter_of
+from threadline.api.state import api_settings, rate_limiter_of, storage_of
+from threadline.attachments import service as files
+from threadline.conversations.service import Outcome
+from threadline.core.errors import NotFound
+from threadline.core.model import Attachment
 from threadline.core.rules import MAX_BODY_CHARS
 from threadline.db.engine import Database
 from threadline.events.realtime import Realtime
@@ -77,7 +82,8 @@ def _endpoint(
 
     async def endpoint(request: Request) -> Response:
         try:
-            response = _ok(await handler(request))
+            result = await handler(request)
+            response = result if isinstance(result, Response) else _ok(result)
         except DomainError as exc:
             response = error_response(exc.error_name, exc.message, exc.status)
             if isinstance(exc, Throttled):
@@ -184,10 +190,49 @@ async def list_conversations(request: Request) -> Any:
     return await service.list_conversations(_db(request), await _visitor(request))
 
 
+async def _upload(
+    request: Request, visitor: Visitor, conversation_id: int | None
+) -> files.StoredFile | None:
+    """The file sent in the multipart field `file`, checked against the size limit and the
+    types of the settings, and stored; None without one."""
+    raw = await cached_raw_params(request)
+    return await store_upload(
+        request, _db(request), visitor.app_id, raw, "file", None, conversation_id
+    )
+
+
+async def _written_with(
+    request: Request,
+    stored: files.StoredFile | None,
+    write: Callable[[Attachment | None], Awaitable[tuple[Outcome, dict[str, Any]]]],
+) -> dict[str, Any]:
+    """`write` with the stored file; the file is forgotten when the write fails or was a
+    retry (the first write has its own), and tied to a conversation it started."""
+    try:
+        outcome, out = await write(stored.attachment if stored is not None else None)
+    except BaseException:
+        if stored is not None:
+            await files.discard(_db(request), storage_of(request), stored)
+        raise
+    if stored is not None:
+        if outcome.duplicate:
+            await files.discard(_db(request), storage_of(request), stored)
+        elif stored.conversation_id is None:
+            await files.link(_db(request), stored, outcome.state.id)
+    return out
+
+
 async def start_conversation(request: Request) -> Any:
     visitor = await _visitor(request)
     p = await _params(request, WriteParams)
-    return await service.start(_db(request), visitor, p.body, p.random_id, base_url(request))
+    stored = await _upload(request, visitor, None)
+    return await _written_with(
+        request,
+        stored,
+        lambda file: service.start_with(
+            _db(request), visitor, p.body, p.random_id, base_url(request), file
+        ),
+    )
 
 
 async def get_conversation(request: Request) -> Any:
@@ -200,7 +245,27 @@ async def reply(request: Request) -> Any:
     visitor = await _visitor(request)
     cid = _conversation_id(request)
     p = await _params(request, WriteParams)
-    return await service.reply(_db(request), visitor, cid, p.body, p.random_id, base_url(request))
+    await service.conversation_of(_db(request), visitor, cid)  # 404 before storing a file
+    stored = await _upload(request, visitor, cid)
+    return await _written_with(
+        request,
+        stored,
+        lambda file: service.reply_with(
+            _db(request), visitor, cid, p.body, p.random_id, base_url(request), file
+        ),
+    )
+
+
+async def download(request: Request) -> Any:
+    """A file of a part the visitor sees, fetched with the visitor's token."""
+    visitor = await _visitor(request)
+    cid = _conversation_id(request)
+    attachment_id = path_id("attachment", str(request.path_params["attachment"]))
+    stored = await service.visible_file(_db(request), visitor, cid, attachment_id)
+    data = await storage_of(request).load(stored.storage_key)
+    if data is None:
+        raise NotFound("attachment", attachment_id)
+    return file_response(stored, data)
 
 
 async def mark_read(request: Request) -> Any:
@@ -340,6 +405,7 @@ def register(app: FastAPI) -> None:
         ("/conversations/{id}/reply", reply, "POST"),
         ("/conversations/{id}/read", mark_read, "POST"),
         ("/conversations/{id}/typing", typing, "POST"),
+        ("/conversations/{id}/attachments/{attachment}", download, "GET"),
     ):
         app.add_route(_API + path, _endpoint(handler), methods=[method])
     app.add_route(_API + "/{path:path}", preflight, methods=["OPTIONS"])

@@ -27,6 +27,7 @@ from threadline.api.present import Presenter
 from threadline.api.schemas import unix_seconds
 from threadline.apps import service as apps
 from threadline.apps.service import hash_token, utcnow
+from threadline.attachments import service as files
 from threadline.audit import repository as audit
 from threadline.conversations import queries as conv_q
 from threadline.conversations import service as conversations
@@ -35,7 +36,7 @@ from threadline.core import events as ev
 from threadline.core.access import Actor
 from threadline.core.enums import HIDDEN_FROM_USER, PartType, SentVia
 from threadline.core.errors import InvalidParameter, NotFound
-from threadline.core.model import ConversationState, Part
+from threadline.core.model import Attachment, ConversationState, Part
 from threadline.db.engine import Database
 from threadline.events.realtime import Realtime
 from threadline.users import service as users
@@ -76,6 +77,7 @@ _PART_FIELDS = (
     "created",
     "type",
     "body",
+    "body_html",
     "body_json",
     "from",
     "read",
@@ -179,6 +181,11 @@ async def _own(db: Database, visitor: Visitor, conversation_id: int) -> Conversa
     return state
 
 
+async def conversation_of(db: Database, visitor: Visitor, conversation_id: int) -> None:
+    """NotFound unless the conversation is the visitor's own."""
+    await _own(db, visitor, conversation_id)
+
+
 def conversation_out(state: ConversationState) -> dict[str, Any]:
     """The conversation as its user sees it: no tags, assignee, channel or operators' counts.
 
@@ -209,8 +216,40 @@ async def _parts_out(
         view = {key: part[key] for key in _PART_FIELDS}
         created: datetime = part["created"]
         view["created"] = unix_seconds(created)
+        # A visitor fetches a file through the widget's API, with the visitor's token.
+        view["attachments"] = [
+            {**a, "url": attachment_path(base_url, part["conversation"], a["id"])}
+            for a in part["attachments"]
+        ]
         out.append(view)
     return out
+
+
+def attachment_path(base_url: str, conversation_id: int, attachment_id: int) -> str:
+    return (
+        f"{base_url.rstrip('/')}/widget/api/conversations/{conversation_id}"
+        f"/attachments/{attachment_id}"
+    )
+
+
+async def visible_file(
+    db: Database, visitor: Visitor, conversation_id: int, attachment_id: int
+) -> files.StoredFile:
+    """A file of the visitor's own conversation, carried by a part the visitor sees (a
+    note's file is the operators' alone) among the parts the widget loads; else NotFound,
+    as for a file that does not exist."""
+    await _own(db, visitor, conversation_id)
+    stored = await files.find(db, visitor.app_id, attachment_id)
+    if stored.conversation_id != conversation_id:
+        raise NotFound("attachment", attachment_id)
+    async with db.read() as conn:
+        page = await conv_q.parts_page(
+            conn, conversation_id, conv_q.PageRequest(count=MAX_HISTORY_PARTS)
+        )
+    for part in _visible(page.parts):
+        if any(a.id == attachment_id for a in part.attachments):
+            return stored
+    raise NotFound("attachment", attachment_id)
 
 
 async def list_conversations(db: Database, visitor: Visitor) -> list[dict[str, Any]]:
@@ -238,8 +277,13 @@ async def conversation(
     }
 
 
-def _reply(body: str, random_id: int | None) -> ev.UserReply:
-    return ev.UserReply(body=body, sent_via=SentVia.WEB_USER, random_id=random_id)
+def _reply(body: str, random_id: int | None, attachment: Attachment | None) -> ev.UserReply:
+    return ev.UserReply(
+        body=body,
+        attachments=(attachment,) if attachment is not None else (),
+        sent_via=SentVia.WEB_USER,
+        random_id=random_id,
+    )
 
 
 async def _written(
@@ -255,10 +299,23 @@ async def start(
     db: Database, visitor: Visitor, body: str, random_id: int | None, base_url: str
 ) -> dict[str, Any]:
     """The visitor writes first: a new conversation (a retry with `random_id` starts none)."""
+    _, out = await start_with(db, visitor, body, random_id, base_url, None)
+    return out
+
+
+async def start_with(
+    db: Database,
+    visitor: Visitor,
+    body: str,
+    random_id: int | None,
+    base_url: str,
+    attachment: Attachment | None,
+) -> tuple[Outcome, dict[str, Any]]:
+    """`start`, with a file, and the engine's outcome (the caller ties the file to it)."""
     outcome = await conversations.start_by_user(
-        db, visitor.app_id, visitor.user_id, _reply(body, random_id)
+        db, visitor.app_id, visitor.user_id, _reply(body, random_id, attachment)
     )
-    return await _written(db, visitor, outcome, base_url)
+    return outcome, await _written(db, visitor, outcome, base_url)
 
 
 async def reply(
@@ -270,11 +327,25 @@ async def reply(
     base_url: str,
 ) -> dict[str, Any]:
     """A reply; it reopens a closed conversation and ends a snooze (the engine's rules)."""
+    _, out = await reply_with(db, visitor, conversation_id, body, random_id, base_url, None)
+    return out
+
+
+async def reply_with(
+    db: Database,
+    visitor: Visitor,
+    conversation_id: int,
+    body: str,
+    random_id: int | None,
+    base_url: str,
+    attachment: Attachment | None,
+) -> tuple[Outcome, dict[str, Any]]:
+    """`reply`, with a file, and the engine's outcome."""
     await _own(db, visitor, conversation_id)
     outcome = await conversations.perform(
-        db, visitor.app_id, conversation_id, _reply(body, random_id)
+        db, visitor.app_id, conversation_id, _reply(body, random_id, attachment)
     )
-    return await _written(db, visitor, outcome, base_url)
+    return outcome, await _written(db, visitor, outcome, base_url)
 
 
 async def mark_read(db: Database, visitor: Visitor, conversation_id: int) -> dict[str, Any]:

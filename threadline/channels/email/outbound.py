@@ -314,9 +314,7 @@ class EmailReplies:
         client.close()
         return response.code, response.message
 
-    async def reply_of(
-        self, conn: AsyncConnection, d: repo.Delivery, key: str
-    ) -> compose.Reply:
+    async def reply_of(self, conn: AsyncConnection, d: repo.Delivery, key: str) -> compose.Reply:
         """The message of a queued reply, from what is stored (the same at every attempt,
         but for the operator's and the user's names)."""
         p, c = conversation_parts.c, conversations.c

@@ -3,7 +3,8 @@
 
 /**
  * @typedef {{
- *   token: string, app: string, admin: string, name: string, role: string, two_factor?: boolean
+ *   token: string, app: string, admin: string, name: string, role: string, two_factor?: boolean,
+ *   attachment_max_bytes?: number, attachment_types?: string[]
  * }} Session
  * @typedef {{meta: Record<string, any>, data: any}} Answer
  * @typedef {Record<string, string | number | boolean | null | undefined>} Query
@@ -30,7 +31,7 @@ export const UNREACHABLE =
 /**
  * @param {string} method
  * @param {string} path
- * @param {{token?: string, query?: Query, body?: Record<string, unknown>}} [options]
+ * @param {{token?: string, query?: Query, body?: Record<string, unknown> | FormData}} [options]
  * @returns {Promise<Answer>}
  */
 async function call(method, path, { token, query, body } = {}) {
@@ -43,8 +44,12 @@ async function call(method, path, { token, query, body } = {}) {
   /** @type {Record<string, string>} */
   const headers = { Accept: "application/json" };
   if (token) headers.Authorization = `Token ${token}`;
+  /** @type {string | FormData | undefined} */
   let payload;
-  if (body !== undefined) {
+  if (body instanceof FormData) {
+    body.set("id_as_string", "true");
+    payload = body; // multipart: the browser sets the Content-Type with its boundary
+  } else if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     payload = JSON.stringify({ ...body, id_as_string: true });
   }
@@ -116,6 +121,10 @@ export class Api {
   /** @param {string} path @param {Record<string, unknown>} [body] */
   post(path, body = {}) {
     return call("POST", path, { token: this.token, body });
+  }
+  /** @param {string} path @param {FormData} form */
+  postForm(path, form) {
+    return call("POST", path, { token: this.token, body: form });
   }
   /** @param {string} path @param {Record<string, unknown>} [body] */
   delete(path, body = {}) {
@@ -200,9 +209,47 @@ export class Api {
   me() {
     return this.session.admin;
   }
-  /** @param {string} id @param {string} body @param {string} type @param {string} random_id */
-  reply(id, body, type, random_id) {
-    return this.post(`/conversations/${id}/reply`, { body, type, random_id, from_admin: this.me() });
+  /**
+   * A reply or a note, with a file when one is given (sent as a multipart form).
+   * @param {string} id @param {string} body @param {string} type @param {string} random_id
+   * @param {File | null} [file]
+   */
+  reply(id, body, type, random_id, file = null) {
+    const path = `/conversations/${id}/reply`;
+    if (!file) return this.post(path, { body, type, random_id, from_admin: this.me() });
+    const form = new FormData();
+    form.set("body", body);
+    form.set("type", type);
+    form.set("random_id", random_id);
+    form.set("from_admin", this.me());
+    form.set("attachment", file, file.name);
+    return this.postForm(path, form);
+  }
+  /**
+   * An attachment's bytes (fetched with the session's token: no token goes into a URL).
+   * @param {string} attachmentId
+   * @returns {Promise<Blob>}
+   */
+  async file(attachmentId) {
+    let response;
+    try {
+      // A file never changes under its id: the browser's private cache may answer.
+      response = await fetch(`/ext/attachments/${attachmentId}`, {
+        headers: { Authorization: `Token ${this.token}` },
+      });
+    } catch {
+      throw new ApiError(0, "Unreachable", UNREACHABLE);
+    }
+    if (!response.ok) {
+      let message = "The file could not be loaded.";
+      try {
+        message = (await response.json()).meta.error_message || message;
+      } catch {
+        // not JSON
+      }
+      throw new ApiError(response.status, "Error", message);
+    }
+    return response.blob();
   }
   /** @param {string} id */
   read(id) {

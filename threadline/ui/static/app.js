@@ -131,7 +131,8 @@ async function boot() {
   }
   try {
     const who = await new Api(saved).whoAmI();
-    saved = { ...saved, name: who.data.name, role: who.data.role, two_factor: who.data.two_factor };
+    const { name, role, two_factor, attachment_max_bytes, attachment_types } = who.data;
+    saved = { ...saved, name, role, two_factor, attachment_max_bytes, attachment_types };
   } catch (e) {
     const err = /** @type {import("./api.js").ApiError} */ (e);
     if (err.status === 401 || err.status === 403) {

@@ -1,5 +1,6 @@
 // Text from the server, as Preact elements. Server text is always rendered as text; the
-// only markup ever parsed is operator HTML and search snippets, rebuilt from an allowlist.
+// only markup ever parsed is a part's `body_html` (already cleaned by the server) and
+// search snippets, both rebuilt here from an allowlist as well.
 import { html } from "./html.js";
 import { h } from "./vendor/preact/index.js";
 
@@ -14,6 +15,7 @@ const ALLOWED = new Set([
   "em",
   "u",
   "s",
+  "del",
   "a",
   "ul",
   "ol",
@@ -69,7 +71,7 @@ function copy(from, allowed) {
         if (SAFE_LINK.test(href)) {
           props.href = href;
           props.target = "_blank";
-          props.rel = "noopener noreferrer nofollow";
+          props.rel = "noopener noreferrer";
         }
       }
       out.push(h(tag, props, ...copy(node, allowed)));
@@ -85,6 +87,18 @@ function copy(from, allowed) {
  */
 export function operatorBody(body) {
   return LOOKS_LIKE_HTML.test(body) ? sanitized(body) : body;
+}
+
+/**
+ * A part's body as shown: the server's `body_html` (a user's text escaped, an operator's
+ * HTML cleaned, addresses linked), rebuilt from the allowlist again.
+ * @param {{type: string, body?: string | null, body_html?: string}} part
+ * @returns {Child}
+ */
+export function partBody(part) {
+  if (typeof part.body_html === "string") return sanitized(part.body_html);
+  const body = part.body || "";
+  return part.type === "reply_user" ? body : operatorBody(body);
 }
 
 /**

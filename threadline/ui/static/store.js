@@ -12,9 +12,9 @@ import { batch, computed, effect, signal } from "./vendor/signals/index.js";
  * @typedef {{id: string, name: string}} Channel
  * @typedef {{id: string, user_id?: string | null, props?: Record<string, unknown>}} User
  * @typedef {{id: string, name?: string, type?: string}} Author
- * @typedef {{filename: string, size: number}} Attachment
+ * @typedef {{id: string, filename: string, size: number, mime_type?: string}} Attachment
  * @typedef {{
- *   id: string, type: string, body?: string | null, created: number, read?: boolean,
+ *   id: string, type: string, body?: string | null, body_html?: string, created: number, read?: boolean,
  *   from?: Author | null, assignee?: {id: string, name: string} | null, tag?: string,
  *   body_json?: Record<string, any> | null, attachments?: Attachment[]
  * }} Part
@@ -96,9 +96,12 @@ export const settingsOpen = signal(false);
 let api = null;
 /** @type {Realtime | null} */
 let realtime = null;
+// Unsent text per conversation, kept in this tab's storage (as the session is): a reload
+// brings it back; signing out forgets it.
+const DRAFTS_KEY = "threadline.inbox.drafts";
 /** @type {Map<string, string>} */
-const drafts = new Map();
-/** @type {{body: string, type: string, id: string, randomId: string} | null} */
+const drafts = savedDrafts();
+/** @type {{body: string, type: string, id: string, randomId: string, file: File | null} | null} */
 let pendingReply = null;
 let lastTypingSent = 0;
 /** @type {Set<string>} */
@@ -111,6 +114,25 @@ let countsTimer;
 let errorTimer;
 /** @type {Map<string, ReturnType<typeof setTimeout>>} */
 const typingTimers = new Map();
+
+/** @returns {Map<string, string>} */
+function savedDrafts() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(DRAFTS_KEY) || "{}");
+    return new Map(Object.entries(saved).filter(([, text]) => typeof text === "string"));
+  } catch {
+    return new Map();
+  }
+}
+
+function keepDrafts() {
+  try {
+    if (drafts.size) sessionStorage.setItem(DRAFTS_KEY, JSON.stringify(Object.fromEntries(drafts)));
+    else sessionStorage.removeItem(DRAFTS_KEY);
+  } catch {
+    // Storage full or disabled: the drafts last as long as the page.
+  }
+}
 
 /** @param {string} key */
 function emptyList(key) {
@@ -387,6 +409,8 @@ export function endSession(message) {
   realtime = null;
   api = null;
   sessionStorage.removeItem(STORAGE_KEY);
+  drafts.clear();
+  keepDrafts();
   clearTimeout(refreshTimer);
   clearTimeout(countsTimer);
   refreshIds.clear();
@@ -707,7 +731,9 @@ export function draftOf(id) {
  * @param {string} text
  */
 export function drafted(id, text) {
-  drafts.set(id, text);
+  if (text) drafts.set(id, text);
+  else drafts.delete(id);
+  keepDrafts();
   const at = Date.now();
   if (!api || at - lastTypingSent < TYPING_EVERY_MS || !text.trim()) return;
   lastTypingSent = at;
@@ -715,27 +741,94 @@ export function drafted(id, text) {
 }
 
 /**
- * Send a reply or a note. Resolves true once it is stored.
+ * Why `file` cannot be sent (the settings' size limit and types), or "" when it can.
+ * @param {File} file
+ */
+export function fileProblem(file) {
+  const me = session.value;
+  if (!me) return "";
+  if (!file.size) return `${file.name} is empty.`;
+  if (me.attachment_max_bytes && file.size > me.attachment_max_bytes) {
+    return `${file.name} is ${readableSize(file.size)}: files up to ${readableSize(me.attachment_max_bytes)} can be sent.`;
+  }
+  const types = me.attachment_types;
+  const type = (file.type || "application/octet-stream").toLowerCase();
+  if (types && !types.some((pattern) => globMatches(pattern, type))) {
+    return `${file.name} cannot be sent: files of type ${type} are not accepted.`;
+  }
+  return "";
+}
+
+/**
+ * Whether a MIME type matches a pattern of the settings (`image/*`, `application/vnd.*`),
+ * as the server's `fnmatch` does.
+ * @param {string} pattern
+ * @param {string} type
+ */
+function globMatches(pattern, type) {
+  const source = pattern
+    .replace(/[.+^${}()|[\]\\]/g, "\\$&")
+    .replace(/\*/g, ".*")
+    .replace(/\?/g, ".");
+  return new RegExp(`^${source}$`).test(type);
+}
+
+/** @param {number} bytes */
+export function readableSize(bytes) {
+  for (const [unit, scale] of /** @type {[string, number][]} */ ([
+    ["GB", 2 ** 30],
+    ["MB", 2 ** 20],
+    ["KB", 2 ** 10],
+  ])) {
+    if (bytes >= scale) {
+      const value = bytes / scale;
+      return `${value >= 10 || Number.isInteger(value) ? value.toFixed(0) : value.toFixed(1)} ${unit}`;
+    }
+  }
+  return `${bytes} bytes`;
+}
+
+/**
+ * An attachment's bytes, fetched with the session's token.
+ * @param {string} attachmentId
+ * @returns {Promise<Blob | null>}
+ */
+export async function fetchFile(attachmentId) {
+  const client = api;
+  if (!client) return null;
+  return (await attempt(() => client.file(attachmentId), "Could not load the file")) || null;
+}
+
+/**
+ * Send a reply or a note, with a file when one is given. Resolves true once it is stored.
  * @param {string} id
  * @param {string} body
  * @param {"reply_admin" | "note"} type
+ * @param {File | null} [file]
  */
-export async function send(id, body, type) {
+export async function send(id, body, type, file = null) {
   const client = api;
   if (!client) return false;
   // The same text sent again (after a failure) keeps its key: never a duplicate.
   let pending = pendingReply;
-  if (!pending || pending.body !== body || pending.type !== type || pending.id !== id) {
-    pending = { body, type, id, randomId: randomId() };
+  if (
+    !pending ||
+    pending.body !== body ||
+    pending.type !== type ||
+    pending.id !== id ||
+    pending.file !== file
+  ) {
+    pending = { body, type, id, randomId: randomId(), file };
     pendingReply = pending;
   }
   const key = pending.randomId;
   const what = type === "note" ? "The note was not saved" : "The reply was not sent";
   const started = ++fetches;
-  const answer = await attempt(() => client.reply(id, body, type, key), what);
+  const answer = await attempt(() => client.reply(id, body, type, key, file), what);
   if (!answer || client !== api) return false;
   pendingReply = null;
   drafts.delete(id);
+  keepDrafts();
   addParts(id, [answer.data], started, undefined);
   refresh(id);
   scheduleCounts();

@@ -8,8 +8,9 @@
  * Without them the visitor is anonymous and kept in localStorage.
  *
  * Plain JavaScript, no build step. Everything lives in an open shadow root, so the page's
- * styles do not leak in and ours do not leak out. Text from people is only ever set with
- * textContent.
+ * styles do not leak in and ours do not leak out. Text is only ever set with textContent;
+ * the one markup shown is a part's `body_html` (cleaned by the server), rebuilt here from
+ * an allowlist of formatting elements, never assigned as HTML.
  */
 (function () {
   "use strict";
@@ -43,7 +44,7 @@
     "  background: var(--accent); color: #fff; cursor: pointer; display: grid; place-items: center;",
     "  box-shadow: 0 6px 20px rgba(15, 23, 42, .28); transition: transform .15s ease; }",
     ".launcher:hover { transform: scale(1.05); background: var(--accent-dark); }",
-    ".launcher:focus-visible, .close:focus-visible, .send:focus-visible {",
+    ".launcher:focus-visible, .close:focus-visible, .send:focus-visible, .attach:focus-visible {",
     "  outline: 3px solid #f59e0b; outline-offset: 3px; }",
     ".launcher svg { width: 28px; height: 28px; display: block; }",
     ".icon-close, .root.open .icon-chat { display: none; }",
@@ -86,6 +87,17 @@
     ".msg.failed .bubble { background: #fbe9ea; color: #86181d; border: 1px solid #f5b5b5; }",
     ".meta { display: flex; gap: 6px; font-size: 12px; color: #57606a; margin: 3px 4px 0; }",
     ".read { color: #1a7f37; }",
+    ".bubble a { color: inherit; text-decoration: underline; }",
+    ".bubble p, .bubble ul, .bubble ol, .bubble pre, .bubble blockquote { margin: 0; }",
+    ".bubble code, .bubble pre { font-family: ui-monospace, monospace; font-size: 13px; }",
+    ".files { display: flex; flex-direction: column; gap: 4px; margin-top: 4px; }",
+    ".files img { display: block; max-width: 220px; max-height: 220px; border-radius: 10px;",
+    "  border: 1px solid #e3e6ea; }",
+    ".file { color: var(--accent); font-size: 14px; overflow-wrap: anywhere; }",
+    ".attach { width: 40px; height: 40px; flex: none; border-radius: 50%; border: 0;",
+    "  background: transparent; color: #57606a; cursor: pointer; display: grid; place-items: center; }",
+    ".attach:hover { background: #eef1f5; }",
+    ".attach svg { width: 20px; height: 20px; }",
     ".typing { padding: 4px 18px 6px; font-size: 13px; color: #57606a; background: #f7f8fa;",
     "  font-style: italic; }",
     "form { display: flex; align-items: flex-end; gap: 8px; padding: 10px 12px;",
@@ -117,6 +129,11 @@
   var SEND_ICON =
     '<svg viewBox="0 0 24 24" fill="currentColor" aria-hidden="true" focusable="false">' +
     '<path d="M3.4 20.4 21 12 3.4 3.6 3.4 10l12.6 2-12.6 2z"/></svg>';
+  var CLIP_ICON =
+    '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" ' +
+    'stroke-linecap="round" stroke-linejoin="round" aria-hidden="true" focusable="false">' +
+    '<path d="M21 11.5l-8.6 8.6a5.5 5.5 0 0 1-7.8-7.8l8.6-8.6a3.7 3.7 0 0 1 5.2 5.2l-8.6 8.6' +
+    'a1.8 1.8 0 0 1-2.6-2.6l7.9-7.9"/></svg>';
   var MARKUP =
     '<div class="root">' +
     '<section class="panel" id="tl-panel" data-testid="tl-panel" role="dialog" ' +
@@ -128,7 +145,10 @@
     '<div class="messages" role="log" aria-live="polite" aria-label="Messages" tabindex="0">' +
     '<p class="empty">Hi! Ask us anything: we answer right here.</p></div>' +
     '<div class="typing" data-testid="tl-typing" aria-live="polite" hidden></div>' +
-    '<form novalidate><textarea data-testid="tl-input" rows="1" aria-label="Message" ' +
+    '<form novalidate><button class="attach" data-testid="tl-attach" type="button" ' +
+    'aria-label="Attach a file">' + CLIP_ICON + "</button>" +
+    '<input type="file" data-testid="tl-file" hidden tabindex="-1">' +
+    '<textarea data-testid="tl-input" rows="1" aria-label="Message" dir="auto" ' +
     'placeholder="Write a message…" maxlength="65536"></textarea>' +
     '<button class="send" data-testid="tl-send" type="submit" aria-label="Send">' + SEND_ICON +
     "</button></form></section>" +
@@ -161,6 +181,8 @@
     typing: shadow.querySelector(".typing"),
     form: shadow.querySelector("form"),
     input: shadow.querySelector("textarea"),
+    attach: shadow.querySelector(".attach"),
+    file: shadow.querySelector("input[type=file]"),
   };
 
   var state = {
@@ -231,12 +253,13 @@
   }
 
   function api(method, path, body) {
-    var headers = { "Content-Type": "application/json" };
+    var form = body instanceof FormData;
+    var headers = form ? {} : { "Content-Type": "application/json" };
     if (state.token) headers.Authorization = "Bearer " + state.token;
     return fetch(BASE + "/widget/api" + path, {
       method: method,
       headers: headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: body === undefined || form ? body : JSON.stringify(body),
       credentials: "omit",
     }).then(
       function (response) {
@@ -260,6 +283,13 @@
         throw new ApiError(0, "Unreachable", "the server is unreachable");
       }
     );
+  }
+
+  // What a visitor reads when a message is refused: never the server's developer text.
+  function plainReason(error) {
+    if (error.status === 400) return "the message is too long or empty.";
+    if (error.status === 403 || error.status === 404) return "this conversation is no longer available.";
+    return "something went wrong. Please try again.";
   }
 
   // Worth trying again: no answer, a server error, or "too many requests".
@@ -310,10 +340,97 @@
       text = part.body_json.title;
       if (typeof part.body_json.url === "string") text += "\n" + part.body_json.url;
     }
-    (part.attachments || []).forEach(function (file) {
-      text += (text ? "\n" : "") + "\uD83D\uDCCE " + file.filename;
-    });
     return text;
+  }
+
+  // The formatting the server leaves in `body_html`; anything else is kept as its text.
+  var ALLOWED = /^(A|B|BLOCKQUOTE|BR|CODE|DEL|DIV|EM|I|LI|OL|P|PRE|S|SPAN|STRONG|U|UL)$/;
+
+  function copyInto(target, from) {
+    from.childNodes.forEach(function (node) {
+      if (node.nodeType === 3) {
+        target.appendChild(document.createTextNode(node.textContent));
+      } else if (node.nodeType === 1) {
+        if (!ALLOWED.test(node.tagName)) {
+          copyInto(target, node);
+          return;
+        }
+        var copy = document.createElement(node.tagName.toLowerCase());
+        if (node.tagName === "A") {
+          var href = (node.getAttribute("href") || "").trim();
+          if (/^(https?:|mailto:)/i.test(href)) {
+            copy.href = href;
+            copy.target = "_blank";
+            copy.rel = "noopener noreferrer";
+          }
+        }
+        copyInto(copy, node);
+        target.appendChild(copy);
+      }
+    });
+  }
+
+  function fillBody(bubble, part) {
+    bubble.textContent = "";
+    if (typeof part.body_html === "string" && part.body_html) {
+      // DOMParser's document is inert: nothing in it loads or runs.
+      copyInto(bubble, new DOMParser().parseFromString(part.body_html, "text/html").body);
+    } else {
+      bubble.textContent = partText(part);
+    }
+    // A file sent alone shows as the file only.
+    bubble.hidden = !bubble.textContent && (part.attachments || []).length > 0;
+  }
+
+  // A file is fetched with the visitor's token (never put in a URL), as a blob.
+  function fetchFile(part, file) {
+    var path = "/widget/api/conversations/" + part.conversation + "/attachments/" + file.id;
+    return fetch(BASE + path, {
+      headers: { Authorization: "Bearer " + state.token },
+      credentials: "omit",
+    }).then(function (response) {
+      if (!response.ok) throw new Error("the file could not be loaded");
+      return response.blob();
+    });
+  }
+
+  var IMAGE = /^image\/(png|jpeg|gif|webp)$/;
+
+  function filesElement(part) {
+    var box = el("div", "files", "tl-files");
+    (part.attachments || []).forEach(function (file) {
+      if (IMAGE.test(file.mime_type || "")) {
+        var img = el("img", "", "tl-image");
+        img.alt = file.filename;
+        box.appendChild(img);
+        fetchFile(part, file).then(
+          function (blob) {
+            img.src = URL.createObjectURL(blob);
+          },
+          function () {
+            img.alt = file.filename + " (could not be loaded)";
+          }
+        );
+        return;
+      }
+      var link = el("a", "file", "tl-file-link");
+      link.href = "#";
+      link.textContent = "\uD83D\uDCCE " + file.filename;
+      link.addEventListener("click", function (event) {
+        event.preventDefault();
+        fetchFile(part, file).then(function (blob) {
+          var a = document.createElement("a");
+          a.href = URL.createObjectURL(blob);
+          a.download = file.filename;
+          shadow.appendChild(a);
+          a.click();
+          a.remove();
+          setTimeout(URL.revokeObjectURL.bind(URL, a.href), 60000);
+        });
+      });
+      box.appendChild(link);
+    });
+    return box;
   }
 
   function el(tag, className, testid) {
@@ -327,6 +444,7 @@
     var node = el("div", "msg " + from, "tl-message");
     node.setAttribute("data-from", from);
     var bubble = el("div", "bubble", "tl-message-body");
+    bubble.dir = "auto";
     bubble.textContent = text;
     var meta = el("div", "meta");
     node.appendChild(bubble);
@@ -396,14 +514,18 @@
       node = waiting.el;
       node.classList.remove("pending", "failed");
       node.remove();
+      var shown = node.querySelector(".files");
+      if (shown) shown.remove();
     } else {
-      node = messageElement(from, partText(part));
+      node = messageElement(from, "");
       if (from === "admin" && authorName(part)) {
         var author = el("div", "author");
         author.textContent = authorName(part);
         node.insertBefore(author, node.firstChild);
       }
     }
+    fillBody(node.querySelector(".bubble"), part);
+    if ((part.attachments || []).length) node.insertBefore(filesElement(part), node.querySelector(".meta"));
     setMeta(node, part);
     insertInOrder(node, part.id);
     parts.set(part.id, { part: part, el: node });
@@ -695,20 +817,22 @@
 
   var pumping = false;
 
-  function send() {
-    var text = ui.input.value;
-    if (!text.trim()) return;
-    ui.input.value = "";
-    autosize();
+  function send(file) {
+    var text = file ? "" : ui.input.value;
+    if (!file && !text.trim()) return;
+    if (!file) {
+      ui.input.value = "";
+      autosize();
+    }
     var rid = randomId();
-    var node = messageElement("user", text);
+    var node = messageElement("user", file ? "\uD83D\uDCCE " + file.name : text);
     node.classList.add("pending");
     node.querySelector(".meta").textContent = "Sending…";
     ui.messages.appendChild(node);
     ui.empty.hidden = true;
     scrollToBottom();
     pending.set(rid, { el: node, body: text });
-    outbox.push({ body: text, random_id: rid });
+    outbox.push({ body: text, random_id: rid, file: file || null });
     pump();
   }
 
@@ -719,7 +843,14 @@
     var item = outbox[0];
     var path = state.conversation === null ? "/conversations" : "/conversations/" + state.conversation + "/reply";
     var starting = state.conversation === null;
-    api("POST", path, { body: item.body, random_id: item.random_id })
+    var payload = { body: item.body, random_id: item.random_id };
+    if (item.file) {
+      payload = new FormData();
+      payload.append("body", item.body);
+      payload.append("random_id", String(item.random_id));
+      payload.append("file", item.file, item.file.name);
+    }
+    api("POST", path, payload)
       .then(function (data) {
         outbox.shift();
         if (starting && state.conversation === null) state.conversation = data.conversation.id;
@@ -753,7 +884,9 @@
           pending.delete(item.random_id);
           waiting.el.classList.remove("pending");
           waiting.el.classList.add("failed");
-          waiting.el.querySelector(".meta").textContent = "Not sent: " + error.message;
+          waiting.el.querySelector(".meta").textContent = item.file
+            ? "The file was not sent: " + error.message.replace(/^file: /, "")
+            : "Not sent: " + plainReason(error);
         }
         pump();
       });
@@ -820,7 +953,11 @@
           restart();
           return;
         }
-        fatal("The chat is not available: " + error.message);
+        fatal(
+          error.status === 404
+            ? "The chat is not set up on this page yet."
+            : "The chat is not available right now. Please try again later."
+        );
       });
   }
 
@@ -862,6 +999,15 @@
   ui.form.addEventListener("submit", function (event) {
     event.preventDefault();
     send();
+    ui.input.focus();
+  });
+  ui.attach.addEventListener("click", function () {
+    ui.file.click();
+  });
+  ui.file.addEventListener("change", function () {
+    var chosen = ui.file.files && ui.file.files[0];
+    ui.file.value = "";
+    if (chosen) send(chosen);
     ui.input.focus();
   });
   ui.input.addEventListener("keydown", function (event) {

@@ -1,5 +1,5 @@
 // One conversation: its state and actions, its messages, the reply box, and the user card.
-import { Time, formatDateTime, localInputValue, operatorBody, operatorText } from "../dom.js";
+import { Time, formatDateTime, localInputValue, operatorText, partBody } from "../dom.js";
 import { html } from "../html.js";
 import {
   addTag,
@@ -13,11 +13,14 @@ import {
   delay,
   draftOf,
   drafted,
+  fetchFile,
+  fileProblem,
   loadEarlier,
   moveToChannel,
   now,
   openConversation,
   pane,
+  readableSize,
   removeTag,
   reopen,
   send,
@@ -27,14 +30,75 @@ import {
   typing,
   userName,
 } from "../store.js";
-import { useLayoutEffect, useRef, useState } from "../vendor/preact/hooks.js";
+import { useEffect, useLayoutEffect, useRef, useState } from "../vendor/preact/hooks.js";
 import { partText } from "./list.js";
 
 /**
  * @typedef {import("../store.js").Conversation} Conversation
  * @typedef {import("../store.js").Part} Part
  * @typedef {import("../store.js").User} User
+ * @typedef {import("../store.js").Attachment} Attachment
  */
+
+// Shown as pictures (the server serves these inline); any other file is a download.
+const IMAGE_TYPES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
+
+/**
+ * Save a blob under a file name (a link to an object URL, clicked).
+ * @param {Blob} blob
+ * @param {string} filename
+ */
+function saveBlob(blob, filename) {
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = filename;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
+}
+
+/**
+ * One attachment: a picture's preview, and a download link for every file. The bytes are
+ * fetched with the session's token, so no token ever goes into a URL.
+ * @param {{file: Attachment}} props
+ */
+function FileItem({ file }) {
+  const image = IMAGE_TYPES.has(file.mime_type || "");
+  const [src, setSrc] = useState(/** @type {string | null} */ (null));
+  useEffect(() => {
+    if (!image) return undefined;
+    let url = "";
+    let live = true;
+    fetchFile(file.id).then((blob) => {
+      if (!live || !blob) return;
+      url = URL.createObjectURL(blob);
+      setSrc(url);
+    });
+    return () => {
+      live = false;
+      if (url) URL.revokeObjectURL(url);
+    };
+  }, [file.id, image]);
+  /** @param {Event} event */
+  async function download(event) {
+    event.preventDefault();
+    const blob = await fetchFile(file.id);
+    if (blob) saveBlob(blob, file.filename);
+  }
+  const size = readableSize(file.size);
+  return html`
+    <li data-testid="attachment" data-attachment-id=${file.id} class=${image ? "file image" : "file"}>
+      ${
+        image
+          ? html`<span class="preview">${src ? html`<img data-testid="attachment-preview" src=${src} alt=${file.filename} />` : null}</span>`
+          : null
+      }
+      <a data-testid="attachment-link" href=${`#attachment-${file.id}`} download=${file.filename} onClick=${download}
+         aria-label=${`Download ${file.filename} (${size})`}>📎 ${file.filename}</a>
+      <span class="muted">${size}</span>
+    </li>`;
+}
 
 const SYSTEM_PARTS = new Set([
   "assigned",
@@ -94,12 +158,12 @@ function PartItem({ part, user }) {
         ${part.type === "note" ? html`<span class="note-label">Internal note</span>` : null}
         <${Time} seconds=${part.created} testid="part-time" />
       </div>
-      <div data-testid="part-body" class="part-body">${fromUser ? part.body : operatorBody(part.body || "")}</div>
+      <div data-testid="part-body" class="part-body" dir="auto" hidden=${!part.body && files.length > 0}>${partBody(part)}</div>
       ${
         files.length
           ? html`
-        <ul class="files">
-          ${files.map((a, i) => html`<li key=${i}>📎 ${a.filename} (${Math.max(1, Math.round(a.size / 1024))} KB)</li>`)}
+        <ul class="files" aria-label="Attachments">
+          ${files.map((a) => html`<${FileItem} key=${a.id} file=${a} />`)}
         </ul>`
           : null
       }
@@ -233,50 +297,146 @@ function Parts({ c, parts }) {
     </ol>`;
 }
 
-/** @param {{id: string}} props */
+/** @typedef {"reply_admin" | "note"} Mode */
+
+const MODES = /** @type {const} */ ([
+  ["reply_admin", "Reply", "mode-reply"],
+  ["note", "Note", "mode-note"],
+]);
+
+/**
+ * The reply box, in one of two modes chosen with tabs (as in Intercom and Chatwoot): a
+ * reply goes to the user; a note stays with the team, and the whole box turns the notes'
+ * colour while in that mode. Enter (and the button) sends in the mode shown. A file is
+ * attached by the button, by dropping it on the box or by pasting it.
+ * @param {{id: string}} props
+ */
 function Composer({ id }) {
   const input = useRef(/** @type {HTMLTextAreaElement | null} */ (null));
+  const picker = useRef(/** @type {HTMLInputElement | null} */ (null));
   const [sending, setSending] = useState(false);
+  const [mode, setMode] = useState(/** @type {Mode} */ ("reply_admin"));
+  const [file, setFile] = useState(/** @type {File | null} */ (null));
+  const [dragging, setDragging] = useState(false);
+  const note = mode === "note";
   // The draft kept for this conversation comes back when it is opened again.
   useLayoutEffect(() => {
     if (input.current) input.current.value = draftOf(id);
   }, [id]);
 
-  /** @param {"reply_admin" | "note"} type */
-  async function submit(type) {
+  /** @param {File | null | undefined} chosen */
+  function attach(chosen) {
+    if (!chosen) return;
+    const problem = fileProblem(chosen);
+    if (problem) {
+      showError(problem);
+      return;
+    }
+    setFile(chosen);
+    input.current?.focus();
+  }
+
+  /** @param {Mode} next */
+  function choose(next) {
+    setMode(next);
+    input.current?.focus();
+  }
+
+  async function submit() {
     const field = input.current;
     if (!field) return;
     const body = field.value;
-    if (!body.trim()) {
+    if (!body.trim() && !file) {
       field.focus();
       return;
     }
     setSending(true);
-    const ok = await send(id, body, type);
+    const ok = await send(id, body, mode, file);
     setSending(false);
     if (!ok) return;
     if (field.value === body) field.value = "";
+    setFile(null);
     field.focus();
   }
 
+  /** @param {KeyboardEvent} e */
+  function onTabKey(e) {
+    if (e.key !== "ArrowLeft" && e.key !== "ArrowRight") return;
+    e.preventDefault();
+    const next = note ? "reply_admin" : "note";
+    setMode(next);
+    const form = /** @type {HTMLElement} */ (e.currentTarget).closest("form");
+    /** @type {HTMLElement | null | undefined} */ (form?.querySelector(`[data-mode="${next}"]`))?.focus();
+  }
+
   return html`
-    <form class="reply" onSubmit=${(/** @type {Event} */ e) => {
-      e.preventDefault();
-      submit("reply_admin");
-    }}>
-      <textarea data-testid="reply-input" id="reply-input" rows="3" ref=${input}
-                placeholder="Write a reply… (Enter sends, Shift+Enter: new line)" aria-label="Reply"
+    <form data-testid="composer" data-mode=${mode} class=${`reply${note ? " note-mode" : ""}${dragging ? " dragging" : ""}`}
+          onSubmit=${(/** @type {Event} */ e) => {
+            e.preventDefault();
+            submit();
+          }}
+          onDragOver=${(/** @type {DragEvent} */ e) => {
+            if (!e.dataTransfer?.types.includes("Files")) return;
+            e.preventDefault();
+            setDragging(true);
+          }}
+          onDragLeave=${() => setDragging(false)}
+          onDrop=${(/** @type {DragEvent} */ e) => {
+            setDragging(false);
+            const dropped = e.dataTransfer?.files[0];
+            if (!dropped) return;
+            e.preventDefault();
+            attach(dropped);
+          }}>
+      <div class="composer-tabs" role="tablist" aria-label="Write a">
+        ${MODES.map(
+          ([value, label, testid]) => html`
+          <button key=${value} type="button" role="tab" data-testid=${testid} data-mode=${value}
+                  class="composer-tab" aria-selected=${mode === value ? "true" : "false"}
+                  aria-controls="reply-input" tabindex=${mode === value ? 0 : -1}
+                  onClick=${() => choose(value)} onKeyDown=${onTabKey}>${label}</button>`,
+        )}
+      </div>
+      <textarea data-testid="reply-input" id="reply-input" rows="3" ref=${input} dir="auto"
+                placeholder=${
+                  note
+                    ? "Write an internal note: only your team sees it… (Enter adds it)"
+                    : "Write a reply… (Enter sends, Shift+Enter: new line)"
+                }
+                aria-label=${note ? "Internal note" : "Reply"}
                 onInput=${(/** @type {Event} */ e) => drafted(id, /** @type {HTMLTextAreaElement} */ (e.currentTarget).value)}
+                onPaste=${(/** @type {ClipboardEvent} */ e) => {
+                  const pasted = e.clipboardData?.files[0];
+                  if (!pasted) return;
+                  e.preventDefault();
+                  attach(pasted);
+                }}
                 onKeyDown=${(/** @type {KeyboardEvent} */ e) => {
                   if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
                     e.preventDefault();
-                    submit("reply_admin");
+                    submit();
                   }
                 }}></textarea>
+      ${
+        file
+          ? html`
+        <p data-testid="pending-file" class="pending-file">
+          📎 ${file.name} <span class="muted">(${readableSize(file.size)})</span>
+          <button type="button" data-testid="pending-file-remove" class="chip-remove"
+                  aria-label=${`Remove ${file.name}`} title=${`Remove ${file.name}`} onClick=${() => setFile(null)}></button>
+        </p>`
+          : null
+      }
       <div class="reply-buttons">
-        <button type="button" data-testid="send-note" class="note-button" disabled=${sending}
-                onClick=${() => submit("note")}>Add note</button>
-        <button type="submit" data-testid="send-reply" class="primary" disabled=${sending}>Send reply</button>
+        <input type="file" data-testid="file-input" ref=${picker} hidden
+               onChange=${(/** @type {Event} */ e) => {
+                 const field = /** @type {HTMLInputElement} */ (e.currentTarget);
+                 attach(field.files?.[0]);
+                 field.value = "";
+               }} />
+        <button type="button" data-testid="attach" class="attach-button" onClick=${() => picker.current?.click()}>Attach a file</button>
+        <button type="submit" data-testid=${note ? "send-note" : "send-reply"} class=${note ? "note-button" : "primary"}
+                disabled=${sending}>${note ? "Add note" : "Send reply"}</button>
       </div>
     </form>`;
 }

@@ -84,6 +84,14 @@ export function Views() {
     </nav>`;
 }
 
+/**
+ * A conversation's address: the inbox opens it there (after signing in, in a new tab).
+ * @param {string} id
+ */
+function conversationHref(id) {
+  return `#${new URLSearchParams({ view: view.value, c: id })}`;
+}
+
 /** @param {KeyboardEvent} event */
 function onRowKey(event) {
   if (event.key !== "ArrowDown" && event.key !== "ArrowUp") return;
@@ -101,13 +109,26 @@ function Row({ c, selected, typist, match }) {
   const unread = c.admin_unread_count || 0;
   return html`
     <li data-testid="conversation-row" data-conversation-id=${c.id} class=${unread ? "row unread" : "row"}>
-      <button type="button" class="row-button" aria-current=${selected ? "true" : undefined}
-              onClick=${() => openConversation(c.id)} onKeyDown=${onRowKey}>
+      <a class="row-button" href=${conversationHref(c.id)} aria-current=${selected ? "true" : undefined}
+         onClick=${(/** @type {MouseEvent} */ e) => {
+           // With a modifier (or the middle button) the browser opens its own tab or window.
+           if (e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey || e.altKey) return;
+           e.preventDefault();
+           openConversation(c.id);
+         }}
+         onKeyDown=${onRowKey}>
         <span class="row-top">
           <span data-testid="row-user" class="row-user">${userName(c.user)}</span>
           <${Time} seconds=${c.last_update} testid="row-time" />
         </span>
-        <span data-testid="row-snippet" class="row-snippet">${typist ? "" : partText(c.important_part_last)}</span>
+        <span class="row-line">
+          ${
+            !typist && c.important_part_last?.type === "note"
+              ? html`<span data-testid="row-note" class="row-note" title="The last message is an internal note">Note</span>`
+              : null
+          }
+          <span data-testid="row-snippet" class="row-snippet" dir="auto">${typist ? "" : partText(c.important_part_last)}</span>
+        </span>
         ${typist ? html`<span class="row-typing">${typist} is typing…</span>` : null}
         ${match ? html`<span data-testid="row-match" class="row-match">${snippet(match)}</span>` : null}
         <span class="row-meta">
@@ -117,7 +138,7 @@ function Row({ c, selected, typist, match }) {
           <span data-testid="row-tags" class="row-tags">${c.tags.map((t) => html`<span key=${t} class="chip">${t}</span>`)}</span>
           ${unread ? html`<span data-testid="row-unread" class="badge" title=${`${unread} unread`}>${String(unread)}</span>` : null}
         </span>
-      </button>
+      </a>
     </li>`;
 }
 
