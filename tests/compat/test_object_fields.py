@@ -47,8 +47,8 @@ from threadline.widget import service as widget
 __all__ = ["empty_url"]
 
 # The keys every part carries (the ConversationPart page's fields, with Threadline's
-# stored `random_id`, `external_id`, `referrer` and `actions`); `first`, `tag` and
-# `assignee` come on top where the page says.
+# stored `random_id`, `external_id`, `referrer` and `actions`, and its own `body_html`: the
+# body as the screens show it); `first`, `tag` and `assignee` come on top where the page says.
 PART_KEYS = {
     "id",
     "created",
@@ -57,6 +57,7 @@ PART_KEYS = {
     "conversation",
     "part_group",
     "body",
+    "body_html",
     "body_json",
     "direction",
     "type",
@@ -138,6 +139,7 @@ async def test_every_documented_key_of_a_part_and_first_on_the_first_part_only(
     assert answer["referrer"] == "https://shop.test/cart"
     assert answer["actions"] is None
     assert answer["body_json"] is None
+    assert (hello["body_html"], answer["body_html"]) == (hello["body"], answer["body"])
     assert (answer["edited"], answer["removed"]) == (None, None)
     assert answer["attachments"] == []
     assert type(answer["part_group"]) is int

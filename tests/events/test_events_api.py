@@ -192,7 +192,9 @@ class Mirror:
             if read_by == "user" and p["type"] not in HIDDEN_FROM_USER | {"reply_user"}:
                 p["read"] = True
             if event["type"] == eventlog.REMOVED:
-                p.update(body="", body_json=None, attachments=[], removed=event["created"])
+                p.update(
+                    body="", body_html="", body_json=None, attachments=[], removed=event["created"]
+                )
 
 
 async def fetch(api: httpx.AsyncClient, cid: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
