@@ -15,7 +15,12 @@ from threadline.core.delivery import (
 )
 from threadline.core.errors import DomainError
 
-Q, S, F = DeliveryState.QUEUED, DeliveryState.SENT, DeliveryState.FAILED
+Q, S, F, B = (
+    DeliveryState.QUEUED,
+    DeliveryState.SENT,
+    DeliveryState.FAILED,
+    DeliveryState.BOUNCED,
+)
 
 
 def test_the_table() -> None:
@@ -24,7 +29,8 @@ def test_the_table() -> None:
         (Q, DeliveryStep.ACCEPTED): S,
         (Q, DeliveryStep.REFUSED): F,
         (F, DeliveryStep.REQUEUED): Q,
-        (S, DeliveryStep.BOUNCED): F,
+        (S, DeliveryStep.BOUNCED): B,
+        (B, DeliveryStep.REQUEUED): Q,
     }
 
 
@@ -45,9 +51,9 @@ def test_every_other_move_is_a_typed_error(state: DeliveryState, step: DeliveryS
 
 
 def test_a_part_is_accepted_at_most_once_per_time_it_was_queued() -> None:
-    """Over every sequence of up to six steps: `sent` leads nowhere but to `failed` (a
-    bounce), and only a requeue (a resend asked for) leads back to `queued`, so the relay
-    accepts a part at most once per time it was queued."""
+    """Over every sequence of up to six steps: `sent` leads nowhere but to `bounced`, and
+    only a requeue (a resend asked for) leads back to `queued`, so the relay accepts a part
+    at most once per time it was queued."""
     most = 0
     for steps in itertools.chain.from_iterable(
         itertools.product(DeliveryStep, repeat=n) for n in range(7)

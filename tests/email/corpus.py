@@ -277,3 +277,52 @@ def inline_forward(shape: str, message_id: str = "ifwd1@example.com") -> bytes:
         )
         subject = "FW: Your order 42"
     return plain(text, message_id=message_id, subject=subject)
+
+
+def dsn(
+    original: str,
+    *,
+    message_id: str = "dsn2@mx.example.com",
+    carries: str = "rfc822",
+    action: str = "failed",
+    status: str = "5.1.1",
+    diagnostic: str = "smtp; 550 5.1.1 <jane@example.com>: Recipient address rejected",
+    sender: str = "Mail Delivery Subsystem <mailer-daemon@mx.example.com>",
+) -> bytes:
+    """A DSN (RFC 3464) about the message `original`, named by its returned copy
+    (`carries="rfc822"`), its returned headers (`"headers"`) or an `Original-Message-ID`
+    field of the report (`"field"`)."""
+    returned = (
+        f"From: Acme <key@threadline.localhost>\r\nTo: jane@example.com\r\n"
+        f"Subject: Re: Parcel 42\r\nMessage-ID: <{original}>\r\n"
+    )
+    if carries == "rfc822":
+        last = f"Content-Type: message/rfc822\r\n\r\n{returned}\r\nIt left today.\r\n"
+    elif carries == "headers":
+        last = f"Content-Type: text/rfc822-headers\r\n\r\n{returned}"
+    else:
+        last = "Content-Type: text/plain\r\n\r\n(no copy returned)\r\n"
+    field = f"Original-Message-ID: <{original}>\r\n" if carries == "field" else ""
+    return (
+        "Return-Path: <>\r\n"
+        f"From: {sender}\r\n"
+        "To: key@threadline.localhost\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        f"Message-ID: <{message_id}>\r\n"
+        "Auto-Submitted: auto-replied\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b2"\r\n'
+        "\r\n--b2\r\n"
+        "Content-Type: text/plain\r\n\r\n"
+        "I'm sorry to have to inform you that your message could not be delivered.\r\n"
+        "\r\n--b2\r\n"
+        "Content-Type: message/delivery-status\r\n\r\n"
+        f"Reporting-MTA: dns; mx.example.com\r\n{field}"
+        "Arrival-Date: Mon, 7 Dec 2026 14:00:00 +0000\r\n\r\n"
+        "Final-Recipient: rfc822; jane@example.com\r\n"
+        "Original-Recipient: rfc822; jane@example.com\r\n"
+        f"Action: {action}\r\nStatus: {status}\r\n"
+        f"Diagnostic-Code: {diagnostic}\r\n"
+        f"\r\n--b2\r\n{last}"
+        "\r\n--b2--\r\n"
+    ).encode()

@@ -3,10 +3,10 @@ transition table, pure.
 
 A part to send is `queued` (its Message-ID fixed) until the relay takes it (`sent`) or
 refuses it for good, or every attempt failed (`failed`, with the relay's answer). A
-temporary failure keeps it `queued` for the next attempt. A failed part may be queued again
-(sent anew, with the same Message-ID), and a sent one may turn out `failed` later (a
-bounce). Nothing else: an illegal transition raises `IllegalTransition`, it is never
-applied silently.
+temporary failure keeps it `queued` for the next attempt. A sent part may turn out `bounced`
+later (a delivery status notification reported it undeliverable). A failed or bounced part
+may be queued again (sent anew, with the same Message-ID). Nothing else: an illegal
+transition raises `IllegalTransition`, it is never applied silently.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ class DeliveryState(StrEnum):
     QUEUED = "queued"
     SENT = "sent"
     FAILED = "failed"
+    # sent, then reported undeliverable by the recipient's side (a DSN): final
+    BOUNCED = "bounced"
 
 
 class DeliveryStep(StrEnum):
@@ -42,7 +44,8 @@ TRANSITIONS: dict[tuple[DeliveryState, DeliveryStep], DeliveryState] = {
     (DeliveryState.QUEUED, DeliveryStep.ACCEPTED): DeliveryState.SENT,
     (DeliveryState.QUEUED, DeliveryStep.REFUSED): DeliveryState.FAILED,
     (DeliveryState.FAILED, DeliveryStep.REQUEUED): DeliveryState.QUEUED,
-    (DeliveryState.SENT, DeliveryStep.BOUNCED): DeliveryState.FAILED,
+    (DeliveryState.SENT, DeliveryStep.BOUNCED): DeliveryState.BOUNCED,
+    (DeliveryState.BOUNCED, DeliveryStep.REQUEUED): DeliveryState.QUEUED,
 }
 
 

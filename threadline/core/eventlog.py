@@ -9,7 +9,11 @@ Each change of a conversation becomes one or more log events, in the order they 
 - `conversation_read`: parts marked read, no part added (`read_by`: `admin` or `user`);
 - `conversation_removed`: the conversation was erased;
 - `conversation_updated`: fields changed with no part (delivery status, a bot taking
-  over, a repair).
+  over, a repair);
+- `conversation_delivery`: a part sent out through a channel (an operator's e-mail reply)
+  changed its delivery state (`sent`, `failed`, `bounced`; see threadline.core.delivery):
+  `part` names it, `delivery` holds its new state (`delivery_data`). No conversation
+  field changes; the operators' record only, never on a user's channels.
 
 A payload is small: the new part's id and type, and `changes`, the conversation's public
 fields that the change set, with their new values (ids for embedded objects, Unix seconds
@@ -37,6 +41,7 @@ REPLY = "conversation_reply"
 READ = "conversation_read"
 REMOVED = "conversation_removed"
 UPDATED = "conversation_updated"
+DELIVERY = "conversation_delivery"
 
 PART_EVENT: dict[PartType, str] = {
     PartType.ASSIGNED: "conversation_assigned",
@@ -48,7 +53,7 @@ PART_EVENT: dict[PartType, str] = {
     PartType.CHANNEL_CHANGED: "conversation_channel_changed",
     PartType.SERVICE: "conversation_service",
 }
-EVENT_TYPES = (STARTED, REPLY, *PART_EVENT.values(), READ, REMOVED, UPDATED)
+EVENT_TYPES = (STARTED, REPLY, *PART_EVENT.values(), READ, REMOVED, UPDATED, DELIVERY)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -216,8 +221,28 @@ def derive(before: ConversationState | None, change: Change) -> list[LogEvent]:
     return [LogEvent(t, cid, uid, data) for t, data in zip(types, out, strict=True)]
 
 
+def delivery_event(
+    conversation_id: int,
+    user_id: int,
+    part_id: int,
+    part_type: PartType,
+    delivery: JSONObject,
+) -> LogEvent:
+    """The log event of a part's new delivery state. `delivery`: `channel`, `status`,
+    `message_id`, `attempts`, `relay_code`, `relay_answer`, and for a bounce `bounce`
+    (the report's `status`, `diagnostic` and `recipient`)."""
+    return LogEvent(
+        DELIVERY,
+        conversation_id,
+        user_id,
+        {"part": {"id": part_id, "type": part_type.value}, "delivery": delivery},
+    )
+
+
 def user_view(event_type: str, data: JSONObject) -> JSONObject | None:
     """The payload as the conversation's user may see it, or None when it is not for them."""
+    if event_type == DELIVERY:
+        return None
     part = data.get("part")
     if part is not None and PartType(part["type"]) in HIDDEN_FROM_USER:
         return None

@@ -697,7 +697,7 @@ email_deliveries = Table(
     Column("part_id", BigInteger, nullable=False),
     Column("event_id", BigInteger, nullable=False),
     Column("message_id", String(998), nullable=False),
-    # `queued`, `sent` or `failed` (threadline.core.delivery).
+    # `queued`, `sent`, `failed` or `bounced` (threadline.core.delivery).
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("next_attempt_at", UTCDateTime, nullable=False),

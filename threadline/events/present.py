@@ -33,6 +33,8 @@ class EventOut(TypedDict):
     part: NotRequired[PartOut | None]
     read_by: NotRequired[str]
     started_by: NotRequired[str]
+    # `conversation_delivery`: the part's new delivery state (threadline.core.eventlog).
+    delivery: NotRequired[dict[str, Any]]
 
 
 EVENT_ADAPTER: TypeAdapter[EventOut] = TypeAdapter(EventOut)
@@ -92,7 +94,7 @@ def event_out(e: StoredEvent, parts: dict[int, dict[str, Any]]) -> dict[str, Any
     part = e.data.get("part")
     if part is not None:
         out["part"] = parts.get(part["id"])
-    for key in ("read_by", "started_by"):
+    for key in ("read_by", "started_by", "delivery"):
         if key in e.data:
             out[key] = e.data[key]
     return out

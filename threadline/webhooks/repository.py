@@ -39,8 +39,8 @@ class Endpoint:
     def wants(self, event: StoredEvent) -> bool:
         if event.app_id != self.app_id or event.id <= self.start_after:
             return False
-        if self.format == "vendor" and "part" not in event.data:
-            return False  # the vendor's chat webhook is about a part
+        if self.format == "vendor" and ("part" not in event.data or "delivery" in event.data):
+            return False  # the vendor's chat webhook is about a new part
         return not self.events or event.type in self.events
 
 

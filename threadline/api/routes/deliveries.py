@@ -21,11 +21,12 @@ router = APIRouter(prefix="/ext", tags=["e-mail"])
 class PartDeliveryOut(TypedDict):
     part: Id
     channel: str
-    # `queued`, `sent` or `failed`
+    # `queued`, `sent`, `failed` or `bounced`
     status: str
     message_id: str
     attempts: int
-    # The relay's SMTP code and answer to the last attempt (null code: no answer).
+    # The relay's SMTP code and answer to the last attempt (null code: no answer); once
+    # `bounced`, the bounce report's SMTP code and its status and diagnostic.
     relay_code: int | None
     relay_answer: str | None
     created: Ts
@@ -57,7 +58,9 @@ def _out(d: deliveries.Delivery) -> PartDeliveryOut:
 async def list_deliveries(conversation_id: ConversationId, caller: ReadCaller) -> Response:
     """One entry per part sent out by e-mail (an operator's reply in an e-mail
     conversation), oldest first: `queued` until the relay took it (`sent`) or refused it,
-    or every attempt failed (`failed`, with the relay's answer)."""
+    or every attempt failed (`failed`, with the relay's answer); a sent part reported
+    undeliverable later by a bounce is `bounced`. Each change is also a
+    `conversation_delivery` event on the realtime streams and the webhooks."""
     cid = path_id("id", conversation_id)
     async with caller.db.read() as conn:
         if await conv_q.conversation(conn, caller.app_id, cid) is None:

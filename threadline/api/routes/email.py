@@ -103,8 +103,9 @@ async def receive_email(
 ) -> Response:
     """Takes a raw message as a mail relay or a provider's inbound hook hands it over, as
     the SMTP listener does: `outcome` is `started` (a new `incoming_email` conversation),
-    `replied`, `auto_reply`, `duplicate` (the Message-ID was received before) or `ignored`
-    (`reason`: `loop`, `bounce`, `auto_reply`). A message may be as large as
+    `replied`, `auto_reply`, `bounced` (a bounce of a reply Threadline sent: `conversation`
+    and `part` name that reply), `duplicate` (the Message-ID was received before) or
+    `ignored` (`reason`: `loop`, `bounce`, `auto_reply`). A message may be as large as
     `THREADLINE_MAIL_MAX_MESSAGE_BYTES`; each of its files is held to the attachment limit
     (a larger one is left out and named in `body_json.email.refused_files`)."""
     app_id = caller.app(app)

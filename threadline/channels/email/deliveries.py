@@ -1,10 +1,17 @@
-"""All SQL about e-mail replies in the outbox: queueing, what is due, each attempt's outcome."""
+"""All SQL about e-mail replies in the outbox: queueing, what is due, each attempt's outcome,
+bounces.
+
+Every change of a reply's delivery state is written to the event log in its transaction
+(`conversation_delivery`, threadline.core.eventlog), after the conversation's lock (which
+orders a conversation's log events, see threadline.events.repository); the caller tells the
+database's commit listeners (`Database.events_committed`) once it committed.
+"""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -12,11 +19,19 @@ from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from threadline.conversations.repository import ConversationRepository
+from threadline.core import eventlog
 from threadline.core.delivery import DeliveryState
+from threadline.core.enums import PartType
+from threadline.core.model import JSONObject
 from threadline.db.schema import email_deliveries as deliveries_t
 from threadline.db.schema import email_messages, email_threads
+from threadline.events import repository as event_log
 
 QUEUED = DeliveryState.QUEUED.value
+SENT = DeliveryState.SENT.value
+# The longest relay answer kept.
+MAX_ANSWER_CHARS = 500
 # What `email_messages.outcome` says of a message Threadline sent.
 SENT_REPLY = "reply"
 
@@ -159,7 +174,12 @@ async def record_attempt(
     relay_answer: str | None,
 ) -> bool:
     """Store an attempt's outcome, if the delivery is still as the attempt found it (another
-    worker that took the lead meanwhile may have attempted it too); whether it was stored."""
+    worker that took the lead meanwhile may have attempted it too); whether it was stored.
+    A change of state is logged."""
+    repo = ConversationRepository(conn)
+    locked = await repo.lock(delivery.app_id, delivery.conversation_id)
+    answer = relay_answer[:MAX_ANSWER_CHARS] if relay_answer else None
+    sent_at = now if status is DeliveryState.SENT else None
     result = await conn.execute(
         update(deliveries_t)
         .where(
@@ -173,11 +193,94 @@ async def record_attempt(
             last_attempt_at=now,
             next_attempt_at=next_attempt_at,
             relay_code=relay_code,
-            relay_answer=relay_answer[:500] if relay_answer else None,
-            sent_at=now if status is DeliveryState.SENT else None,
+            relay_answer=answer,
+            sent_at=sent_at,
         )
     )
-    return bool(result.rowcount)
+    stored = bool(result.rowcount)
+    if stored and status.value != delivery.status and locked is not None:
+        after = replace(
+            delivery,
+            status=status.value,
+            attempts=delivery.attempts + 1,
+            last_attempt_at=now,
+            relay_code=relay_code,
+            relay_answer=answer,
+            sent_at=sent_at,
+        )
+        event = eventlog.delivery_event(
+            delivery.conversation_id,
+            locked.user_id,
+            delivery.part_id,
+            PartType.REPLY_ADMIN,
+            delivery_data(after),
+        )
+        await event_log.append(repo.driver, delivery.app_id, now, [event])
+    return stored
+
+
+def delivery_data(d: Delivery, bounce: JSONObject | None = None) -> JSONObject:
+    """A delivery's state as its log event carries it."""
+    data: JSONObject = {
+        "channel": "email",
+        "status": d.status,
+        "message_id": d.message_id,
+        "attempts": d.attempts,
+        "relay_code": d.relay_code,
+        "relay_answer": d.relay_answer,
+    }
+    if bounce is not None:
+        data["bounce"] = bounce
+    return data
+
+
+async def sent_with(
+    conn: AsyncConnection, app_id: int, message_ids: Sequence[str]
+) -> Delivery | None:
+    """The app's reply sent under one of `message_ids` (the first that names one)."""
+    if not message_ids:
+        return None
+    query = select(deliveries_t).where(
+        deliveries_t.c.app_id == app_id, deliveries_t.c.message_id.in_(list(message_ids))
+    )
+    found = {str(r.message_id): _delivery(r) for r in await conn.execute(query)}
+    return next((found[i] for i in message_ids if i in found), None)
+
+
+async def record_bounce(
+    conn: AsyncConnection,
+    delivery: Delivery,
+    *,
+    now: datetime,
+    code: int | None,
+    answer: str,
+    bounce: JSONObject,
+) -> bool:
+    """A sent reply reported undeliverable: `bounced`, with the report's SMTP code and
+    status/diagnostic in place of the relay's answer, and logged. False (nothing changed)
+    when it is not `sent` (any more)."""
+    repo = ConversationRepository(conn)
+    locked = await repo.lock(delivery.app_id, delivery.conversation_id)
+    answer = answer[:MAX_ANSWER_CHARS]
+    bounced = DeliveryState.BOUNCED.value
+    result = await conn.execute(
+        update(deliveries_t)
+        .where(deliveries_t.c.id == delivery.id, deliveries_t.c.status == SENT)
+        .values(status=bounced, relay_code=code, relay_answer=answer)
+    )
+    if not result.rowcount:
+        return False
+    if locked is not None:
+        after = replace(delivery, status=bounced, relay_code=code, relay_answer=answer)
+        event = eventlog.delivery_event(
+            delivery.conversation_id,
+            locked.user_id,
+            delivery.part_id,
+            PartType.REPLY_ADMIN,
+            delivery_data(after, bounce),
+        )
+        await event_log.append(repo.driver, delivery.app_id, now, [event])
+    return True
 
 
 async def thread_of(conn: AsyncConnection, app_id: int, message_id: str) -> list[str]:

@@ -9,7 +9,9 @@ service's idempotency), so a replay, even a concurrent one, creates nothing new.
 Automatic answers (out-of-office, `Auto-Submitted`) in a known conversation are stored as
 an `auto_reply` part by the system: the spec's content part that is no reply, so it
 neither reopens the conversation nor counts as the user's answer. One that answers no known
-conversation is ignored, as are bounces and mail from Threadline's own addresses (loops).
+conversation is ignored, as is mail from Threadline's own addresses (loops). A bounce (a
+delivery status notification) that names a reply Threadline sent makes that reply's
+delivery `bounced` (see `_take_bounce`); any other bounce is ignored.
 
 Who may write in a conversation by mail: its user (by any address that leads to them), and
 the people its messages were written to (To, Cc: `email_participants`), such as a colleague
@@ -30,7 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -38,22 +40,22 @@ from threadline.apps.repository import AppRepository
 from threadline.apps.service import utcnow
 from threadline.attachments import service as files
 from threadline.attachments.storage import Storage
+from threadline.channels.email import deliveries
 from threadline.channels.email.parse import InboundMail, MalformedMail, parse
 from threadline.channels.email.senders import SenderLimiter as SenderLimiter
 from threadline.channels.email.senders import SenderThrottled as SenderThrottled
 from threadline.conversations import service as conversations
 from threadline.conversations.repository import ConversationRepository
 from threadline.core import events as ev
-from threadline.core.enums import ConversationType, PartType, ReplyType, SentVia
+from threadline.core.delivery import DeliveryState
+from threadline.core.enums import ConversationType, MessageStatus, PartType, ReplyType, SentVia
 from threadline.core.errors import DomainError, InvalidParameter, NotFound
 from threadline.core.idempotency import IdempotencyKeyReused
 from threadline.core.model import Attachment, Author, JSONObject
 from threadline.core.rules import MAX_BODY_CHARS
 from threadline.db.engine import Database
 from threadline.db.schema import (
-    conversations as conversations_table,
-)
-from threadline.db.schema import (
+    conversation_parts,
     email_addresses,
     email_app_keys,
     email_contacts,
@@ -61,6 +63,9 @@ from threadline.db.schema import (
     email_participants,
     email_threads,
     users,
+)
+from threadline.db.schema import (
+    conversations as conversations_table,
 )
 
 # HTML larger than this is not copied into the part (the original message keeps it).
@@ -493,6 +498,51 @@ async def _first_delivery(
     return Received("duplicate", conversation_id, part.id if part is not None else None)
 
 
+async def _take_bounce(db: Database, app_id: int, mail: InboundMail) -> Received | None:
+    """A delivery status notification that reports a reply Threadline sent undeliverable:
+    the reply's delivery becomes `bounced` (with the report's status and diagnostic), and
+    where that reply is the e-mail message that started its conversation, the
+    conversation's `status` becomes `bounced`. No part is added and nothing reopens. None:
+    the report names no reply of the app, or delivery did not fail (delayed, delivered)."""
+    report = mail.bounce_report
+    if report is None or not report.failed:
+        return None
+    async with db.read() as conn:
+        found = await deliveries.sent_with(conn, app_id, report.original_ids)
+    if found is None:
+        return None
+    answer = " ".join(x for x in (report.status, report.diagnostic) if x) or "bounced"
+    bounce: JSONObject = {
+        "status": report.status,
+        "diagnostic": report.diagnostic,
+        "recipient": report.recipient,
+    }
+    async with db.write() as conn:
+        changed = await deliveries.record_bounce(
+            conn, found, now=utcnow(), code=report.smtp_code(), answer=answer, bounce=bounce
+        )
+    if changed:
+        db.events_committed(app_id)
+    if changed or found.status == DeliveryState.BOUNCED.value:
+        # (also after a bounce whose status change a failure cut short: this one finishes it)
+        await _message_bounced(db, app_id, found.conversation_id, found.part_id)
+    return Received("bounced", found.conversation_id, found.part_id)
+
+
+async def _message_bounced(db: Database, app_id: int, conversation_id: int, part_id: int) -> None:
+    """The conversation's `status` (its starting message's delivery) becomes `bounced` when
+    the bounced part is that message (the conversation's first part)."""
+    p = conversation_parts.c
+    async with db.read() as conn:
+        state = await ConversationRepository(conn).get(app_id, conversation_id)
+        first = (
+            await conn.execute(select(func.min(p.id)).where(p.conversation_id == conversation_id))
+        ).scalar_one_or_none()
+    if state is None or state.message_id is None or first != part_id:
+        return
+    await conversations.perform(db, app_id, conversation_id, ev.UpdateStatus(MessageStatus.BOUNCED))
+
+
 async def receive(
     db: Database,
     storage: Storage,
@@ -524,21 +574,21 @@ async def receive(
     domain = settings.mail_domain.lower()
     async with db.read() as conn:
         known = await _known(conn, app_id, mail.message_id)
-        if known is not None:
-            return known
+    if known is not None:
+        return known
+    if mail.bounce:
+        # Before the loop check: Threadline's own relay may report from the mail domain.
+        bounced = await _take_bounce(db, app_id, mail)
+        await _record(db, app_id, mail.message_id, "bounce" if bounced else "ignored")
+        return bounced or Received("ignored", reason="bounce")
+    async with db.read() as conn:
         own = await _is_own(conn, mail.from_address, domain)
         conversation_id = await _thread(conn, app_id, mail, domain)
         standing = None
-        if conversation_id is not None and not (own or mail.bounce or mail.auto_reply):
+        if conversation_id is not None and not (own or mail.auto_reply):
             standing = await _standing(conn, app_id, conversation_id, mail.from_address)
     reason = (
-        "loop"
-        if own
-        else "bounce"
-        if mail.bounce
-        else "auto_reply"
-        if mail.auto_reply and conversation_id is None
-        else None
+        "loop" if own else "auto_reply" if mail.auto_reply and conversation_id is None else None
     )
     if reason is not None:
         await _record(db, app_id, mail.message_id, "ignored")

@@ -14,7 +14,10 @@ when the relay is first configured: replies written before are not sent.
 
 Sending: the relay's 2xx makes a part `sent`; a 5xx `failed` at once, with the relay's
 answer; no answer or a 4xx keeps it `queued` for a retry with capped exponential backoff,
-until the last attempt fails it. Every attempt of a part carries the same Message-ID.
+until the last attempt fails it. Every attempt of a part carries the same Message-ID. A sent
+part that bounces later (a delivery status notification names its Message-ID, see
+inbound.py) is `bounced`. Each change of state is a `conversation_delivery` log event, so
+the realtime streams and the webhooks carry it.
 
 The guarantee is at-least-once, not exactly-once: SMTP has no idempotent submission, so a
 worker that dies after the relay took a message and before its `sent` is stored sends it
@@ -281,6 +284,8 @@ class EmailReplies:
             )
         if not stored:
             log.warning("e-mail reply %s: changed during its attempt", delivery.id)
+        elif status.value != delivery.status:  # its `conversation_delivery` event
+            self.db.events_committed(delivery.app_id)
 
     async def _send(self, reply: compose.Reply) -> tuple[int, str]:
         """Hand the reply to the relay; its answer to the message (a 2xx). A refusal raises

@@ -71,6 +71,9 @@ _FORWARD_SUBJECT = re.compile(r"^\s*(fwd?|wg|tr|rv|doorgestuurd)\s*:", re.IGNORE
 _FORWARD_MARKER = re.compile(r"-+\s*forwarded message\s*-+|begin forwarded message:", re.IGNORECASE)
 _ID_TOKEN = re.compile(r"<([^<>\s]+)>")
 _REPLY_ADDRESS = re.compile(r"^reply\+([a-z0-9]{8,32})@(.+)$")
+_DIAGNOSTIC_CODE = re.compile(r"^\s*smtp\s*;\s*([245]\d\d)\b", re.IGNORECASE)
+# The longest status or diagnostic kept from a report (a diagnostic is one line of a server).
+MAX_REPORT_CHARS = 400
 
 MAX_MESSAGE_ID_CHARS = 998
 
@@ -91,6 +94,26 @@ class MailFile:
 
 
 @dataclass(frozen=True, slots=True)
+class BounceReport:
+    """What a delivery status notification (RFC 3464, `multipart/report;
+    report-type=delivery-status`) says: the Message-IDs of the message it reports on (from
+    its `message/rfc822` or `text/rfc822-headers` part, or `Original-Message-ID`), whether
+    delivery failed for good (`Action: failed`, or a 5.x.x status without an action), and
+    the first failed recipient's status and diagnostic."""
+
+    original_ids: tuple[str, ...]
+    failed: bool
+    status: str
+    diagnostic: str
+    recipient: str
+
+    def smtp_code(self) -> int | None:
+        """The SMTP reply code in the diagnostic (`smtp; 550 5.1.1 ...`), if any."""
+        match = _DIAGNOSTIC_CODE.search(self.diagnostic)
+        return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True, slots=True)
 class InboundMail:
     message_id: str
     in_reply_to: tuple[str, ...]
@@ -107,6 +130,8 @@ class InboundMail:
     bounce: bool
     # The addresses of its To and Cc headers (the people it was written to), lower-cased.
     copied: tuple[str, ...] = ()
+    # A delivery status notification's report (None: not one).
+    bounce_report: BounceReport | None = None
 
     def thread_ids(self) -> tuple[str, ...]:
         """The Message-IDs this one answers, the most direct first."""
@@ -185,6 +210,68 @@ def _is_bounce(msg: Message, from_address: str) -> bool:
     return local in ("mailer-daemon", "postmaster") and _header(msg, "Return-Path").strip() in (
         "",
         "<>",
+    )
+
+
+def _field(block: Message, name: str) -> str:
+    return " ".join(_header(block, name).split())[:MAX_REPORT_CHARS]
+
+
+def _header_blocks(part: Message) -> list[Message]:
+    """The header blocks of a `message/delivery-status` part (the per-message one, then one
+    per recipient), however the parser held them."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return [b for b in payload if isinstance(b, Message)]
+    text = payload if isinstance(payload, str) else _decoded_text(part)
+    parser = BytesParser(policy=policy.default)
+    return [
+        parser.parsebytes(chunk.strip().encode("utf-8", "replace") + b"\n\n", headersonly=True)
+        for chunk in re.split(r"\r?\n\s*\r?\n", text)
+        if chunk.strip()
+    ]
+
+
+def _bounce_report(msg: Message) -> BounceReport | None:
+    """The report of a delivery status notification; None when `msg` is not one."""
+    if msg.get_content_type() != "multipart/report":
+        return None
+    if str(msg.get_param("report-type", "")).lower() != "delivery-status":
+        return None
+    ids: list[str] = []
+    recipients: list[tuple[str, str, str, str]] = []  # action, status, diagnostic, recipient
+    for part in msg.walk():
+        ctype = part.get_content_type()
+        if ctype in ("message/delivery-status", "message/global-delivery-status"):
+            for block in _header_blocks(part):
+                ids.extend(message_ids(_header(block, "Original-Message-ID")))
+                recipient = _field(block, "Final-Recipient") or _field(block, "Original-Recipient")
+                if recipient or _field(block, "Action") or _field(block, "Status"):
+                    recipients.append(
+                        (
+                            _field(block, "Action").lower(),
+                            _field(block, "Status"),
+                            _field(block, "Diagnostic-Code"),
+                            recipient.split(";", 1)[-1].strip(),
+                        )
+                    )
+        elif ctype in ("message/rfc822", "message/global"):
+            inner = part.get_payload()
+            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+                ids.extend(message_ids(_header(inner[0], "Message-ID")))
+        elif ctype in ("text/rfc822-headers", "message/global-headers"):
+            headers = BytesParser(policy=policy.default).parsebytes(
+                _decoded_text(part).encode("utf-8", "replace"), headersonly=True
+            )
+            ids.extend(message_ids(_header(headers, "Message-ID")))
+    failed = [r for r in recipients if r[0] == "failed" or (not r[0] and r[1].startswith("5"))]
+    first = failed[0] if failed else recipients[0] if recipients else ("", "", "", "")
+    return BounceReport(
+        original_ids=tuple(dict.fromkeys(ids)),
+        failed=bool(failed),
+        status=first[1],
+        diagnostic=first[2],
+        recipient=first[3],
     )
 
 
@@ -329,4 +416,5 @@ def parse(raw: bytes) -> InboundMail:
         auto_reply=_is_auto_reply(msg, subject),
         bounce=_is_bounce(msg, address),
         copied=tuple(copied),
+        bounce_report=_bounce_report(msg),
     )
