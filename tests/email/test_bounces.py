@@ -10,6 +10,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import func, select, update
 
@@ -27,6 +28,8 @@ from tests.email.test_outbound import (  # noqa: F401 (fixtures)
     sink,
 )
 from tests.email.test_smtp import address_of, listener, send  # noqa: F401 (fixture)
+from tests.waiting import until
+from tests.webhooks.test_worker import Receiver
 from threadline.channels.email.parse import parse
 from threadline.conversations import service
 from threadline.core import eventlog
@@ -39,6 +42,7 @@ from threadline.events import repository as log_store
 from threadline.events.present import render, user_projection
 from threadline.events.repository import StoredEvent
 from threadline.webhooks.repository import Endpoint
+from threadline.webhooks.worker import start_worker
 
 DOMAIN = "threadline.localhost"
 
@@ -278,3 +282,57 @@ async def test_a_delivery_event_is_rendered_for_operators_and_webhooks_not_users
     assert not endpoint("vendor", []).wants(event)
     # A webhook endpoint may name the type among its events (they are checked against these).
     assert eventlog.DELIVERY in eventlog.EVENT_TYPES
+
+
+@pytest.fixture(autouse=True)
+def allow_private_targets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The webhook receiver of the test is on loopback."""
+    monkeypatch.setenv("THREADLINE_WEBHOOK_ALLOW_PRIVATE", "1")
+
+
+async def test_a_webhook_receives_the_delivery_events_of_a_sent_and_bounced_reply(
+    app_db: Database,
+    world: World,
+    api: httpx.AsyncClient,
+    sink: Sink,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        hook = ok(
+            await api.post(
+                "/ext/apps/$self_app/webhooks",
+                json={"url": receiver.url, "events": ["conversation_delivery"], "format": "json"},
+            )
+        )
+        assert hook["events"] == ["conversation_delivery"]
+        cid = await mailed_conversation(api, world, "hooked@example.com")
+        for name, value in {
+            "THREADLINE_WEBHOOK_WORKER": "inline",
+            "THREADLINE_WEBHOOK_POLL_SECONDS": "0.1",
+            "THREADLINE_SMTP_RELAY_HOST": "127.0.0.1",
+            "THREADLINE_SMTP_RELAY_PORT": str(sink.port),
+            "THREADLINE_SMTP_RELAY_SECURITY": "none",
+        }.items():
+            monkeypatch.setenv(name, value)
+        worker = await start_worker(app_db)
+        assert worker is not None
+        try:
+            part_id = await reply(app_db, world, cid, "Hooked")
+            (sent,) = await settled(app_db, 1, "sent")
+            await until(lambda: len(receiver.requests) >= 1, "the sent event delivered")
+            got = await post_mail(api, corpus.dsn(sent.message_id, message_id="dsn-hook@mx"))
+            assert got["outcome"] == "bounced"
+            await until(lambda: len(receiver.requests) >= 2, "the bounced event delivered")
+        finally:
+            await worker.stop()
+    finally:
+        await receiver.stop()
+    bodies = [orjson.loads(r["body"]) for r in receiver.requests]
+    assert [(b["type"], b["conversation"], b["part"]["id"]) for b in bodies] == [
+        ("conversation_delivery", cid, part_id),
+        ("conversation_delivery", cid, part_id),
+    ]
+    assert [b["delivery"]["status"] for b in bodies] == ["sent", "bounced"]
+    assert bodies[1]["delivery"]["bounce"]["status"] == "5.1.1"
