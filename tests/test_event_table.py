@@ -152,7 +152,8 @@ async def test_user_starts_conversation(db: Database, world: World) -> None:
         "last_user_reply_time": T0,
         "last_admin_id": None,
         "important": True,
-        "read": False,
+        # The first message is the user's own: read.
+        "read": True,
         "clicked": False,
         "unsubscribed": False,
         "start_random_id": None,

@@ -94,6 +94,11 @@ def assert_invariants(state: ConversationState, parts: list[Part]) -> None:
     assert state.not_answered_admin_replies == since_answer
     assert state.last_user_reply_time == (user_replies[-1].created if user_replies else None)
     assert len(set(state.tags)) == len(state.tags), "each tag at most once"
+    # `read`: the user has read the first message (the first reply); always so when the
+    # user wrote it.
+    assert state.read == bool(
+        replies and (replies[0].type is PartType.REPLY_USER or replies[0].read)
+    )
 
     assert recompute.drifts(state, ordered) == []
 
@@ -282,6 +287,8 @@ def assert_effects(
             assert after.important
             if before.closed:
                 assert new[0].part_group == new[0].id, "a reply to a closed conversation"
+            if before.replies_count == 0:
+                assert after.read, "the user's reply is the first message"
         case ev.AdminReply():
             assert [p.type for p in new] == [PartType.REPLY_ADMIN]
             assert after.user_unread_count == before.user_unread_count + 1
@@ -298,6 +305,7 @@ def assert_effects(
         case ev.ReadByUser():
             assert after.user_unread_count == 0
             assert not new
+            assert after.read == bool(before.replies_count), "the first message is read"
         case ev.Close():
             assert after.closed
             assert [p.type for p in new] == [PartType.CLOSED]
@@ -336,6 +344,10 @@ def assert_effects(
             assert not new
             for name in recompute.DERIVED_FIELDS:
                 assert getattr(after, name) == getattr(before, name), "counters keep their values"
+    if before.read:
+        assert after.read, "read never goes back to false"
+    elif not isinstance(event, ev.UserReply | ev.ReadByUser):
+        assert not after.read, "only the user reads the first message"
     if not isinstance(event, ev.UserReply | ev.AdminReply | ev.StartByMessage):
         # Only replies move the reply counters and last_update.
         assert after.replies_count == before.replies_count
@@ -375,6 +387,8 @@ SPECIAL_TRANSITIONS = (
     "a bot hands the conversation off",
     "a snooze is cleared",
     "an event on a removed conversation is refused",
+    "the user reads an operator's first message",
+    "the user writes the first message",
 )
 REQUIRED_TRANSITIONS = (
     *(f"{kind.__name__}: changed" for kind in EVENT_KINDS),
@@ -409,6 +423,10 @@ def transitions(
             found.append("a bot hands the conversation off")
         case ev.Delay(until=None):
             found.append("a snooze is cleared")
+    if isinstance(event, ev.ReadByUser) and not before.read and change.state.read:
+        found.append("the user reads an operator's first message")
+    if isinstance(event, ev.UserReply) and before.replies_count == 0:
+        found.append("the user writes the first message")
     if isinstance(event, ev.UserReply) and before.closed:
         found.append("a user reply reopens a closed conversation")
     if isinstance(event, ev.AdminReply) and change.mark_read is rules.MarkRead.USER_PARTS_BY_ADMIN:

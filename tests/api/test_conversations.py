@@ -68,6 +68,8 @@ async def test_list_embeds(api: httpx.AsyncClient, app_db: Database, world: Worl
         "user_id": "u-1",
         "presence": "offline",
         "props": {"$name": "Uma", "$email": "uma@example.com"},
+        "removed": None,
+        "map_url": "",
         "created": c["user"]["created"],
     }
     assert c["part_last"]["type"] == "tag_added"
@@ -79,8 +81,15 @@ async def test_list_embeds(api: httpx.AsyncClient, app_db: Database, world: Worl
         "name": "Ann",
         "avatar": "",
         "type": "admin",
+        "name_internal": "Ann",
     }
-    assert c["assignee"] == {"id": world.admin_id, "name": "Ann", "avatar": "", "type": "admin"}
+    assert c["assignee"] == {
+        "id": world.admin_id,
+        "name": "Ann",
+        "avatar": "",
+        "type": "admin",
+        "name_internal": "Ann",
+    }
     assert c["last_admin"] == c["assignee"]
     assert "channel" not in c
     assert c["tags"] == ["vip"]
@@ -165,7 +174,9 @@ async def test_get_one(api: httpx.AsyncClient, app_db: Database, world: World) -
     assert c["sended_time"] == c["created"]
     assert c["replied"] is True
     assert c["important"] is True
-    for legacy in ("read", "clicked", "unsubscribed"):
+    # The user started it: its first message is read; no click or unsubscription tracked.
+    assert c["read"] is True
+    for legacy in ("clicked", "unsubscribed"):
         assert c[legacy] is False
     await service.perform(app_db, world.app_id, cid, ev.ChangeChannel(None, admin(world)))
     assert ok(await api.get(f"/v1/conversations/{cid}"))["channel"] is None
@@ -211,7 +222,13 @@ async def test_reply_from_admin_and_default_admin(
     assert part["type"] == "reply_admin"
     assert part["body"] == "<b>Hi</b>"
     # The answer shows the author as read in the write's own transaction, like a later read.
-    assert part["from"] == {"id": world.admin_id, "name": "Ann", "avatar": "", "type": "admin"}
+    assert part["from"] == {
+        "id": world.admin_id,
+        "name": "Ann",
+        "avatar": "",
+        "type": "admin",
+        "name_internal": "Ann",
+    }
     listed = ok(await api.get(f"/conversations/{cid}/parts", params={"count": 50}))
     assert [p for p in listed if p["id"] == part["id"]] == [part]
     # The vendor's list has no value for a reply through the API: empty.
@@ -224,6 +241,10 @@ async def test_reply_from_admin_and_default_admin(
         assert part["from"] == {
             "id": world.sender_id,
             "name": "Acme",
+            "email_name": "",
+            "is_default": True,
+            "is_removed": False,
+            "is_bot": False,
             "avatar": "",
             "type": "message_sender",
         }
@@ -658,8 +679,20 @@ async def test_channels_with_counts(api: httpx.AsyncClient, app_db: Database, wo
     await service.perform(app_db, world.app_id, closed, ev.Close(a))
     channels = ok(await api.get("/apps/$self_app/channels"))
     operators = [
-        {"id": world.admin_id, "name": "Ann", "avatar": "", "type": "admin"},
-        {"id": world.other_admin_id, "name": "Bob", "avatar": "", "type": "admin"},
+        {
+            "id": world.admin_id,
+            "name": "Ann",
+            "avatar": "",
+            "type": "admin",
+            "name_internal": "Ann",
+        },
+        {
+            "id": world.other_admin_id,
+            "name": "Bob",
+            "avatar": "",
+            "type": "admin",
+            "name_internal": "Bob",
+        },
     ]
     fields = {
         "type": "manual",

@@ -139,7 +139,7 @@ async def test_one_conversation_has_the_documented_fields(
     assert documented <= set(got)
     for key in ("id", "created", "last_update", "parts_count", "unread_parts_count"):
         assert type(got[key]) is int, key
-    assert set(got["assignee"]) == {"id", "name", "avatar", "type"}
+    assert set(got["assignee"]) == {"id", "name", "avatar", "type", "name_internal"}
     assert got["assignee"]["type"] == "admin"
     assert set(got["channel"]) >= {"id", "name", "avatar", "type"}
     assert got["reply_last"]["sent_via"] == "web_user"

@@ -133,7 +133,13 @@ async def test_every_documented_key_of_a_part_and_first_on_the_first_part_only(
     )
     assert hello["read"] is True  # the operator's reply marked it read
     assert answer == reply | {"read": False}
-    assert answer["from"] == {"id": world.admin_id, "name": "Ann", "avatar": "", "type": "admin"}
+    assert answer["from"] == {
+        "id": world.admin_id,
+        "name": "Ann",
+        "avatar": "",
+        "type": "admin",
+        "name_internal": "Ann",
+    }
     assert (answer["type"], answer["direction"], answer["sent_via"]) == ("reply_admin", "a2u", "")
     assert (answer["random_id"], answer["external_id"]) == (42, "ext-7")
     assert answer["referrer"] == "https://shop.test/cart"
@@ -248,6 +254,9 @@ async def test_the_embedded_user_has_its_app_and_presence(
         "user_id": "u-1",
         "presence": "offline",  # no widget of theirs is open
         "props": {"$name": "Uma", "$email": "uma@example.com"},
+        # The User page: `removed` null unless removed; Threadline keeps no map (empty).
+        "removed": None,
+        "map_url": "",
     }
     one = ok(await api.get(f"/conversations/{cid}"))["user"]
     everything = {"include_not_assigned": True}
@@ -441,7 +450,13 @@ async def test_channel_optional_fields_are_served_with_threadlines_values(
 ) -> None:
     admins = ok(await api.get("/ext/apps/$self_app/admins"))
     operators = [
-        {"id": x["id"], "name": x["name"], "avatar": x["avatar"], "type": "admin"}
+        {
+            "id": x["id"],
+            "name": x["name"],
+            "avatar": x["avatar"],
+            "type": "admin",
+            "name_internal": x["name"],
+        }
         for x in sorted(admins, key=lambda x: x["id"])
     ]
     assert {o["id"] for o in operators} >= {world.admin_id, world.other_admin_id}

@@ -42,10 +42,33 @@ VENDOR_SENT_VIA: dict[SentVia, str] = {
 
 
 def admin_out(row: app_q.AdminRow | None, ident: int) -> dict[str, Any]:
-    """The vendor's Admin object; `avatar` is a string (empty when there is none)."""
+    """The vendor's Admin object; `avatar` is a string (empty when there is none).
+    `name_internal` (the name operators see among themselves) is the name: Threadline keeps
+    one name per admin."""
     if row is None:
-        return {"id": ident, "name": "", "avatar": "", "type": "admin"}
-    return {"id": row.id, "name": row.name, "avatar": row.avatar or "", "type": "admin"}
+        return {"id": ident, "name": "", "avatar": "", "type": "admin", "name_internal": ""}
+    return {
+        "id": row.id,
+        "name": row.name,
+        "avatar": row.avatar or "",
+        "type": "admin",
+        "name_internal": row.name,
+    }
+
+
+def sender_out(row: app_q.SenderRow | None, ident: int) -> dict[str, Any]:
+    """The vendor's message-sender object. Senders are never removed and are no bots in
+    Threadline (a bot's part names its bot instead, see `bot_name`)."""
+    return {
+        "id": ident,
+        "name": row.name if row else "",
+        "email_name": row.email_name if row else "",
+        "is_default": bool(row.is_default) if row else False,
+        "is_removed": False,
+        "is_bot": False,
+        "avatar": (row.avatar if row else None) or "",
+        "type": SENDER_TYPE,
+    }
 
 
 def channel_out(row: app_q.ChannelRow) -> dict[str, Any]:
@@ -64,13 +87,16 @@ OFFLINE = "offline"
 
 def user_out(row: app_q.UserRow, app_id: int, online: bool = False) -> dict[str, Any]:
     """The vendor's User object as a conversation embeds it: `id`, `app`, `user_id`,
-    `presence`, `props` (and Threadline's `created`)."""
+    `presence`, `props`, `removed` (null unless the user was removed), `map_url` (empty:
+    Threadline keeps no map of its users), and Threadline's `created`."""
     return {
         "id": row.id,
         "app": app_id,
         "user_id": row.user_id,
         "presence": ONLINE if online else OFFLINE,
         "props": row.props,
+        "removed": row.removed,
+        "map_url": "",
         "created": row.created,
     }
 
@@ -172,13 +198,7 @@ class Presenter:
         if kind is AuthorKind.ADMIN:
             return self._admin(ident)
         if kind is AuthorKind.SENDER and ident is not None:
-            sender = self.senders.get(ident)
-            return {
-                "id": ident,
-                "name": sender.name if sender else "",
-                "avatar": (sender.avatar if sender else None) or "",
-                "type": SENDER_TYPE,
-            }
+            return sender_out(self.senders.get(ident), ident)
         if kind is AuthorKind.BOT:
             # The vendor's reply `bot_name`: the part's author shows as that bot.
             return {

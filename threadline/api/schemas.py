@@ -79,6 +79,13 @@ class AdminOut(TypedDict):
     # A URL, or empty: the vendor declares a string.
     avatar: str
     type: str
+    name_internal: Annotated[
+        str,
+        Field(
+            description="The name operators know the admin by: Threadline keeps one name "
+            "per admin, so this is `name`."
+        ),
+    ]
 
 
 class SenderOut(TypedDict):
@@ -87,6 +94,19 @@ class SenderOut(TypedDict):
 
     id: Id
     name: str
+    email_name: Annotated[
+        str,
+        Field(
+            description="The part before `@` of the address the app's e-mails leave from "
+            "(every sender's); empty while the app has none."
+        ),
+    ]
+    is_default: Annotated[bool, Field(description="The app's default sender.")]
+    is_removed: Annotated[bool, Field(description="Always false: senders are not removed.")]
+    is_bot: Annotated[
+        bool,
+        Field(description="Always false: a bot's part names its bot (`type` `bot`) instead."),
+    ]
     avatar: str
     type: str
 
@@ -171,6 +191,12 @@ class UserOut(TypedDict):
         ),
     ]
     props: dict[str, Any]
+    removed: Annotated[
+        Ts | None, Field(description="When the user was removed; null unless removed.")
+    ]
+    map_url: Annotated[
+        str, Field(description="Always empty: Threadline keeps no map of its users.")
+    ]
     created: Ts
 
 
@@ -204,7 +230,15 @@ PartOut = TypedDict(
         "from": AdminOut | SenderOut | BotOut | Id | None,
         "direction": str,
         "sent_via": str,
-        "read": bool,
+        "read": Annotated[
+            bool,
+            Field(
+                description="On a part the user sees and did not write (an operator's, a "
+                "bot's or a message's reply, an article, ...): the user has read it, as the "
+                "vendor's page says of operators' replies. On the user's own part: an "
+                "operator has read it. Notes and system parts: false."
+            ),
+        ],
         "attachments": list[AttachmentOut],
         "random_id": Id | None,
         "external_id": str | None,
@@ -256,7 +290,14 @@ class ConversationOut(TypedDict):
     status: str | None
     assistant_type: str | None
     recipient_type: str
-    read: bool
+    read: Annotated[
+        bool,
+        Field(
+            description="The user has read the conversation's first message (its first "
+            "reply): always true when the user started it; for one an operator or a message "
+            "started, true once the user has read it."
+        ),
+    ]
     clicked: bool
     unsubscribed: bool
     user: NotRequired[UserOut]

@@ -132,7 +132,10 @@ async def senders_by_id(
         rows = await DriverConnection(conn).select(_SENDERS_BY_ID, params)
         return {r["id"]: SenderRow(**r) for r in rows}
     query = select(*_SENDER_COLUMNS).where(senders.c.app_id == app_id, senders.c.id.in_(wanted))
-    return {r.id: SenderRow(r.id, r.name, r.avatar) for r in await conn.execute(query)}
+    return {
+        r.id: SenderRow(r.id, r.name, r.avatar, r.email_name, bool(r.is_default))
+        for r in await conn.execute(query)
+    }
 
 
 async def channels_by_id(

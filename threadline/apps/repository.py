@@ -7,13 +7,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, bindparam, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.core.access import Role
 from threadline.core.model import Admin, Sender
 from threadline.db.direct import DirectSelect, DriverConnection
-from threadline.db.schema import admins, api_tokens, apps, channels, messages, senders, users
+from threadline.db.schema import (
+    admins,
+    api_tokens,
+    apps,
+    channels,
+    email_app_keys,
+    messages,
+    senders,
+    users,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +51,21 @@ def person_columns(table: Table) -> list[ColumnElement[Any]]:
     columns: list[ColumnElement[Any]] = [table.c.id, table.c.name, table.c.avatar]
     if table is admins:
         columns += [admins.c.email, admins.c.created]
+    elif table is senders:
+        # Every e-mail of the app leaves from its default address (`<key>@<domain>`,
+        # threadline.channels.email): the part before `@` is each sender's; empty while the
+        # app has none yet.
+        key = (
+            select(email_app_keys.c.key)
+            .where(email_app_keys.c.app_id == senders.c.app_id)
+            .scalar_subquery()
+        )
+        columns += [
+            func.coalesce(key, "").label("email_name"),
+            exists()
+            .where(apps.c.id == senders.c.app_id, apps.c.default_sender_id == senders.c.id)
+            .label("is_default"),
+        ]
     return columns
 
 

@@ -75,6 +75,7 @@ _MUTABLE = (
     "last_user_reply_time",
     "last_admin_id",
     "important",
+    "read",
 )
 
 

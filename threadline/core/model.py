@@ -51,6 +51,10 @@ class Sender:
     id: int
     name: str
     avatar: str | None
+    # The part of the app's e-mail address before `@` ("" while it has none).
+    email_name: str = ""
+    # The app's default sender (its automatic replies and messages carry its name).
+    is_default: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,8 +189,10 @@ class ConversationState:
     last_user_reply_time: datetime | None = None
     last_admin_id: int | None = None
     important: bool = True
-    # Starter-message flags (legacy, set by the message's own tracking):
+    # The user has read the first message (the first reply): true from the start when it
+    # is the user's own, else once the user reads the conversation (see recompute.derive).
     read: bool = False
+    # Starter-message flags (legacy, set by the message's own tracking):
     clicked: bool = False
     unsubscribed: bool = False
     start_random_id: int | None = field(default=None)

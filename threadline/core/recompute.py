@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from threadline.core.enums import SYSTEM_TYPES, AuthorKind, PartType
+from threadline.core.enums import REPLY_TYPES, SYSTEM_TYPES, AuthorKind, PartType
 from threadline.core.model import ConversationState, Part
 
 
@@ -26,6 +26,7 @@ class Derived:
     last_admin_id: int | None
     important: bool
     tags: tuple[str, ...]
+    read: bool
 
 
 DERIVED_FIELDS = tuple(Derived.__dataclass_fields__)
@@ -41,11 +42,14 @@ def derive(state: ConversationState, parts: Iterable[Part]) -> Derived:
     last_user_reply_time: datetime | None = None
     last_admin_id: int | None = None
     tags: list[str] = []
+    first_reply: Part | None = None
     for part in ordered:
         parts_count += 1
         part_last = part
         if part.type not in SYSTEM_TYPES:
             important_last = part
+        if first_reply is None and part.type in REPLY_TYPES:
+            first_reply = part
         if part.type is PartType.REPLY_USER:
             replies_count += 1
             reply_last = part
@@ -80,6 +84,10 @@ def derive(state: ConversationState, parts: Iterable[Part]) -> Derived:
         last_admin_id=last_admin_id,
         important=reply_last_type is PartType.REPLY_USER or state.assignee_id is None,
         tags=tuple(tags),
+        # The user has read the conversation's first message (its first reply): always so
+        # when it is the user's own; an operator's or a message's once the user read it.
+        read=first_reply is not None
+        and (first_reply.type is PartType.REPLY_USER or first_reply.read),
     )
 
 

@@ -215,6 +215,10 @@ def _user_reply(b: _Builder, e: ev.UserReply) -> Change:
         # The user writes first: `type` and `reply_type` are set by the very first reply.
         s.type = USER_STARTED_TYPE
         s.reply_type = USER_STARTED_REPLY_TYPE
+    if s.replies_count == 0:
+        # The user's reply is the conversation's first message: `read` (the user has read
+        # the first message) is true, as the vendor's page says of user-started ones.
+        s.read = True
     b.add_part(
         PartType.REPLY_USER,
         Author(AuthorKind.USER, s.user_id),
@@ -398,6 +402,9 @@ def _read_by_user(b: _Builder, _e: ev.ReadByUser) -> Change:
     # unread articles, auto-replies, bot messages or votes to mark read.
     b.state.user_unread_count = 0
     b.mark_read = MarkRead.ADMIN_PARTS_BY_USER
+    if b.state.replies_count:
+        # The first message (the first reply, an operator's or a message's) is read now.
+        b.state.read = True
     return b.done()
 
 

@@ -214,6 +214,10 @@ async def _parts_out(
     out = []
     for part in presented:
         view = {key: part[key] for key in _PART_FIELDS}
+        author = view["from"]
+        if isinstance(author, dict) and "email_name" in author:
+            # The app's e-mail address is the operators' business, not a visitor's.
+            view["from"] = {k: v for k, v in author.items() if k != "email_name"}
         created: datetime = part["created"]
         view["created"] = unix_seconds(created)
         # A visitor fetches a file through the widget's API, with the visitor's token.

@@ -340,6 +340,7 @@ def _admin_record(row: app_q.AdminRow, role: str) -> dict[str, object]:
         "name": row.name,
         "avatar": row.avatar or "",
         "type": "admin",
+        "name_internal": row.name,
         "email": row.email,
         "created": row.created,
         "role": role,
