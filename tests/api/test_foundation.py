@@ -26,7 +26,7 @@ from threadline.db.engine import Database
 
 
 async def test_unknown_route_is_not_found_in_the_envelope(api: httpx.AsyncClient) -> None:
-    for path in ("/nope", "/v1/nope", "/v2/conversations/1/nope", "/v3/conversations/1"):
+    for path in ("/nope", "/v1/nope", "/v2/conversations/1/nope", "/v0/conversations/1"):
         error(await api.get(path), 404, "NotFound")
 
 
