@@ -26,7 +26,7 @@ from threadline.db.engine import Database
 
 
 async def test_unknown_route_is_not_found_in_the_envelope(api: httpx.AsyncClient) -> None:
-    for path in ("/nope", "/v1/nope", "/v2/conversations/1/nope", "/v3/conversations/1"):
+    for path in ("/nope", "/v1/nope", "/v2/conversations/1/nope", "/v0/conversations/1"):
         error(await api.get(path), 404, "NotFound")
 
 
@@ -153,7 +153,7 @@ async def test_bad_input_names_the_parameter(
             api.get("/apps/$self_app/conversations", params={"assistant_type": "robot"}),
             "assistant_type",
         ),
-        (api.get("/apps/$self_app/conversations", params={"version": "3"}), "version"),
+        (api.get("/apps/$self_app/conversations", params={"version": "2.x"}), "version"),
         (api.get("/apps/abc/conversations"), "app"),
         (api.get("/conversations/-1"), "id"),
         (api.get(f"/conversations/{2**63}"), "id"),
@@ -166,7 +166,10 @@ async def test_bad_input_names_the_parameter(
             api.post(f"/conversations/{cid}/reply", data={"body": "x", "body_json": "{bad"}),
             "body_json",
         ),
-        (api.post(f"/conversations/{cid}/reply", json={"body": "x", "random_id": -1}), "random_id"),
+        (
+            api.post(f"/conversations/{cid}/reply", json={"body": "x", "random_id": 2**63}),
+            "random_id",
+        ),
         (api.post(f"/conversations/{cid}/reply", json={"body": "x", "type": "poem"}), "type"),
         (
             api.post(f"/conversations/{cid}/reply", json={"body": "x", "from_admin": "ann"}),
@@ -366,6 +369,13 @@ def test_ids() -> None:
     assert P.parse_id_or_zero("") == 0
     assert P.parse_random_id("0") is None
     assert P.parse_random_id("") is None
+    # Signed 64-bit: negative keys (Java's Random.nextInt()) are keys of their own.
+    assert P.parse_random_id("-5") == -5
+    assert P.parse_random_id(-(2**63)) == -(2**63)
+    assert P.parse_random_id(2**63 - 1) == 2**63 - 1
+    for bad in (2**63, -(2**63) - 1, "1.5", "x", True):
+        with pytest.raises(ValueError, match=r"between|integer"):
+            P.parse_random_id(bad)
 
 
 async def test_arrays_in_every_form(api: httpx.AsyncClient, app_db: Database, world: World) -> None:

@@ -197,7 +197,7 @@ async def test_hand_parsed_types_are_described(document: dict[str, Any]) -> None
     assert body["body"]["maxLength"] == 65_536
     assert body["type"]["enum"] == ["reply_admin", "note", "article"]
     random_id = body["random_id"]["anyOf"][0]
-    assert (random_id["minimum"], random_id["maximum"]) == (0, 2**63 - 1)
+    assert (random_id["minimum"], random_id["maximum"]) == (-(2**63), 2**63 - 1)
     start = document["paths"]["/users/{id}/startconversation"]["post"]
     start_form = start["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert start_form["properties"]["file"]["format"] == "binary"

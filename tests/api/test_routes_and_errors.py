@@ -54,7 +54,7 @@ async def test_every_route_answers_a_wrong_method_with_405(
         "/conversations/1/nope",
         "/apps/$self_app",
         "/ext/conversations/1",
-        "/v3/conversations/1",
+        "/v0/conversations/1",
         "/v1/v2/conversations/1",
     ],
 )

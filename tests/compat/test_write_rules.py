@@ -294,14 +294,13 @@ async def test_every_assistant_type_and_include_no_tags_alone(
     for kind, cid in bots.items():
         assert await listed(assistant_type=kind, include_not_assigned=True) == {cid}, kind
     error(await send(api, "GET", url, {"assistant_type": "chat_bot"}, form), 400, "BadRequest")
-    # include_no_tags alone: no tag is asked for, so every conversation is listed, the
-    # untagged ones among them.
+    # include_no_tags alone ("set true to get conversations without tags in result. Can be
+    # used only without tags argument"): only the conversations without a tag.
     tagged = await assigned(app_db, world, "tagged")
     await service.perform(app_db, world.app_id, tagged, ev.AddTag("x", admin(world)))
     plain = await assigned(app_db, world, "plain")
-    assert await listed(include_no_tags=True) == {tagged, plain}
+    assert await listed(include_no_tags=True) == {plain}
     assert await listed(include_no_tags=True, include_not_assigned=True) == {
-        tagged,
         plain,
         *bots.values(),
     }

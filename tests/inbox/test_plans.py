@@ -105,6 +105,8 @@ async def test_no_table_scan_in_views_counts_and_search(
             InboxFilter(now, assigned=a, include_not_assigned=True),
             InboxFilter(now, assigned=0, include_not_assigned=True, channel=ch),
             InboxFilter(now, tags=(TAGS[0], TAGS[1]), include_no_tags=True, answered=True),
+            InboxFilter(now, include_no_tags=True, include_not_assigned=True),
+            InboxFilter(now, include_no_tags=True, closed=False, channel=ch),
             InboxFilter(now, delayed=True, assistant_type="lead_bot", include_not_assigned=True),
         ]  # fmt: skip
         paging[0] = True

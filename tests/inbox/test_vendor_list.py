@@ -43,6 +43,8 @@ def matches(s: ConversationState, f: InboxFilter) -> bool:
         has_all = all(t in s.tags for t in f.tags)
         if not (has_all or (f.include_no_tags and not s.tags)):
             return False
+    elif f.include_no_tags and s.tags:
+        return False  # alone: only the conversations without tags
     if f.channel is not None and (s.channel_id or 0) != f.channel:
         return False
     return f.assistant_type is None or (

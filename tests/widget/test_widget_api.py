@@ -251,7 +251,7 @@ async def test_bad_input_is_a_bad_request_naming_the_parameter(app: FastAPI, wor
             ("/conversations", {"body": ""}, "body"),
             ("/conversations", {"body": "   "}, "body"),
             ("/conversations", {"body": ["a"]}, "body"),
-            ("/conversations", {"body": "x", "random_id": -1}, "random_id"),
+            ("/conversations", {"body": "x", "random_id": -(2**63) - 1}, "random_id"),
             ("/conversations", {"body": "x", "random_id": "abc"}, "random_id"),
             (f"/conversations/{cid}/reply", {"body": ""}, "body"),
             (f"/conversations/{cid}/reply", {"body": "x", "random_id": 2**64}, "random_id"),

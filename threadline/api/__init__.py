@@ -19,7 +19,8 @@ _ERRORS = error_responses(f"{BadRequest.error_name}, LookupError, ReplyTooBig, t
 def register(app: FastAPI) -> None:
     """Mount the API's routers and error handlers on `app`.
 
-    Every route is also served under `/v1/` and `/v2/` (see `VersionPrefix`).
+    Every route is also served under `/v1/` and `/v2/`, and a higher version's prefix
+    (`/v3/`) as `/v2/` (see `VersionPrefix`).
     """
     settings = ApiSettings()
     parse_limits(settings.rate_limit)  # a bad THREADLINE_RATE_LIMIT fails at start, not later

@@ -67,8 +67,15 @@ CONDITIONAL_SCOPES: dict[tuple[str, str], str] = {
 }
 
 SERVERS = [
-    {"url": "/", "description": "Current pagination (`paginate_*`), unless `version=1`."},
-    {"url": "/v2", "description": "Current pagination (`paginate_*`)."},
+    {
+        "url": "/",
+        "description": "Current pagination (`paginate_*`), unless `version=1` (or `1.x.y`).",
+    },
+    {
+        "url": "/v2",
+        "description": "Current pagination (`paginate_*`); a higher version's path "
+        "(`/v3`) is served as this one.",
+    },
     {"url": "/v1", "description": "Old pagination (`after`, `count`)."},
 ]
 

@@ -244,7 +244,9 @@ def _integer(value: Any) -> int:
         raise ValueError("must be an integer")
     if isinstance(value, int):
         return value
-    if isinstance(value, float) and value.is_integer():
+    # A JSON number the parser could not keep as an integer (beyond 64 bits) is a float
+    # that may differ from the number sent: taken only while a float is exact (2^53).
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
         return int(value)
     if isinstance(value, str):
         text = value.strip()
@@ -281,13 +283,20 @@ def _optional(parser: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return parse
 
 
+# A `random_id` is any signed 64-bit number (the column's type on both databases): the pages
+# call it "a random 32-bit number", and Java's `Random.nextInt()` (or `nextLong()`) is
+# negative half the time. Stored as sent, a negative key never meets a positive one.
+MIN_RANDOM_ID = -(2**63)
+MAX_RANDOM_ID = 2**63 - 1
+
+
 def parse_random_id(value: Any) -> int | None:
-    """A client idempotency key; 0 or empty means none."""
+    """A client idempotency key, signed 64-bit; 0 or empty means none."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     ident = _integer(value)
-    if not 0 <= ident <= MAX_ID:
-        raise ValueError(f"must be between 0 and {MAX_ID}")
+    if not MIN_RANDOM_ID <= ident <= MAX_RANDOM_ID:
+        raise ValueError(f"must be between {MIN_RANDOM_ID} and {MAX_RANDOM_ID}")
     return ident or None
 
 
@@ -491,16 +500,37 @@ def parse_from_user(value: Any) -> int | Literal["default_user"] | None:
     raise ValueError("must be true, false, default_user or a user id")
 
 
-def parse_version(value: Any) -> int | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
+# The newest API version Threadline serves; a higher one asked for behaves as this one.
+NEWEST_VERSION: Final = 2
+# The whitespace a form field may carry around a value (what `EMPTY_TEXT` allows too).
+_SPACES = " \t\n\r\f\v"
+# A semantic version or a prefix of it ("you can set only version prefix"): `2`, `2.1`,
+# `2.1.1`; the major number is not 0, and each number has at most 9 digits.
+_VERSION = re.compile(r"0*([1-9][0-9]{0,8})(?:\.[0-9]{1,9}){0,2}")
+
+
+def parse_version(value: Any) -> Literal[1, 2] | None:
+    """`version` (the vendor's "Web API versions" page): a semantic version or its prefix,
+    of which the major number counts. 1 is the old pagination; 2 and above the current one
+    ("used if you request API version 2 and above"), so the announced 3 behaves as 2, the
+    newest Threadline knows. In a JSON body a whole number (`2`, `2.0`) or the text. Absent
+    or empty: None (the path's version, else 2)."""
+    if value is None:
         return None
-    try:
-        number = _integer(value)
-    except ValueError:
-        number = 0
-    if number not in (1, 2):
-        raise ValueError("must be 1 or 2")
-    return number
+    if isinstance(value, bool):
+        raise ValueError("must be a version such as 1, 2 or 2.1.1")
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        value = int(value)
+    text = str(value) if isinstance(value, int) else value
+    if not isinstance(text, str):
+        raise ValueError("must be a version such as 1, 2 or 2.1.1")
+    text = text.strip(_SPACES)
+    if not text:
+        return None
+    found = _VERSION.fullmatch(text)
+    if found is None:
+        raise ValueError("must be a version such as 1, 2 or 2.1.1")
+    return 1 if int(found.group(1)) == 1 else NEWEST_VERSION
 
 
 # ---------------------------------------------------------------------------
@@ -594,10 +624,15 @@ OptionalIdOrZero = Annotated[
     BeforeValidator(_optional(parse_id_or_zero)),
     _schema({"anyOf": [_ID_OR_ZERO, _NULL, _EMPTY]}),
 ]
+_RANDOM_ID = {**_INT64, "minimum": MIN_RANDOM_ID, "maximum": MAX_RANDOM_ID}
 RandomId = Annotated[
     int | None,
     BeforeValidator(parse_random_id),
-    _schema({"anyOf": [_ID_OR_ZERO, _NULL, _EMPTY]}, "0 or empty means none."),
+    _schema(
+        {"anyOf": [_RANDOM_ID, _NULL, _EMPTY]},
+        "Any signed 64-bit number (negative ones too, e.g. Java's `Random.nextInt()`); "
+        "0 or empty means none.",
+    ),
 ]
 Timestamp = Annotated[
     datetime,
@@ -635,7 +670,21 @@ StrList = Annotated[
 Version = Annotated[
     Literal[1, 2] | None,
     BeforeValidator(parse_version),
-    _schema({"anyOf": [{"type": "integer", "enum": [1, 2]}, _NULL, _EMPTY]}),
+    _schema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": 999_999_999},
+                {
+                    "type": "string",
+                    "pattern": r"^[ \t\n\r\f\v]*0*[1-9][0-9]{0,8}(\.[0-9]{1,9}){0,2}"
+                    r"[ \t\n\r\f\v]*$",
+                },
+                _NULL,
+                _EMPTY,
+            ]
+        },
+        "A semantic version or its prefix (`2`, `2.1.1`); its major number counts.",
+    ),
 ]
 
 
@@ -654,7 +703,9 @@ class ApiParams(BaseModel):
         "instead of the vendor's whole seconds.",
     )
     version: Version = Field(
-        None, description="1 (old pagination) or 2 (default); the /v1/ and /v2/ paths win."
+        None,
+        description="1 or 1.x.y: the old pagination; 2 or 2.x.y (the default): the current "
+        "one; a higher version (3, announced) behaves as 2. A version path (/v1/, /v2/) wins.",
     )
 
 

@@ -1,13 +1,25 @@
 """`/v1/<path>` and `/v2/<path>` are `/<path>` with the API version fixed by the path; a
-trailing slash changes nothing (`/v1/apps/1/conversations/` is `/v1/apps/1/conversations`)."""
+trailing slash changes nothing (`/v1/apps/1/conversations/` is `/v1/apps/1/conversations`).
+
+A higher major version (`/v3/`, announced by the vendor) is served as the newest Threadline
+knows, as the `version` parameter is (`threadline.api.params.parse_version`).
+"""
 
 from __future__ import annotations
+
+import re
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from threadline.api.auth import VERSION_SCOPE_KEY
+from threadline.api.params import NEWEST_VERSION
 
-_PREFIXES = {"/v1": 1, "/v2": 2}
+# `/v<major>` and what follows it: the major version is not 0 and has at most 9 digits.
+_PREFIX = re.compile(r"/v([1-9][0-9]{0,8})(?=/|$)")
+
+
+def _version_of(prefix: str) -> int:
+    return 1 if int(prefix) == 1 else NEWEST_VERSION
 
 
 def _without_trailing_slash(scope: Scope) -> Scope:
@@ -38,14 +50,14 @@ class VersionPrefix:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             path: str = scope["path"]
-            prefix = path[:3]
-            version = _PREFIXES.get(prefix)
-            if version is not None and (len(path) == 3 or path[3] == "/"):
+            found = _PREFIX.match(path)
+            if found is not None:
+                prefix = found.group(0)
                 scope = dict(scope)
-                scope["path"] = path[3:] or "/"
+                scope["path"] = path[len(prefix) :] or "/"
                 raw_path = scope.get("raw_path")
-                if isinstance(raw_path, bytes) and raw_path[:3] == prefix.encode():
-                    scope["raw_path"] = raw_path[3:] or b"/"
-                scope[VERSION_SCOPE_KEY] = version
+                if isinstance(raw_path, bytes) and raw_path.startswith(prefix.encode()):
+                    scope["raw_path"] = raw_path[len(prefix) :] or b"/"
+                scope[VERSION_SCOPE_KEY] = _version_of(found.group(1))
             scope = _without_trailing_slash(scope)
         await self.app(scope, receive, send)

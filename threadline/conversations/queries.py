@@ -170,6 +170,7 @@ class InboxFilter:
     assigned: int | None = None  # 0: no assignee
     include_not_assigned: bool = False
     tags: tuple[str, ...] = ()
+    # Alone: only untagged conversations; with `tags`: those too.
     include_no_tags: bool = False
     channel: int | None = None  # 0: no channel
     assistant_type: str | None = None

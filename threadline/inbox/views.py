@@ -33,15 +33,12 @@ from sqlalchemy import (
     Select,
     exists,
     false,
-    func,
     literal,
     literal_column,
     or_,
     select,
-    type_coerce,
     union_all,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.conversations.queries import (
@@ -187,19 +184,23 @@ def source(app_id: int, view: View, now: datetime, dialect: str = "postgresql") 
     return Source(branches)
 
 
-def _no_tags(dialect: str) -> ColumnElement[bool]:
-    if dialect == "postgresql":
-        return func.jsonb_array_length(type_coerce(conv_t.c.tags, JSONB)) == 0
-    return func.json_array_length(conv_t.c.tags) == 0
+def _untagged() -> ColumnElement[bool]:
+    """The conversation has no tag: no row of it in `conversation_tags`, whose primary key
+    leads with the conversation, so each candidate costs one probe of that key (never a
+    read of the conversation's JSON `tags`)."""
+    any_tag = tags_t.alias("any_tag")
+    return ~exists().where(any_tag.c.conversation_id == conv_t.c.id)
 
 
-def vendor_source(dialect: str, app_id: int, f: InboxFilter) -> Source:
+def vendor_source(app_id: int, f: InboxFilter) -> Source:
     """The vendor's conversation list (`GET /apps/{app}/conversations`) as branches.
 
     Each value a filter leaves open on an index's equality prefix is a branch: closed and
     not (unless `closed` is given), "this admin" and "nobody" (`assigned` with
     `include_not_assigned`), the first tag's rows and the untagged conversations
-    (`include_no_tags`). The other filters are tested on each branch's index entries.
+    (`include_no_tags` with `tags`). The other filters are tested on each branch's index
+    entries. `include_no_tags` alone lists the untagged conversations only ("set true to
+    get conversations without tags"): the same walks, each entry tested for a tag row.
     """
     if f.assigned == 0 and not f.include_not_assigned:
         # "Nobody", while the unassigned are left out: nothing (and no walk).
@@ -238,8 +239,8 @@ def vendor_source(dialect: str, app_id: int, f: InboxFilter) -> Source:
                 exists().where(other_tag.c.conversation_id == c.id, other_tag.c.tag == tag)
                 for tag in f.tags[1:]
             ]
-        elif f.tags:
-            where.append(_no_tags(dialect))
+        elif f.tags or f.include_no_tags:
+            where.append(_untagged())
         if f.answered is True:
             where.append(c.reply_last_type == PartType.REPLY_ADMIN.value)
         elif f.answered is False:
@@ -357,4 +358,4 @@ async def vendor_page(
     v1: tuple[datetime | None, int] | None = None,
 ) -> ConversationPage:
     """One page of the vendor's conversation list, filtered by `f` (see `vendor_source`)."""
-    return await source_page(conn, vendor_source(conn.dialect.name, app_id, f), request, v1)
+    return await source_page(conn, vendor_source(app_id, f), request, v1)

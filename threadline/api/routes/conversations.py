@@ -80,7 +80,9 @@ class InboxParams(PageParams):
         default_factory=list, description="Tags the conversation must all have.", examples=[["vip"]]
     )
     include_no_tags: VBool = Field(
-        None, description="With `tags`: also conversations that have no tag at all."
+        None,
+        description="Alone: only the conversations that have no tag at all. With `tags`: "
+        "those with all the tags and those with none.",
     )
     channel: OptionalIdOrZero = Field(None, description="Channel id; 0 means no channel.")
     assistant_type: Annotated[AssistantType | None, Blank, blank_choice(AssistantType)] = Field(
