@@ -138,9 +138,16 @@ def test_axe_finds_nothing_serious_in_the_inbox_list_conversation_and_settings(
     live_server: LiveServer, context: BrowserContext, api: httpx.Client
 ) -> None:
     conv = first_conversation(api, live_server)
+    # Enough messages for their list to scroll (with nothing in it to focus), and a note.
+    for n in range(25):
+        answer = api.post(
+            f"/conversations/{conv['id']}/reply",
+            json={"body": f"Message {n}: see <b>Settings</b>, then Reset"},
+        )
+        assert answer.status_code == 200, answer.text
     reply = api.post(
         f"/conversations/{conv['id']}/reply",
-        json={"body": "See <b>Settings</b> at https://example.com/help", "type": "note"},
+        json={"body": "Checked <i>twice</i>", "type": "note"},
     )
     assert reply.status_code == 200, reply.text
     page = sign_in(context, live_server)
@@ -152,6 +159,10 @@ def test_axe_finds_nothing_serious_in_the_inbox_list_conversation_and_settings(
     expect(pane).to_have_attribute("data-conversation-id", conv["id"])
     expect(pane.get_by_test_id("part")).not_to_have_count(0)
     expect(page.get_by_test_id("user-conversations")).not_to_contain_text("Loading")
+    page.wait_for_function(
+        "() => { const el = document.querySelector('.parts');"
+        " return el && el.scrollHeight > el.clientHeight; }"
+    )
     assert_no_serious_violations(page, "an open conversation")
     page.get_by_test_id("mode-note").click()
     expect(page.get_by_test_id("composer")).to_have_attribute("data-mode", "note")
