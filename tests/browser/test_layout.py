@@ -113,6 +113,9 @@ def expect_pane_fits(page: Page, width: int) -> None:
         expect_inside(tag, pane, "a tag")
     expect_inside(pane.locator(".conv-title"), pane, "the title")
     expect_inside(page.get_by_test_id("assign-select"), pane, "the assignee menu")
+    # Nothing in the user card is cut off at its side (its long site id wraps).
+    card = page.get_by_test_id("user-card")
+    assert card.evaluate("(el) => el.scrollWidth <= el.clientWidth"), box(card)
     send = box(page.get_by_test_id("send-reply"))
     assert right(send) <= width, send
     assert send["y"] + send["height"] <= HEIGHT, send
@@ -131,6 +134,8 @@ def test_side_by_side_long_names_and_tags_stay_inside_the_window(
     expect_row_fits(page, crowded["id"])
     logout = box(page.get_by_test_id("logout"))
     assert right(logout) <= width, logout
+    # The long name of the operator leaves the search box its room.
+    assert box(page.get_by_test_id("search"))["width"] >= 150
 
     page.locator(
         f'[data-testid="conversation-row"][data-conversation-id="{crowded["id"]}"] .row-button'
