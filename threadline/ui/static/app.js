@@ -14,6 +14,7 @@ import {
   error,
   forgetSession,
   goneOnline,
+  pane,
   query,
   savedSession,
   screen,
@@ -64,13 +65,15 @@ function TopBar() {
 
   return html`
     <header class="topbar">
-      <span class="brand">Threadline</span>
+      <h1 class="brand">Threadline</h1>
       <form id="search-form" class="search" role="search" onSubmit=${onSubmit}>
         <label for="search" class="visually-hidden">Search conversations</label>
         <input id="search" data-testid="search" type="search" placeholder="Search messages (Enter)"
                autocomplete="off" maxlength="1000" ref=${box} onKeyDown=${onKeyDown} onInput=${onInput} />
       </form>
-      <span class="who">Signed in as <strong data-testid="current-admin">${me ? me.name : ""}</strong></span>
+      <span class="who" title=${me ? me.name : ""}>
+        <span class="who-label">Signed in as </span><strong data-testid="current-admin">${me ? me.name : ""}</strong>
+      </span>
       <button type="button" id="settings-open" data-testid="settings-open" onClick=${() => {
         settingsOpen.value = true;
       }}>Settings</button>
@@ -89,8 +92,10 @@ function Inbox() {
       <${TopBar} />
       <p class="error toast" data-testid="error" role="alert" hidden=${!message}>${message}</p>
       <${Views} />
-      <${ConversationList} />
-      <${ConversationPane} />
+      <main class=${pane.value ? "work has-pane" : "work"} data-testid="work">
+        <${ConversationList} />
+        <${ConversationPane} />
+      </main>
       <${AuditLog} />
       <${Settings} />
     </div>`;

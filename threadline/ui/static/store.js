@@ -649,6 +649,13 @@ export async function openConversation(id) {
   loadOtherConversations(id);
 }
 
+/** Back to the list alone (below 1024 px the list and the conversation share a column). */
+export function closeConversation() {
+  pendingReply = null;
+  pane.value = null;
+  updateHash();
+}
+
 /** @param {string} id */
 async function markRead(id) {
   const client = api;

@@ -44,8 +44,13 @@
     "  background: var(--accent); color: #fff; cursor: pointer; display: grid; place-items: center;",
     "  box-shadow: 0 6px 20px rgba(15, 23, 42, .28); transition: transform .15s ease; }",
     ".launcher:hover { transform: scale(1.05); background: var(--accent-dark); }",
-    ".launcher:focus-visible, .close:focus-visible, .send:focus-visible, .attach:focus-visible {",
-    "  outline: 3px solid #f59e0b; outline-offset: 3px; }",
+    // Focus rings at 3:1 or more against what is around them (a host page of any colour:
+    // the launcher's is dark with a white edge; the header's is white on the accent).
+    ".launcher:focus-visible { outline: 3px solid #1f2328; outline-offset: 2px;",
+    "  box-shadow: 0 0 0 3px #fff, 0 6px 20px rgba(15, 23, 42, .28); }",
+    ".close:focus-visible { outline: 3px solid #fff; outline-offset: 0; }",
+    ".send:focus-visible, .attach:focus-visible, .bubble a:focus-visible, .file:focus-visible {",
+    "  outline: 3px solid #b34700; outline-offset: 2px; }",
     ".launcher svg { width: 28px; height: 28px; display: block; }",
     ".icon-close, .root.open .icon-chat { display: none; }",
     ".root.open .icon-close { display: block; }",
@@ -102,7 +107,7 @@
     "  font-style: italic; }",
     "form { display: flex; align-items: flex-end; gap: 8px; padding: 10px 12px;",
     "  border-top: 1px solid #e3e6ea; background: #fff; margin: 0; }",
-    "textarea { flex: 1; resize: none; border: 1px solid #c9ced6; border-radius: 12px;",
+    "textarea { flex: 1; resize: none; border: 1px solid #767f8a; border-radius: 12px;",
     "  padding: 9px 12px; font: inherit; color: inherit; max-height: 120px; min-height: 40px;",
     "  box-sizing: border-box; line-height: 20px; background: #fff; }",
     "textarea:focus { outline: 2px solid var(--accent); outline-offset: 0; border-color: var(--accent); }",
@@ -610,9 +615,44 @@
 
   // ------------------------------------------------------------------ opening
 
+  // On a phone the open panel covers the page: a modal dialog that keeps the focus inside
+  // it until it is closed (Escape, or its close button), then gives it back to the launcher.
+  var phone = window.matchMedia ? window.matchMedia("(max-width: 480px)") : null;
+
+  function isModal() {
+    return state.open && !!phone && phone.matches;
+  }
+
+  function setModal() {
+    if (isModal()) ui.panel.setAttribute("aria-modal", "true");
+    else ui.panel.removeAttribute("aria-modal");
+  }
+
+  function focusables() {
+    return Array.prototype.filter.call(
+      ui.panel.querySelectorAll("button, textarea, a[href], [tabindex='0']"),
+      function (node) {
+        return !node.disabled && node.getClientRects().length > 0;
+      }
+    );
+  }
+
+  function trapTab(event) {
+    var list = focusables();
+    if (!list.length) return;
+    var first = list[0];
+    var last = list[list.length - 1];
+    var active = shadow.activeElement;
+    if (event.shiftKey ? active === first || list.indexOf(active) < 0 : active === last) {
+      event.preventDefault();
+      (event.shiftKey ? last : first).focus();
+    }
+  }
+
   function setOpen(open) {
     state.open = open;
     ui.panel.hidden = !open;
+    setModal();
     ui.root.classList.toggle("open", open);
     ui.launcher.setAttribute("aria-expanded", String(open));
     renderBadge();
@@ -994,8 +1034,15 @@
     if (event.key === "Escape") {
       event.preventDefault();
       setOpen(false);
+    } else if (event.key === "Tab" && isModal()) {
+      trapTab(event);
     }
   });
+  // Focus that reaches the page behind the modal panel some other way comes back to it.
+  document.addEventListener("focusin", function (event) {
+    if (isModal() && event.target !== host) ui.input.focus();
+  });
+  if (phone && phone.addEventListener) phone.addEventListener("change", setModal);
   ui.form.addEventListener("submit", function (event) {
     event.preventDefault();
     send();

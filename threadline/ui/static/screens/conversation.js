@@ -9,6 +9,7 @@ import {
   channelName,
   channels,
   close,
+  closeConversation,
   current,
   delay,
   draftOf,
@@ -214,7 +215,7 @@ function Head({ c }) {
   return html`
     <div class="conv-head">
       <div class="conv-title-line">
-        <h2 class="conv-title">${userName(c.user)}</h2>
+        <h2 class="conv-title" title=${userName(c.user)}>${userName(c.user)}</h2>
         <span data-testid="conversation-state" class=${`state state-${status}`}>${status}</span>
         ${
           status === "snoozed" && c.delayed_until
@@ -258,7 +259,7 @@ function Head({ c }) {
       <div class="actions tags" role="group" aria-label="Tags">
         ${c.tags.map(
           (tag) => html`
-          <span key=${tag} data-testid="tag" class="chip">${tag}
+          <span key=${tag} data-testid="tag" class="chip" title=${tag}><span class="chip-text">${tag}</span>
             <button type="button" data-testid="tag-remove" class="chip-remove"
                     aria-label=${`Remove tag ${tag}`} title=${`Remove tag ${tag}`}
                     onClick=${() => removeTag(id, tag)}></button>
@@ -277,24 +278,31 @@ function Head({ c }) {
     </div>`;
 }
 
-/** @param {{c: Conversation, parts: Map<string, Part>}} props */
+/**
+ * The messages: a log the keyboard scrolls too (it takes the focus, then the arrow keys and
+ * Page Up/Down move it), announced as new ones arrive.
+ * @param {{c: Conversation, parts: Map<string, Part>}} props
+ */
 function Parts({ c, parts }) {
-  const listRef = useRef(/** @type {HTMLOListElement | null} */ (null));
+  const logRef = useRef(/** @type {HTMLDivElement | null} */ (null));
   // Following the newest message unless the operator scrolled up to read older ones.
   const atBottom = useRef(true);
   const sorted = [...parts.values()].sort((a, b) => Number(a.id) - Number(b.id));
   useLayoutEffect(() => {
-    const el = listRef.current;
+    const el = logRef.current;
     if (el && atBottom.current) el.scrollTop = el.scrollHeight;
   }, [parts]);
   function onScroll() {
-    const el = listRef.current;
+    const el = logRef.current;
     if (el) atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
   }
   return html`
-    <ol class="parts" aria-label="Messages" ref=${listRef} onScroll=${onScroll}>
-      ${sorted.map((p) => html`<${PartItem} key=${p.id} part=${p} user=${c.user} />`)}
-    </ol>`;
+    <div class="parts" data-testid="parts" role="log" aria-label="Messages" tabindex="0" ref=${logRef}
+         onScroll=${onScroll}>
+      <ol class="parts-list">
+        ${sorted.map((p) => html`<${PartItem} key=${p.id} part=${p} user=${c.user} />`)}
+      </ol>
+    </div>`;
 }
 
 /** @typedef {"reply_admin" | "note"} Mode */
@@ -479,6 +487,22 @@ function UserCard({ c, others }) {
     </aside>`;
 }
 
+/**
+ * Below 1024 px the list and the conversation share one column: back to the list, with the
+ * keyboard focus on the conversation's row.
+ */
+function backToList() {
+  const id = pane.value?.id;
+  closeConversation();
+  requestAnimationFrame(() => {
+    if (!id) return;
+    const row = document.querySelector(
+      `[data-testid="conversation-row"][data-conversation-id="${CSS.escape(id)}"] .row-button`,
+    );
+    /** @type {HTMLElement | null} */ (row)?.focus();
+  });
+}
+
 export function ConversationPane() {
   const p = pane.value;
   const c = current.value;
@@ -499,5 +523,14 @@ export function ConversationPane() {
       </div>
       <${UserCard} key=${`card-${c.id}`} c=${c} others=${p.others} />`;
   }
-  return html`<section class="pane" id="pane" aria-label="Conversation">${content}</section>`;
+  return html`
+    <section class="pane" id="pane" aria-label="Conversation">
+      ${
+        p
+          ? html`<button type="button" class="back" data-testid="back-to-list" onClick=${backToList}>
+              <span aria-hidden="true">← </span>Conversations</button>`
+          : null
+      }
+      ${content}
+    </section>`;
 }

@@ -92,6 +92,9 @@ function conversationHref(id) {
   return `#${new URLSearchParams({ view: view.value, c: id })}`;
 }
 
+/** Where the list and the conversation share one column (inbox.css says the same). */
+const ONE_COLUMN = "(max-width: 1023.98px)";
+
 /** @param {KeyboardEvent} event */
 function onRowKey(event) {
   if (event.key !== "ArrowDown" && event.key !== "ArrowUp") return;
@@ -115,10 +118,18 @@ function Row({ c, selected, typist, match }) {
            if (e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey || e.altKey) return;
            e.preventDefault();
            openConversation(c.id);
+           // Below 1024 px the conversation takes the list's place: the focus goes with it.
+           if (window.matchMedia(ONE_COLUMN).matches) {
+             requestAnimationFrame(() => {
+               /** @type {HTMLElement | null} */ (
+                 document.querySelector('[data-testid="back-to-list"]')
+               )?.focus();
+             });
+           }
          }}
          onKeyDown=${onRowKey}>
         <span class="row-top">
-          <span data-testid="row-user" class="row-user">${userName(c.user)}</span>
+          <span data-testid="row-user" class="row-user" title=${userName(c.user)}>${userName(c.user)}</span>
           <${Time} seconds=${c.last_update} testid="row-time" />
         </span>
         <span class="row-line">
@@ -135,7 +146,9 @@ function Row({ c, selected, typist, match }) {
           <span data-testid="row-assignee" class="row-assignee">
             ${c.assignee ? c.assignee.name || adminName(c.assignee.id) : "Unassigned"}
           </span>
-          <span data-testid="row-tags" class="row-tags">${c.tags.map((t) => html`<span key=${t} class="chip">${t}</span>`)}</span>
+          <span data-testid="row-tags" class="row-tags">
+            ${c.tags.map((t) => html`<span key=${t} class="chip" title=${t}><span class="chip-text">${t}</span></span>`)}
+          </span>
           ${unread ? html`<span data-testid="row-unread" class="badge" title=${`${unread} unread`}>${String(unread)}</span>` : null}
         </span>
       </a>
