@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,13 @@ from threadline.db.schema import (
     senders,
     users,
 )
+
+
+def new_mail_key() -> str:
+    """The local part of an app's own e-mail address: random, so that no one reaches an
+    app's inbox by guessing (an app's id is a small number); lower-case hex, as mail systems
+    may change a local part's case."""
+    return secrets.token_hex(10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +204,9 @@ class AppRepository:
 
     async def create_sender(self, app_id: int, name: str) -> int:
         return await self._insert(senders, app_id=app_id, name=name)
+
+    async def create_mail_key(self, app_id: int) -> None:
+        await self.conn.execute(email_app_keys.insert().values(app_id=app_id, key=new_mail_key()))
 
     async def create_user(
         self, app_id: int, site_user_id: str | None, props: dict[str, Any], now: datetime

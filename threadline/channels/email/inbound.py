@@ -36,7 +36,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from threadline.apps.repository import AppRepository
+from threadline.apps.repository import AppRepository, new_mail_key
 from threadline.apps.service import utcnow
 from threadline.attachments import service as files
 from threadline.attachments.storage import Storage
@@ -118,9 +118,9 @@ def _insert(conn: AsyncConnection) -> Any:
 
 
 async def app_key(db: Database, app_id: int) -> str:
-    """The key of the app's default address (`<key>@<domain>`): random (lower-case hex, as
-    mail systems may change the case of a local part), made on first use; apps that existed
-    before it was introduced got theirs from migration 0021."""
+    """The key of the app's default address (`<key>@<domain>`, see `new_mail_key`): made with
+    the app; apps from before it was introduced got theirs from migration 0022 (made here
+    should one still lack it)."""
     query = select(email_app_keys.c.key).where(email_app_keys.c.app_id == app_id)
     async with db.read() as conn:
         found = (await conn.execute(query)).scalar_one_or_none()
@@ -129,7 +129,7 @@ async def app_key(db: Database, app_id: int) -> str:
     async with db.write() as conn:
         await conn.execute(
             _insert(conn)(email_app_keys)
-            .values(app_id=app_id, key=secrets.token_hex(10))
+            .values(app_id=app_id, key=new_mail_key())
             .on_conflict_do_nothing(index_elements=["app_id"])
         )
         return str((await conn.execute(query)).scalar_one())

@@ -232,7 +232,7 @@ class EmailReplies:
         code: int | None = None
         answer: str | None = None
         try:
-            key = await app_key(self.db, delivery.app_id)  # made on first use: a write
+            key = await app_key(self.db, delivery.app_id)
             async with self.db.read() as conn:
                 reply = await self.reply_of(conn, delivery, key)
             code, answer = await self._send(reply)
