@@ -205,9 +205,6 @@ class AppRepository:
     async def create_sender(self, app_id: int, name: str) -> int:
         return await self._insert(senders, app_id=app_id, name=name)
 
-    async def create_mail_key(self, app_id: int) -> None:
-        await self.conn.execute(email_app_keys.insert().values(app_id=app_id, key=new_mail_key()))
-
     async def create_user(
         self, app_id: int, site_user_id: str | None, props: dict[str, Any], now: datetime
     ) -> int:

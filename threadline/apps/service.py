@@ -130,7 +130,6 @@ async def create_app(db: Database, name: str) -> CreatedApp:
         channel_id = await repo.create_channel(app_id, "Inbox", ChannelType.MANUAL.value, now)
         sender_id = await repo.create_sender(app_id, name)
         await repo.set_defaults(app_id, channel_id, sender_id)
-        await repo.create_mail_key(app_id)  # its e-mail address, from the start
         token_id, token = await issue_token_with_id(repo, app_id, "default", list(ALL_SCOPES), now)
         await audit.record(
             conn, app_id, CLI, "token.create", "token", token_id, now, scopes=list(ALL_SCOPES)

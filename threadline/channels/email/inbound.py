@@ -118,9 +118,8 @@ def _insert(conn: AsyncConnection) -> Any:
 
 
 async def app_key(db: Database, app_id: int) -> str:
-    """The key of the app's default address (`<key>@<domain>`, see `new_mail_key`): made with
-    the app; apps from before it was introduced got theirs from migration 0022 (made here
-    should one still lack it)."""
+    """The key of the app's default address (`<key>@<domain>`, see `new_mail_key`), made on
+    first use; apps that existed before it was introduced got theirs from migration 0022."""
     query = select(email_app_keys.c.key).where(email_app_keys.c.app_id == app_id)
     async with db.read() as conn:
         found = (await conn.execute(query)).scalar_one_or_none()
