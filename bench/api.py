@@ -843,19 +843,29 @@ class Server:
     def stop(self) -> None:
         """SIGTERM (uvicorn stops its workers), then SIGKILL to the group if it hangs."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(SERVER_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(SERVER_STOP_TIMEOUT)
+        stop_group(proc, signal.SIGTERM, SERVER_STOP_TIMEOUT)
 
     def log_tail(self, lines: int = 20) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return tail_of(self.log_path, lines)
+
+
+def stop_group(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float) -> None:
+    """Send `sig` to a started process, then SIGKILL its group if it has not ended in time."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout)
+
+
+def tail_of(path: Path, lines: int = 20) -> str:
+    """The last `lines` lines of a log file ("" when there is none)."""
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 @contextmanager

@@ -49,7 +49,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from bench import engine as engine_bench
-from bench.api import BackendWatch, cpu_of, free_port, load, process_tree
+from bench.api import BackendWatch, cpu_of, free_port, load, process_tree, stop_group, tail_of
 from threadline.apps import service as apps
 from threadline.channels.email import inbound, outbound
 from threadline.conversations import service
@@ -104,19 +104,10 @@ class Process:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(STOP_TIMEOUT)
+        stop_group(proc, signal.SIGINT, STOP_TIMEOUT)
 
     def log_tail(self, lines: int = 20) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return tail_of(self.log_path, lines)
 
 
 @contextmanager
