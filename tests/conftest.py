@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiosqlite
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -203,3 +204,25 @@ async def build_world(db: Database) -> World:
 @pytest.fixture
 async def world(db: Database) -> World:
     return await build_world(db)
+
+
+def redis_url() -> str:
+    """The test Redis (THREADLINE_TEST_REDIS_URL): skipped without one, an error under CI."""
+    url = os.environ.get("THREADLINE_TEST_REDIS_URL")
+    if not url:
+        if os.environ.get("CI"):
+            raise RuntimeError("CI=true but THREADLINE_TEST_REDIS_URL is not set")
+        pytest.skip("THREADLINE_TEST_REDIS_URL is not set")
+    return url
+
+
+@pytest.fixture
+async def redis_pair() -> AsyncIterator[list[Redis]]:
+    """Two clients of the test Redis: two processes."""
+    url = redis_url()
+    made = [Redis.from_url(url), Redis.from_url(url)]
+    try:
+        yield made
+    finally:
+        for client in made:
+            await client.aclose()

@@ -5,9 +5,7 @@ to the database."""
 from __future__ import annotations
 
 import math
-import os
 import secrets
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -132,32 +130,11 @@ async def test_no_limit_counts_nothing(db: Database, world: World) -> None:
     assert await counted(db) == 0
 
 
-def redis_url() -> str:
-    url = os.environ.get("THREADLINE_TEST_REDIS_URL")
-    if not url:
-        if os.environ.get("CI"):
-            raise RuntimeError("CI=true but THREADLINE_TEST_REDIS_URL is not set")
-        pytest.skip("THREADLINE_TEST_REDIS_URL is not set")
-    return url
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[Redis]]:
-    """Two clients of one Redis: two processes."""
-    url = redis_url()
-    made = [Redis.from_url(url), Redis.from_url(url)]
-    try:
-        yield made
-    finally:
-        for client in made:
-            await client.aclose()
-
-
 async def test_the_redis_count_is_shared_between_processes(
-    db: Database, world: World, clients: list[Redis]
+    db: Database, world: World, redis_pair: list[Redis]
 ) -> None:
     namespace = f"test_{secrets.token_hex(6)}"
-    one, two = (SenderLimiter("3/minute", db, c, namespace) for c in clients)
+    one, two = (SenderLimiter("3/minute", db, c, namespace) for c in redis_pair)
     await one.hit(world.app_id, "flood@example.com", T0)
     await two.hit(world.app_id, "flood@example.com", T0 + 1)
     await two.hit(world.app_id, "flood@example.com", T0 + 2)
@@ -166,15 +143,15 @@ async def test_the_redis_count_is_shared_between_processes(
             await limiter.hit(world.app_id, "flood@example.com", T0 + 3)
         assert refused.value.retry_after == 57
     assert await counted(db) == 0  # all in Redis
-    names = [n async for n in clients[0].scan_iter(match=f"{namespace}:mail-sender:*")]
+    names = [n async for n in redis_pair[0].scan_iter(match=f"{namespace}:mail-sender:*")]
     assert len(names) == 1
     assert b"flood" not in names[0]  # a digest of the address, not the address
-    assert 0 < await clients[0].ttl(names[0]) <= 121
+    assert 0 < await redis_pair[0].ttl(names[0]) <= 121
     # Another deployment (namespace) counts apart.
-    elsewhere = SenderLimiter("3/minute", db, clients[0], f"test_{secrets.token_hex(6)}")
+    elsewhere = SenderLimiter("3/minute", db, redis_pair[0], f"test_{secrets.token_hex(6)}")
     await elsewhere.hit(world.app_id, "flood@example.com", T0 + 3)
     for name in names:
-        await clients[0].delete(name)
+        await redis_pair[0].delete(name)
 
 
 async def test_a_failing_redis_leaves_the_count_to_the_database(

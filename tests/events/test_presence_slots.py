@@ -6,15 +6,12 @@ leases run out, in memory, in the database and in Redis."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
 from redis.asyncio import Redis
 from sqlalchemy import update
 
 from tests.conftest import World
-from tests.events.test_stream_slots import redis_url
 from threadline.db.engine import Database
 from threadline.db.schema import stream_slots
 from threadline.events.slots import (
@@ -74,17 +71,6 @@ async def test_database_presence_is_shared_and_ends_with_the_lease(
     finally:
         await first.dispose()
         await second.dispose()
-
-
-@pytest.fixture
-async def redis_pair() -> AsyncIterator[list[Redis]]:
-    url = redis_url()
-    made = [Redis.from_url(url), Redis.from_url(url)]
-    try:
-        yield made
-    finally:
-        for client in made:
-            await client.aclose()
 
 
 async def test_redis_presence_is_shared_and_ends_with_the_lease(redis_pair: list[Redis]) -> None:

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from redis.asyncio import Redis
 from sqlalchemy import select, update
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.conftest import World
+from tests.conftest import World, redis_url
 from tests.events.live import WAIT
 from tests.faults.infra import Server
 from tests.waiting import until
@@ -27,15 +26,6 @@ from threadline.events.slots import DatabaseSlots, MemorySlots, RedisSlots, Slot
 from threadline.widget import service as widget
 
 LIMITS = {"token:a": 3, "address:192.0.2.1": 5}
-
-
-def redis_url() -> str:
-    url = os.environ.get("THREADLINE_TEST_REDIS_URL")
-    if not url:
-        if os.environ.get("CI"):
-            raise RuntimeError("CI=true but THREADLINE_TEST_REDIS_URL is not set")
-        pytest.skip("THREADLINE_TEST_REDIS_URL is not set")
-    return url
 
 
 async def fill(slots: Slots, limits: dict[str, int], count: int) -> list[str]:
@@ -119,44 +109,33 @@ async def test_database_slots_of_a_crashed_process_come_free(db_url: str, world:
         await second.dispose()
 
 
-@pytest.fixture
-async def redis_clients() -> AsyncIterator[list[Redis]]:
-    url = redis_url()
-    made = [Redis.from_url(url), Redis.from_url(url)]
-    try:
-        yield made
-    finally:
-        for client in made:
-            await client.aclose()
-
-
-async def test_redis_slots_are_shared_between_processes(redis_clients: list[Redis]) -> None:
+async def test_redis_slots_are_shared_between_processes(redis_pair: list[Redis]) -> None:
     namespace = f"test_{secrets.token_hex(6)}"
-    first, second = (RedisSlots(c, namespace) for c in redis_clients)
+    first, second = (RedisSlots(c, namespace) for c in redis_pair)
     await check_shared(first, second)
 
 
-async def test_redis_slots_of_a_crashed_process_come_free(redis_clients: list[Redis]) -> None:
+async def test_redis_slots_of_a_crashed_process_come_free(redis_pair: list[Redis]) -> None:
     namespace = f"test_{secrets.token_hex(6)}"
-    crashed = RedisSlots(redis_clients[0], namespace)
-    alive = RedisSlots(redis_clients[1], namespace)
+    crashed = RedisSlots(redis_pair[0], namespace)
+    alive = RedisSlots(redis_pair[1], namespace)
     await fill(crashed, LIMITS, 3)
     assert await alive.take(LIMITS) is None
     # The crashed process's leases run out (moved to the past rather than waited for).
     past = utcnow().timestamp() - 1
     for slot, names in crashed.held.items():
         for name in names:
-            await redis_clients[1].zadd(name, {slot: past}, xx=True)
+            await redis_pair[1].zadd(name, {slot: past}, xx=True)
     assert await alive.take(LIMITS) is not None
     # A live process's renewal moves its leases' end on.
     (slot,) = await fill(alive, {"token:r": 1}, 1)
     key = f"{namespace}:streams:token:r"
-    before = await redis_clients[1].zscore(key, slot)
+    before = await redis_pair[1].zscore(key, slot)
     assert before is not None
     taken = before - alive.lease
     await until(lambda: utcnow().timestamp() > taken + 0.01, "time to pass", WAIT)
     await alive.renew()
-    after = await redis_clients[1].zscore(key, slot)
+    after = await redis_pair[1].zscore(key, slot)
     assert after is not None
     assert after > before
 

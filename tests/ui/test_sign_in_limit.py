@@ -7,7 +7,6 @@ both counters; a Redis that fails leaves the counting to the database."""
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import time
 from collections import Counter
@@ -21,7 +20,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import func, select, update
 
-from tests.conftest import World
+from tests.conftest import World, redis_url
 from tests.events.live import Live, serve
 from threadline.api.errors import AuthenticationFailed, Throttled
 from threadline.apps import service as apps
@@ -40,15 +39,6 @@ EMAIL = "olivia@acme.test"
 # machine; `Counting.end_waits` ends a wait by moving it to the past.
 QUICK = Backoff(free=3, base_seconds=600, cap_seconds=600, forget_seconds=3600)
 COUNTERS = ["database", "redis"]
-
-
-def redis_url() -> str:
-    url = os.environ.get("THREADLINE_TEST_REDIS_URL")
-    if not url:
-        if os.environ.get("CI"):
-            raise RuntimeError("CI=true but THREADLINE_TEST_REDIS_URL is not set")
-        pytest.skip("THREADLINE_TEST_REDIS_URL is not set")
-    return url
 
 
 @dataclass
